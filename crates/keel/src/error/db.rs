@@ -1,0 +1,121 @@
+//! sqlx errors → [`ApiError`].
+//!
+//! `impl From<sqlx::Error> for ApiError` lets handlers use `?` on any query:
+//!
+//! | sqlx error | becomes |
+//! |---|---|
+//! | `RowNotFound` | 404 `not_found` (use [`ResultExt::not_found`] to name the record) |
+//! | unique or foreign-key violation | 409 `conflict`, `{"field": …}` when the column is known |
+//! | pool timeout or closed, I/O, TLS, database busy or locked | 503 `service_unavailable` with `Retry-After` |
+//! | anything else | 500 `internal_error`, the driver message only in the log |
+#![cfg(feature = "sqlx")]
+
+use super::ApiError;
+use sqlx::error::DatabaseError;
+use http::StatusCode;
+
+/// Seconds a client is asked to wait when the database is unavailable.
+const RETRY_AFTER_SECS: u32 = 1;
+
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::RowNotFound => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", "Resource not found")
+            }
+            sqlx::Error::Database(db) if db.is_unique_violation() || db.is_foreign_key_violation() => {
+                let field = constraint_field(db.as_ref());
+                ApiError::conflict(field.as_deref()).with_source(err)
+            }
+            sqlx::Error::Database(db) if is_busy(db.as_ref()) => {
+                ApiError::service_unavailable(RETRY_AFTER_SECS).with_source(err)
+            }
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => {
+                ApiError::service_unavailable(RETRY_AFTER_SECS).with_source(err)
+            }
+            _ => ApiError::internal(err),
+        }
+    }
+}
+
+/// The column a constraint error is about, when the database says so.
+///
+/// SQLite names it in its message (`UNIQUE constraint failed: users.email`); PostgreSQL names
+/// the constraint, whose column [`ResultExt::on_constraint`] maps explicitly. Composite
+/// constraints name no single field.
+fn constraint_field(db: &dyn DatabaseError) -> Option<String> {
+    let columns = db.message().strip_prefix("UNIQUE constraint failed: ")?;
+    if columns.contains(',') {
+        return None;
+    }
+    let column = columns.rsplit('.').next()?;
+    Some(column.to_owned())
+}
+
+/// SQLite's `SQLITE_BUSY` (5) and `SQLITE_LOCKED` (6), with their extended codes: the database
+/// is held by another writer past the busy timeout. PostgreSQL's class 08 (connection
+/// exception), 53300 (too many connections) and 57P03 (cannot connect now) mean the same to a
+/// client: come back shortly.
+fn is_busy(db: &dyn DatabaseError) -> bool {
+    if let Some(sqlite) = db.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
+        let code = sqlite.code().and_then(|c| c.parse::<i32>().ok());
+        return matches!(code.map(|c| c & 0xff), Some(5 | 6));
+    }
+    db.code()
+        .is_some_and(|code| code.starts_with("08") || code == "53300" || code == "57P03")
+}
+
+/// Mapping of query results to the errors a handler means.
+///
+/// ```no_run
+/// # async fn demo(pool: sqlx::SqlitePool, id: i64) -> Result<(), keel::ApiError> {
+/// use keel::error::ResultExt;
+///
+/// let name: String = sqlx::query_scalar("SELECT name FROM products WHERE id = ?")
+///     .bind(id)
+///     .fetch_one(&pool)
+///     .await
+///     .not_found("product", id)?;
+///
+/// sqlx::query("INSERT INTO users (username) VALUES (?)")
+///     .bind("ada")
+///     .execute(&pool)
+///     .await
+///     .on_constraint("users_username_key", |_| keel::ApiError::conflict(Some("username")))?;
+/// # Ok(()) }
+/// ```
+pub trait ResultExt<T> {
+    /// `RowNotFound` becomes 404 `not_found` naming `resource` and `id`.
+    fn not_found(self, resource: &'static str, id: impl serde::Serialize) -> Result<T, ApiError>;
+
+    /// A violation of the constraint called `name` becomes the error `f` makes.
+    fn on_constraint(
+        self,
+        name: &str,
+        f: impl FnOnce(Box<dyn sqlx::error::DatabaseError>) -> ApiError,
+    ) -> Result<T, ApiError>;
+}
+
+impl<T> ResultExt<T> for Result<T, sqlx::Error> {
+    fn not_found(self, resource: &'static str, id: impl serde::Serialize) -> Result<T, ApiError> {
+        self.map_err(|err| match err {
+            sqlx::Error::RowNotFound => ApiError::not_found(resource, id),
+            other => other.into(),
+        })
+    }
+
+    fn on_constraint(
+        self,
+        name: &str,
+        f: impl FnOnce(Box<dyn sqlx::error::DatabaseError>) -> ApiError,
+    ) -> Result<T, ApiError> {
+        self.map_err(|err| match err {
+            sqlx::Error::Database(db) if db.constraint() == Some(name) => f(db),
+            other => other.into(),
+        })
+    }
+}

@@ -1,0 +1,251 @@
+//! `Json`, `Path` and `Query` extractors whose rejections are [`ApiError`]s.
+//!
+//! They are drop-in replacements for axum's: same shape, but a request they refuse gets the
+//! envelope, never axum's plain-text rejection.
+//!
+//! | extractor | refusal | status and code |
+//! |---|---|---|
+//! | [`Json`] | no or another `Content-Type` | 415 `unsupported_media_type` |
+//! | [`Json`] | body over the limit | 413 `payload_too_large` |
+//! | [`Json`] | not JSON | 400 `malformed_json`, details: line and column where parsing stopped |
+//! | [`Json`] | JSON of the wrong shape | 422 `validation_error`, `loc` from `body` |
+//! | [`Path`] | a segment of the wrong type | 422 `validation_error`, `loc: ["path", name]` |
+//! | [`Query`] | a parameter of the wrong type | 422 `validation_error`, `loc: ["query", name]` |
+//!
+//! To report *every* problem of a body at once, deserialise it into
+//! [`Field`](crate::validate::Field)s and check them with a
+//! [`Validation`](crate::validate::Validation).
+
+use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
+use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::request::Parts;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::validate::{describe_expected, Loc, Problem};
+use crate::ApiError;
+
+/// A JSON request body, or a JSON response.
+///
+/// As an extractor it needs `Content-Type: application/json` (or any `application/*+json`) and
+/// a body within the limit set by [`crate::layers::ServiceLayers::body_limit`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !is_json(req.headers().get(CONTENT_TYPE)) {
+            return Err(ApiError::unsupported_media_type());
+        }
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(body_rejection)?;
+        parse_json(&body).map(Json)
+    }
+}
+
+impl<T: Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        match serde_json::to_vec(&self.0) {
+            Ok(body) => {
+                let mut response = body.into_response();
+                response.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                response
+            }
+            Err(err) => ApiError::internal(err).into_response(),
+        }
+    }
+}
+
+fn is_json(content_type: Option<&HeaderValue>) -> bool {
+    let Some(essence) = content_type
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+    else {
+        return false;
+    };
+    let essence = essence.trim().to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+fn body_rejection(rejection: BytesRejection) -> ApiError {
+    match rejection {
+        BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
+            ApiError::payload_too_large()
+        }
+        other => ApiError::new(
+            http::StatusCode::BAD_REQUEST,
+            "bad_request",
+            "Could not read the request body",
+        )
+        .with_source(other),
+    }
+}
+
+/// Parses a JSON body into `T` with keel's errors: 400 `malformed_json` for bad syntax, 422
+/// `validation_error` for the wrong shape. A struct is only ever read from a JSON object (serde
+/// would otherwise accept an array and fill the fields by position).
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|err| {
+        let reason = match err.classify() {
+            serde_json::error::Category::Eof => "unexpected end of input",
+            serde_json::error::Category::Io => "unreadable input",
+            _ => "invalid JSON syntax",
+        };
+        ApiError::malformed_json(err.line(), err.column(), reason)
+    })?;
+    serde_path_to_error::deserialize(TopLevel(value)).map_err(|err| {
+        let problem = Problem::from_serde_message(&err.inner().to_string());
+        let mut loc = vec![Loc::from("body")];
+        loc.extend(err.path().iter().filter_map(|segment| match segment {
+            serde_path_to_error::Segment::Seq { index } => Some(Loc::Index(*index)),
+            serde_path_to_error::Segment::Map { key } => Some(Loc::Key(key.clone())),
+            serde_path_to_error::Segment::Enum { variant } => Some(Loc::Key(variant.clone())),
+            serde_path_to_error::Segment::Unknown => None,
+        }));
+        if problem.kind() == "missing" {
+            if let Some(field) = missing_field(&err.inner().to_string()) {
+                loc.push(Loc::Key(field));
+            }
+        }
+        ApiError::validation(vec![problem.at(loc)])
+    })
+}
+
+/// The field name in serde's ``missing field `name` ``.
+fn missing_field(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("missing field `")?;
+    rest.split_once('`').map(|(name, _)| name.to_owned())
+}
+
+/// A JSON document that refuses to fill a struct from anything but an object.
+struct TopLevel(serde_json::Value);
+
+impl<'de> serde::Deserializer<'de> for TopLevel {
+    type Error = serde_json::Error;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(self, v: V) -> Result<V::Value, Self::Error> {
+        self.0.deserialize_any(v)
+    }
+
+    fn deserialize_struct<V: serde::de::Visitor<'de>>(
+        self,
+        name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        if self.0.is_object() {
+            self.0.deserialize_struct(name, fields, visitor)
+        } else {
+            Err(serde::de::Error::custom(
+                "invalid_type: Input should be a JSON object",
+            ))
+        }
+    }
+
+    fn deserialize_option<V: serde::de::Visitor<'de>>(self, v: V) -> Result<V::Value, Self::Error> {
+        self.0.deserialize_option(v)
+    }
+
+    fn deserialize_newtype_struct<V: serde::de::Visitor<'de>>(
+        self,
+        name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        self.0.deserialize_newtype_struct(name, visitor)
+    }
+
+    fn deserialize_enum<V: serde::de::Visitor<'de>>(
+        self,
+        name: &'static str,
+        variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        self.0.deserialize_enum(name, variants, visitor)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        unit unit_struct seq tuple tuple_struct map identifier ignored_any
+    }
+}
+
+/// Path parameters; a segment that does not parse is a 422 at `["path", name]`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Path<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        use axum::extract::path::ErrorKind;
+        use axum::extract::rejection::PathRejection;
+
+        let rejection = match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => return Ok(Path(value)),
+            Err(PathRejection::FailedToDeserializePathParams(err)) => err.into_kind(),
+            Err(other) => return Err(ApiError::internal(other)),
+        };
+        // A single value (`Path<i64>`) names no key: it is the route's only parameter.
+        let only_key = RawPathParams::from_request_parts(parts, state)
+            .await
+            .ok()
+            .and_then(|params| params.iter().next().map(|(k, _)| k.to_owned()));
+        let (key, problem) = match rejection {
+            ErrorKind::ParseErrorAtKey {
+                key, expected_type, ..
+            } => (Some(key), Problem::invalid_type(&describe_expected(expected_type))),
+            ErrorKind::ParseError { expected_type, .. } => (
+                only_key,
+                Problem::invalid_type(&describe_expected(expected_type)),
+            ),
+            ErrorKind::DeserializeError { key, message, .. } => {
+                (Some(key), Problem::from_serde_message(&message))
+            }
+            ErrorKind::InvalidUtf8InPathParam { key } => {
+                (Some(key), Problem::invalid_type("valid UTF-8"))
+            }
+            ErrorKind::Message(message) => (only_key, Problem::from_serde_message(&message)),
+            other => return Err(ApiError::internal(other.to_string())),
+        };
+        let mut loc = vec![Loc::from("path")];
+        loc.extend(key.map(Loc::Key));
+        Err(ApiError::validation(vec![problem.at(loc)]))
+    }
+}
+
+/// Query parameters; a missing or mistyped parameter is a 422 at `["query", name]`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        let deserializer =
+            serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(deserializer)
+            .map(Query)
+            .map_err(|err| {
+                let message = err.inner().to_string();
+                let mut loc = vec![Loc::from("query")];
+                let path = err.path().to_string();
+                if path != "." {
+                    loc.push(Loc::Key(path));
+                } else if let Some(field) = missing_field(&message) {
+                    loc.push(Loc::Key(field));
+                }
+                ApiError::validation(vec![Problem::from_serde_message(&message).at(loc)])
+            })
+    }
+}

@@ -1,0 +1,49 @@
+//! keel: the error handling layer that axum services otherwise write by hand.
+//!
+//! Every failure that leaves a keel service has one shape, the *envelope*, and carries the
+//! request's id:
+//!
+//! ```json
+//! {"success": false, "error": "Validation error", "code": "validation_error",
+//!  "details": [{"loc": ["body", "email"], "msg": "value is not a valid email address", "type": "invalid_email"}],
+//!  "request_id": "0b6e3f0e-3d1c-4c7e-9a8e-2f4b8c1d9e10"}
+//! ```
+//!
+//! Where each kind of failure becomes the envelope:
+//! - [`error`]: [`ApiError`], the one place an error becomes JSON; [`DomainError`] for business
+//!   errors; `From<sqlx::Error>` for database errors.
+//! - [`extract`]: [`Json`], [`Path`] and [`Query`], whose rejections are `ApiError`s.
+//! - [`validate`]: every problem of a body at once, FastAPI-shaped.
+//! - [`layers`]: unknown routes and methods, body limit, timeout and panics, in one builder.
+//! - [`request_id`]: `X-Request-ID`, the tracing span, and the safety net at the edge.
+//!
+//! A complete service:
+//!
+//! ```no_run
+//! use axum::{routing::get, Router};
+//! use keel::{layers::ServiceLayers, ApiError, Json, Path};
+//!
+//! async fn get_user(Path(id): Path<i64>) -> Result<Json<serde_json::Value>, ApiError> {
+//!     if id != 1 {
+//!         return Err(ApiError::not_found("user", id));
+//!     }
+//!     Ok(Json(serde_json::json!({"id": 1, "username": "ada"})))
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() {
+//!     let app = ServiceLayers::new().apply(Router::new().route("/users/{id}", get(get_user)));
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await.unwrap();
+//!     axum::serve(listener, app).await.unwrap();
+//! }
+//! ```
+
+pub mod error;
+pub mod extract;
+pub mod layers;
+pub mod request_id;
+pub mod validate;
+
+pub use error::{ApiError, DomainError};
+pub use extract::{Json, Path, Query};
+pub use request_id::RequestId;

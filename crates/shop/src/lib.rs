@@ -1,0 +1,15 @@
+//! shop: the reference service built on keel. Users, products and orders over HTTP, on an
+//! embedded SQLite database by default.
+//!
+//! - [`config`]: every setting, from flags or environment variables.
+//! - [`app`]: state, router, serving and shutdown.
+//! - [`routes`]: one module per resource, each with its own `router()`.
+//! - [`domain`]: values that can only hold what the contract allows.
+//! - [`store`]: the SQL.
+
+pub mod app;
+pub mod config;
+pub mod domain;
+pub mod routes;
+pub mod store;
+pub mod telemetry;

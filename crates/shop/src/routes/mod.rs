@@ -1,0 +1,45 @@
+//! HTTP routes, one module per resource. Each module exposes its own `router()`; they are merged
+//! in [`router`], where keel's layers are applied once for all of them.
+
+mod ops;
+mod orders;
+mod products;
+mod users;
+
+use std::time::Duration;
+
+use axum::Router;
+use keel::layers::ServiceLayers;
+
+use crate::app::AppState;
+use crate::config::Config;
+
+/// Every route of the service, behind keel's layers.
+pub fn router(state: AppState, config: &Config) -> Router {
+    let routes = Router::new()
+        .merge(users::router())
+        .merge(products::router())
+        .merge(orders::router())
+        .merge(ops::router());
+    ServiceLayers::new()
+        .body_limit(config.max_body_bytes)
+        .timeout(Duration::from_secs(config.request_timeout_secs))
+        .apply(routes)
+        .with_state(state)
+}
+
+/// `201 Created` with `Location` and the new resource as JSON.
+fn created<T: serde::Serialize>(
+    location: String,
+    body: T,
+) -> (
+    http::StatusCode,
+    [(http::HeaderName, String); 1],
+    keel::Json<T>,
+) {
+    (
+        http::StatusCode::CREATED,
+        [(http::header::LOCATION, location)],
+        keel::Json(body),
+    )
+}

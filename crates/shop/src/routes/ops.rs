@@ -1,0 +1,27 @@
+//! `GET /healthz` (the process runs) and `GET /readyz` (the database answers).
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::Router;
+use keel::{ApiError, Json};
+use serde_json::{json, Value};
+
+use crate::app::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// 503 `service_unavailable` when the database does not answer, whatever the driver said.
+async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    match state.store.ping().await {
+        Ok(()) => Ok(Json(json!({"status": "ok"}))),
+        Err(err) => Err(ApiError::service_unavailable(1).with_source(err)),
+    }
+}
