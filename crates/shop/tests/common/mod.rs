@@ -1,0 +1,145 @@
+//! `spawn_app`: the real service on 127.0.0.1:0 over a fresh SQLite file, and a real HTTP
+//! client to talk to it.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+
+use reqwest::{Method, Response};
+use serde_json::Value;
+use shop::app::App;
+use shop::config::Config;
+use tokio::sync::oneshot;
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    pub db_path: std::path::PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Like [`spawn_app`], with the configuration adjusted by `configure` first.
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("shop.db");
+    let mut config = Config::new(
+        "127.0.0.1:0".parse().unwrap(),
+        format!("sqlite://{}", db_path.display()),
+    );
+    configure(&mut config);
+    let app = App::build(config).await.unwrap();
+    let addr = app.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run(async move {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        addr,
+        client: reqwest::Client::builder().no_proxy().build().unwrap(),
+        db_path,
+        stop: Some(stop),
+        server: Some(server),
+        _dir: dir,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A request with any method, raw body and content type.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> Response {
+        let mut req = self.client.request(method, self.url(path)).body(body);
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        req.send().await.unwrap()
+    }
+
+    pub async fn create_user(&self, email: &str, username: &str) -> Value {
+        let res = self
+            .post_json("/users", &serde_json::json!({"email": email, "username": username}))
+            .await;
+        assert_eq!(res.status(), 201, "creating user {username}");
+        res.json().await.unwrap()
+    }
+
+    pub async fn create_product(&self, name: &str, price_cents: i64, stock: i64) -> Value {
+        let res = self
+            .post_json(
+                "/products",
+                &serde_json::json!({"name": name, "price_cents": price_cents, "stock": stock}),
+            )
+            .await;
+        assert_eq!(res.status(), 201, "creating product {name}");
+        res.json().await.unwrap()
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.unwrap();
+        }
+    }
+}
+
+/// Asserts an error response: status, JSON content type, the request id header equal to the
+/// body's, and the envelope with exactly this code, message and details.
+pub async fn assert_envelope(
+    res: Response,
+    status: u16,
+    code: &str,
+    error: &str,
+    details: Value,
+) -> Value {
+    assert_eq!(res.status(), status, "status");
+    assert_eq!(res.headers()["content-type"], "application/json");
+    let request_id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({
+            "success": false,
+            "error": error,
+            "code": code,
+            "details": details,
+            "request_id": request_id,
+        })
+    );
+    body
+}
+
+/// The fields of an RFC 3339 UTC timestamp as SQLite writes them.
+pub fn assert_timestamp(value: &Value) {
+    let s = value.as_str().unwrap();
+    assert_eq!(s.len(), 24, "{s}");
+    assert!(s.ends_with('Z') && &s[10..11] == "T", "{s}");
+}
