@@ -52,7 +52,10 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 ///     .with_details(serde_json::json!({"order_id": 7}));
 /// assert_eq!(custom.code(), "already_shipped");
 /// ```
-pub struct ApiError {
+pub struct ApiError(Box<Inner>);
+
+/// Boxed so that `Result<T, ApiError>` stays one pointer wide on the happy path.
+struct Inner {
     status: StatusCode,
     code: Cow<'static, str>,
     message: Cow<'static, str>,
@@ -107,27 +110,33 @@ impl ApiError {
         code: impl Into<Cow<'static, str>>,
         message: impl Into<Cow<'static, str>>,
     ) -> Self {
-        ApiError {
+        ApiError(Box::new(Inner {
             status,
             code: code.into(),
             message: message.into(),
             details: None,
             headers: Vec::new(),
             source: None,
-        }
+        }))
     }
 
     /// Returns 400 `malformed_json`: the body is not valid JSON. `details` says where parsing
     /// stopped.
     pub fn malformed_json(line: usize, column: usize, reason: &'static str) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "malformed_json", "Malformed JSON body")
-            .with_details(serde_json::json!({"line": line, "column": column, "reason": reason}))
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            "Malformed JSON body",
+        )
+        .with_details(serde_json::json!({"line": line, "column": column, "reason": reason}))
     }
 
     /// Returns 401 `unauthorized` with `WWW-Authenticate: Bearer`.
     pub fn unauthorized() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized")
-            .with_header(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized").with_header(
+            http::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer"),
+        )
     }
 
     /// Returns 404 `not_found`, naming the missing record: `{"resource": "user", "id": 42}`.
@@ -208,7 +217,10 @@ impl ApiError {
             "service_unavailable",
             "Service unavailable",
         )
-        .with_header(http::header::RETRY_AFTER, HeaderValue::from(retry_after_secs))
+        .with_header(
+            http::header::RETRY_AFTER,
+            HeaderValue::from(retry_after_secs),
+        )
     }
 
     /// Returns 504 `timeout`: the request ran past the configured timeout.
@@ -244,64 +256,64 @@ impl ApiError {
 
     /// Sets the details shown to the client.
     pub fn with_details(mut self, details: Value) -> Self {
-        self.details = Some(details);
+        self.0.details = Some(details);
         self
     }
 
     fn with_details_opt(mut self, details: Option<Value>) -> Self {
-        self.details = details;
+        self.0.details = details;
         self
     }
 
     /// Adds a response header (`Retry-After`, `WWW-Authenticate`, `Allow` …).
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
-        self.headers.push((name, value));
+        self.0.headers.push((name, value));
         self
     }
 
     /// Attaches the internal cause: logged when the response is made, never sent.
     pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
-        self.source = Some(source.into());
+        self.0.source = Some(source.into());
         self
     }
 
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
-        self.status
+        self.0.status
     }
 
     /// The stable, machine-readable code.
     pub fn code(&self) -> &str {
-        &self.code
+        &self.0.code
     }
 
     /// The safe, human-readable message (the envelope's `error`).
     pub fn message(&self) -> &str {
-        &self.message
+        &self.0.message
     }
 
     /// The details shown to the client, if any.
     pub fn details(&self) -> Option<&Value> {
-        self.details.as_ref()
+        self.0.details.as_ref()
     }
 
     /// The envelope of this error for the request `request_id`.
     pub fn envelope<'a>(&'a self, request_id: Option<&'a RequestId>) -> Envelope<'a> {
         Envelope {
             success: false,
-            error: &self.message,
-            code: &self.code,
-            details: self.details.as_ref(),
+            error: &self.0.message,
+            code: &self.0.code,
+            details: self.0.details.as_ref(),
             request_id: request_id.map(RequestId::as_str),
         }
     }
 
     fn log(&self) {
-        let source = self.source.as_deref().map(ErrorChain);
-        if self.status.is_server_error() {
-            tracing::error!(status = self.status.as_u16(), code = %self.code, cause = source.map(tracing::field::display), "request failed");
+        let source = self.0.source.as_deref().map(ErrorChain);
+        if self.0.status.is_server_error() {
+            tracing::error!(status = self.0.status.as_u16(), code = %self.0.code, cause = source.map(tracing::field::display), "request failed");
         } else {
-            tracing::debug!(status = self.status.as_u16(), code = %self.code, cause = source.map(tracing::field::display), "request rejected");
+            tracing::debug!(status = self.0.status.as_u16(), code = %self.0.code, cause = source.map(tracing::field::display), "request rejected");
         }
     }
 }
@@ -335,10 +347,10 @@ impl IntoResponse for ApiError {
         let body = serde_json::to_vec(&self.envelope(request_id.as_ref())).unwrap_or_else(|_| {
             br#"{"success":false,"error":"Internal server error","code":"internal_error","details":null,"request_id":null}"#.to_vec()
         });
-        let mut response = (self.status, body).into_response();
+        let mut response = (self.0.status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        for (name, value) in self.headers {
+        for (name, value) in self.0.headers {
             headers.insert(name, value);
         }
         response.extensions_mut().insert(Enveloped);
@@ -349,24 +361,25 @@ impl IntoResponse for ApiError {
 impl fmt::Debug for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ApiError")
-            .field("status", &self.status)
-            .field("code", &self.code)
-            .field("message", &self.message)
-            .field("details", &self.details)
-            .field("source", &self.source)
+            .field("status", &self.0.status)
+            .field("code", &self.0.code)
+            .field("message", &self.0.message)
+            .field("details", &self.0.details)
+            .field("source", &self.0.source)
             .finish()
     }
 }
 
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", self.message, self.code)
+        write!(f, "{} ({})", self.0.message, self.0.code)
     }
 }
 
 impl std::error::Error for ApiError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
+        self.0
+            .source
             .as_deref()
             .map(|e| e as &(dyn std::error::Error + 'static))
     }

@@ -54,10 +54,9 @@ impl<T: Serialize> IntoResponse for Json<T> {
         match serde_json::to_vec(&self.0) {
             Ok(body) => {
                 let mut response = body.into_response();
-                response.headers_mut().insert(
-                    CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
+                response
+                    .headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
                 response
             }
             Err(err) => ApiError::internal(err).into_response(),
@@ -203,7 +202,10 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T>
         let (key, problem) = match rejection {
             ErrorKind::ParseErrorAtKey {
                 key, expected_type, ..
-            } => (Some(key), Problem::invalid_type(&describe_expected(expected_type))),
+            } => (
+                Some(key),
+                Problem::invalid_type(&describe_expected(expected_type)),
+            ),
             ErrorKind::ParseError { expected_type, .. } => (
                 only_key,
                 Problem::invalid_type(&describe_expected(expected_type)),

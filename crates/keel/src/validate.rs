@@ -187,8 +187,8 @@ impl Problem {
             return Self::new("invalid_value", format!("Input should be {expected}"));
         }
         if let Some((kind, msg)) = message.split_once(": ") {
-            let is_word = !kind.is_empty()
-                && kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+            let is_word =
+                !kind.is_empty() && kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
             if is_word {
                 return Self::new(kind.to_owned(), msg.to_owned());
             }

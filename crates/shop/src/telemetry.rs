@@ -7,7 +7,10 @@ use crate::config::{Config, LogFormat};
 /// Installs the global subscriber. Called once, by `main`.
 pub fn init(config: &Config) {
     let filter = EnvFilter::try_new(&config.log_filter).unwrap_or_else(|err| {
-        eprintln!("invalid RUST_LOG {:?} ({err}); using \"info\"", config.log_filter);
+        eprintln!(
+            "invalid RUST_LOG {:?} ({err}); using \"info\"",
+            config.log_filter
+        );
         EnvFilter::new("info")
     });
     let builder = tracing_subscriber::fmt().with_env_filter(filter);

@@ -11,7 +11,10 @@ async fn placing_an_order_takes_the_stock_and_prices_it() {
     app.create_product("Lamp", 1999, 10).await;
 
     let res = app
-        .post_json("/orders", &json!({"user_id": 1, "product_id": 1, "quantity": 3}))
+        .post_json(
+            "/orders",
+            &json!({"user_id": 1, "product_id": 1, "quantity": 3}),
+        )
         .await;
     assert_eq!(res.status(), 201);
     assert_eq!(res.headers()["location"], "/orders/1");
@@ -38,7 +41,10 @@ async fn ordering_more_than_the_stock_is_409_and_changes_nothing() {
     app.create_user("ada@example.com", "ada").await;
     app.create_product("Lamp", 100, 3).await;
     let res = app
-        .post_json("/orders", &json!({"user_id": 1, "product_id": 1, "quantity": 5}))
+        .post_json(
+            "/orders",
+            &json!({"user_id": 1, "product_id": 1, "quantity": 5}),
+        )
         .await;
     assert_envelope(
         res,
@@ -66,13 +72,33 @@ async fn an_unknown_user_or_product_is_404_naming_it() {
     app.create_user("ada@example.com", "ada").await;
     app.create_product("Lamp", 100, 3).await;
     let res = app
-        .post_json("/orders", &json!({"user_id": 42, "product_id": 1, "quantity": 1}))
+        .post_json(
+            "/orders",
+            &json!({"user_id": 42, "product_id": 1, "quantity": 1}),
+        )
         .await;
-    assert_envelope(res, 404, "not_found", "Resource not found", json!({"resource": "user", "id": 42})).await;
+    assert_envelope(
+        res,
+        404,
+        "not_found",
+        "Resource not found",
+        json!({"resource": "user", "id": 42}),
+    )
+    .await;
     let res = app
-        .post_json("/orders", &json!({"user_id": 1, "product_id": 43, "quantity": 1}))
+        .post_json(
+            "/orders",
+            &json!({"user_id": 1, "product_id": 43, "quantity": 1}),
+        )
         .await;
-    assert_envelope(res, 404, "not_found", "Resource not found", json!({"resource": "product", "id": 43})).await;
+    assert_envelope(
+        res,
+        404,
+        "not_found",
+        "Resource not found",
+        json!({"resource": "product", "id": 43}),
+    )
+    .await;
     let product: Value = app.get("/products/1").await.json().await.unwrap();
     assert_eq!(product["stock"], 3);
 }
@@ -81,7 +107,10 @@ async fn an_unknown_user_or_product_is_404_naming_it() {
 async fn order_fields_are_validated_all_at_once() {
     let app = spawn_app().await;
     let res = app
-        .post_json("/orders", &json!({"user_id": 0, "product_id": "2", "quantity": 1001}))
+        .post_json(
+            "/orders",
+            &json!({"user_id": 0, "product_id": "2", "quantity": 1001}),
+        )
         .await;
     assert_envelope(
         res,
@@ -96,7 +125,10 @@ async fn order_fields_are_validated_all_at_once() {
     )
     .await;
     let res = app
-        .post_json("/orders", &json!({"user_id": 1, "product_id": 1, "quantity": 0}))
+        .post_json(
+            "/orders",
+            &json!({"user_id": 1, "product_id": 1, "quantity": 0}),
+        )
         .await;
     assert_envelope(
         res,
@@ -155,7 +187,10 @@ async fn an_order_whose_total_overflows_is_refused_and_sells_nothing() {
     app.create_user("ada@example.com", "ada").await;
     app.create_product("Priceless", i64::MAX, 5).await;
     let res = app
-        .post_json("/orders", &json!({"user_id": 1, "product_id": 1, "quantity": 2}))
+        .post_json(
+            "/orders",
+            &json!({"user_id": 1, "product_id": 1, "quantity": 2}),
+        )
         .await;
     assert_envelope(
         res,

@@ -8,7 +8,10 @@ use serde_json::{json, Value};
 async fn creating_a_product_returns_201_and_it_can_be_read_back() {
     let app = spawn_app().await;
     let res = app
-        .post_json("/products", &json!({"name": "Lamp", "price_cents": 1999, "stock": 10}))
+        .post_json(
+            "/products",
+            &json!({"name": "Lamp", "price_cents": 1999, "stock": 10}),
+        )
         .await;
     assert_eq!(res.status(), 201);
     assert_eq!(res.headers()["location"], "/products/1");
@@ -37,7 +40,10 @@ async fn zero_price_and_zero_stock_are_allowed() {
 async fn product_rules_are_checked_all_at_once() {
     let app = spawn_app().await;
     let res = app
-        .post_json("/products", &json!({"name": "", "price_cents": -1, "stock": 1.5}))
+        .post_json(
+            "/products",
+            &json!({"name": "", "price_cents": -1, "stock": 1.5}),
+        )
         .await;
     assert_envelope(
         res,
@@ -53,7 +59,10 @@ async fn product_rules_are_checked_all_at_once() {
     .await;
 
     let res = app
-        .post_json("/products", &json!({"name": "x".repeat(201), "price_cents": "5"}))
+        .post_json(
+            "/products",
+            &json!({"name": "x".repeat(201), "price_cents": "5"}),
+        )
         .await;
     assert_envelope(
         res,

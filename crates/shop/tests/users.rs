@@ -8,7 +8,10 @@ use serde_json::{json, Value};
 async fn creating_a_user_returns_201_with_location_and_the_user() {
     let app = spawn_app().await;
     let res = app
-        .post_json("/users", &json!({"email": "Ada@Example.COM", "username": "Ada_L"}))
+        .post_json(
+            "/users",
+            &json!({"email": "Ada@Example.COM", "username": "Ada_L"}),
+        )
         .await;
     assert_eq!(res.status(), 201);
     assert_eq!(res.headers()["location"], "/users/1");
@@ -29,7 +32,10 @@ async fn creating_a_user_returns_201_with_location_and_the_user() {
 async fn unknown_body_fields_are_ignored() {
     let app = spawn_app().await;
     let res = app
-        .post_json("/users", &json!({"email": "a@b.io", "username": "abc", "admin": true}))
+        .post_json(
+            "/users",
+            &json!({"email": "a@b.io", "username": "abc", "admin": true}),
+        )
         .await;
     assert_eq!(res.status(), 201);
 }
@@ -39,7 +45,10 @@ async fn email_is_unique_regardless_of_case() {
     let app = spawn_app().await;
     app.create_user("ada@example.com", "ada").await;
     let res = app
-        .post_json("/users", &json!({"email": "ADA@example.com", "username": "other"}))
+        .post_json(
+            "/users",
+            &json!({"email": "ADA@example.com", "username": "other"}),
+        )
         .await;
     assert_envelope(
         res,
@@ -56,7 +65,10 @@ async fn username_is_unique_regardless_of_case() {
     let app = spawn_app().await;
     app.create_user("ada@example.com", "Ada").await;
     let res = app
-        .post_json("/users", &json!({"email": "other@example.com", "username": "aDA"}))
+        .post_json(
+            "/users",
+            &json!({"email": "other@example.com", "username": "aDA"}),
+        )
         .await;
     assert_envelope(
         res,
@@ -72,7 +84,10 @@ async fn username_is_unique_regardless_of_case() {
 async fn every_problem_of_a_body_is_reported_at_once() {
     let app = spawn_app().await;
     let res = app
-        .post_json("/users", &json!({"email": "not-an-email", "username": "a b"}))
+        .post_json(
+            "/users",
+            &json!({"email": "not-an-email", "username": "a b"}),
+        )
         .await;
     assert_envelope(
         res,
@@ -104,12 +119,42 @@ async fn every_problem_of_a_body_is_reported_at_once() {
 async fn field_rules_have_their_own_types() {
     let app = spawn_app().await;
     let cases = [
-        (json!({"email": 42, "username": "abc"}), "email", "invalid_type", "Input should be a valid string"),
-        (json!({"email": null, "username": "abc"}), "email", "invalid_type", "Input should be a valid string"),
-        (json!({"email": format!("{}@example.com", "a".repeat(250)), "username": "abc"}), "email", "too_long", "String should have at most 254 characters"),
-        (json!({"email": "a@b.io", "username": "ab"}), "username", "too_short", "String should have at least 3 characters"),
-        (json!({"email": "a@b.io", "username": "a".repeat(33)}), "username", "too_long", "String should have at most 32 characters"),
-        (json!({"email": "a@b.io", "username": ["abc"]}), "username", "invalid_type", "Input should be a valid string"),
+        (
+            json!({"email": 42, "username": "abc"}),
+            "email",
+            "invalid_type",
+            "Input should be a valid string",
+        ),
+        (
+            json!({"email": null, "username": "abc"}),
+            "email",
+            "invalid_type",
+            "Input should be a valid string",
+        ),
+        (
+            json!({"email": format!("{}@example.com", "a".repeat(250)), "username": "abc"}),
+            "email",
+            "too_long",
+            "String should have at most 254 characters",
+        ),
+        (
+            json!({"email": "a@b.io", "username": "ab"}),
+            "username",
+            "too_short",
+            "String should have at least 3 characters",
+        ),
+        (
+            json!({"email": "a@b.io", "username": "a".repeat(33)}),
+            "username",
+            "too_long",
+            "String should have at most 32 characters",
+        ),
+        (
+            json!({"email": "a@b.io", "username": ["abc"]}),
+            "username",
+            "invalid_type",
+            "Input should be a valid string",
+        ),
     ];
     for (body, field, kind, msg) in cases {
         let res = app.post_json("/users", &body).await;
@@ -128,7 +173,10 @@ async fn field_rules_have_their_own_types() {
 async fn validation_errors_never_echo_the_input() {
     let app = spawn_app().await;
     let res = app
-        .post_json("/users", &json!({"email": "hunter2-secret", "username": 12345678}))
+        .post_json(
+            "/users",
+            &json!({"email": "hunter2-secret", "username": 12345678}),
+        )
         .await;
     let text = res.text().await.unwrap();
     assert!(!text.contains("hunter2"), "{text}");
@@ -153,11 +201,27 @@ async fn a_missing_user_is_404_naming_it() {
 async fn a_user_id_that_is_not_a_positive_integer_is_422_at_path_id() {
     let app = spawn_app().await;
     for (path, kind, msg) in [
-        ("/users/abc", "invalid_type", "Input should be a valid integer"),
-        ("/users/1.5", "invalid_type", "Input should be a valid integer"),
-        ("/users/99999999999999999999", "invalid_type", "Input should be a valid integer"),
+        (
+            "/users/abc",
+            "invalid_type",
+            "Input should be a valid integer",
+        ),
+        (
+            "/users/1.5",
+            "invalid_type",
+            "Input should be a valid integer",
+        ),
+        (
+            "/users/99999999999999999999",
+            "invalid_type",
+            "Input should be a valid integer",
+        ),
         ("/users/0", "out_of_range", "Input should be greater than 0"),
-        ("/users/-3", "out_of_range", "Input should be greater than 0"),
+        (
+            "/users/-3",
+            "out_of_range",
+            "Input should be greater than 0",
+        ),
     ] {
         let res = app.get(path).await;
         assert_envelope(

@@ -11,8 +11,8 @@
 #![cfg(feature = "sqlx")]
 
 use super::ApiError;
-use sqlx::error::DatabaseError;
 use http::StatusCode;
+use sqlx::error::DatabaseError;
 
 /// Seconds a client is asked to wait when the database is unavailable.
 const RETRY_AFTER_SECS: u32 = 1;
@@ -23,7 +23,9 @@ impl From<sqlx::Error> for ApiError {
             sqlx::Error::RowNotFound => {
                 ApiError::new(StatusCode::NOT_FOUND, "not_found", "Resource not found")
             }
-            sqlx::Error::Database(db) if db.is_unique_violation() || db.is_foreign_key_violation() => {
+            sqlx::Error::Database(db)
+                if db.is_unique_violation() || db.is_foreign_key_violation() =>
+            {
                 let field = constraint_field(db.as_ref());
                 ApiError::conflict(field.as_deref()).with_source(err)
             }

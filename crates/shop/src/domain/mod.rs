@@ -34,7 +34,10 @@ impl Username {
 
     pub fn parse(value: String) -> Result<Self, Problem> {
         check_length(&value, 3, 32)?;
-        if !value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        if !value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
             return Err(Problem::invalid_pattern(Self::PATTERN));
         }
         Ok(Username(value))
@@ -82,9 +85,7 @@ impl Quantity {
         if (1..=Self::MAX).contains(&value) {
             Ok(Quantity(value))
         } else {
-            Err(Problem::out_of_range(
-                "Input should be between 1 and 1000",
-            ))
+            Err(Problem::out_of_range("Input should be between 1 and 1000"))
         }
     }
 
@@ -123,6 +124,9 @@ mod tests {
     #[test]
     fn product_names_count_characters_not_bytes() {
         assert!(ProductName::parse("é".repeat(200)).is_ok());
-        assert_eq!(ProductName::parse(String::new()), Err(Problem::too_short(1)));
+        assert_eq!(
+            ProductName::parse(String::new()),
+            Err(Problem::too_short(1))
+        );
     }
 }

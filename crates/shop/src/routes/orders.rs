@@ -58,5 +58,7 @@ async fn create(
 
 async fn show(State(state): State<AppState>, Path(id): Path<Id>) -> Result<Json<Order>, ApiError> {
     let order = state.store.order(id).await?;
-    order.map(Json).ok_or_else(|| ApiError::not_found("order", id))
+    order
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("order", id))
 }

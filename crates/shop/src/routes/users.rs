@@ -51,5 +51,6 @@ async fn create(
 
 async fn show(State(state): State<AppState>, Path(id): Path<Id>) -> Result<Json<User>, ApiError> {
     let user = state.store.user(id).await?;
-    user.map(Json).ok_or_else(|| ApiError::not_found("user", id))
+    user.map(Json)
+        .ok_or_else(|| ApiError::not_found("user", id))
 }

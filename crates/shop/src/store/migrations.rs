@@ -4,8 +4,8 @@ use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 
-use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::error::BoxDynError;
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::SqlitePool;
 
 /// `(version, description, sql)`, in order. Append; never edit one that has shipped.

@@ -81,9 +81,28 @@ impl TestApp {
         req.send().await.unwrap()
     }
 
+    /// Writes `request` as is on a fresh connection and returns everything the server sends
+    /// back until it closes the connection (send `Connection: close`).
+    pub async fn raw(&self, request: &[u8]) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        stream.write_all(request).await.unwrap();
+        let mut response = Vec::new();
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            stream.read_to_end(&mut response),
+        );
+        // A server may reset after answering a request whose body it did not read.
+        let _ = read.await.unwrap();
+        String::from_utf8_lossy(&response).into_owned()
+    }
+
     pub async fn create_user(&self, email: &str, username: &str) -> Value {
         let res = self
-            .post_json("/users", &serde_json::json!({"email": email, "username": username}))
+            .post_json(
+                "/users",
+                &serde_json::json!({"email": email, "username": username}),
+            )
             .await;
         assert_eq!(res.status(), 201, "creating user {username}");
         res.json().await.unwrap()
