@@ -14,8 +14,9 @@
 //!   errors; `From<sqlx::Error>` for database errors.
 //! - [`extract`]: [`Json`], [`Path`] and [`Query`], whose rejections are `ApiError`s.
 //! - [`validate`]: every problem of a body at once, FastAPI-shaped.
-//! - [`layers`]: unknown routes and methods, body limit, timeout and panics, in one builder.
-//! - [`request_id`]: `X-Request-ID`, the tracing span, and the safety net at the edge.
+//! - [`layers`]: unknown routes and methods, body limit, timeout, panics, request ids, and the
+//!   safety net that envelopes any error response made elsewhere, in one builder.
+//! - [`request_id`]: `X-Request-ID` rules and the id of the current request.
 //!
 //! A complete service:
 //!

@@ -44,7 +44,11 @@ fn odd_value(rng: &mut Rng, depth: usize) -> Value {
         6 => json!("x".repeat(rng.below(400))),
         7 => json!("ünïcødé ☃ \u{0000} \u{202e} 'quote\" <tag>"),
         8 => json!(format!("{}@example.com", "a".repeat(rng.below(300)))),
-        9 => Value::Array((0..rng.below(4)).map(|_| odd_value(rng, depth + 1)).collect()),
+        9 => Value::Array(
+            (0..rng.below(4))
+                .map(|_| odd_value(rng, depth + 1))
+                .collect(),
+        ),
         10 => json!({"nested": odd_value(rng, depth + 1)}),
         _ => json!(u64::MAX),
     }
@@ -52,7 +56,14 @@ fn odd_value(rng: &mut Rng, depth: usize) -> Value {
 
 fn odd_body(rng: &mut Rng) -> Vec<u8> {
     const FIELDS: &[&str] = &[
-        "email", "username", "name", "price_cents", "stock", "user_id", "product_id", "quantity",
+        "email",
+        "username",
+        "name",
+        "price_cents",
+        "stock",
+        "user_id",
+        "product_id",
+        "quantity",
     ];
     match rng.below(10) {
         // An object with some of the real fields, holding odd values.
@@ -67,7 +78,8 @@ fn odd_body(rng: &mut Rng) -> Vec<u8> {
         4 => serde_json::to_vec(&odd_value(rng, 0)).unwrap(),
         // Truncated JSON.
         5 => {
-            let full = serde_json::to_vec(&json!({"email": "a@b.io", "username": "abcdef"})).unwrap();
+            let full =
+                serde_json::to_vec(&json!({"email": "a@b.io", "username": "abcdef"})).unwrap();
             full[..rng.below(full.len())].to_vec()
         }
         // Random bytes.
@@ -85,12 +97,36 @@ fn odd_body(rng: &mut Rng) -> Vec<u8> {
 
 fn odd_path(rng: &mut Rng) -> String {
     const PATHS: &[&str] = &[
-        "/users", "/products", "/orders", "/users/1", "/products/1", "/orders/1", "/healthz",
-        "/readyz", "/", "/users/", "/users//1", "/users/1/2", "/users/%00", "/users/%ff%fe",
-        "/users/%E2%98%83", "/users/-1", "/users/0", "/users/1e3", "/users/0x10",
-        "/users/18446744073709551616", "/users/%20", "/users/1%2F2", "/orders/NaN",
-        "/products/1?x=%ZZ", "/users?limit=-1&&&==", "/nope", "/../etc/passwd", "/users/1;x",
-        "/%2e%2e/%2e%2e", "/users/1#frag",
+        "/users",
+        "/products",
+        "/orders",
+        "/users/1",
+        "/products/1",
+        "/orders/1",
+        "/healthz",
+        "/readyz",
+        "/",
+        "/users/",
+        "/users//1",
+        "/users/1/2",
+        "/users/%00",
+        "/users/%ff%fe",
+        "/users/%E2%98%83",
+        "/users/-1",
+        "/users/0",
+        "/users/1e3",
+        "/users/0x10",
+        "/users/18446744073709551616",
+        "/users/%20",
+        "/users/1%2F2",
+        "/orders/NaN",
+        "/products/1?x=%ZZ",
+        "/users?limit=-1&&&==",
+        "/nope",
+        "/../etc/passwd",
+        "/users/1;x",
+        "/%2e%2e/%2e%2e",
+        "/users/1#frag",
     ];
     let mut path = (*rng.pick(PATHS)).to_owned();
     if rng.chance(10) {
@@ -179,9 +215,15 @@ async fn malformed_requests_never_cause_a_5xx_and_always_get_the_envelope() {
                     req = req.header("content-type", ct);
                 }
                 if let Some(id) = request_id {
-                    req = req.header("x-request-id", reqwest::header::HeaderValue::from_bytes(&id).unwrap());
+                    req = req.header(
+                        "x-request-id",
+                        reqwest::header::HeaderValue::from_bytes(&id).unwrap(),
+                    );
                 }
-                let res = req.send().await.unwrap_or_else(|e| panic!("request {i} {method} {url}: {e}"));
+                let res = req
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("request {i} {method} {url}: {e}"));
                 let status = res.status().as_u16();
                 let header_id = res
                     .headers()
@@ -200,7 +242,10 @@ async fn malformed_requests_never_cause_a_5xx_and_always_get_the_envelope() {
                     let object = body.as_object().unwrap();
                     assert_eq!(object.len(), 5, "request {i}: {text}");
                     assert_eq!(body["success"], false);
-                    assert!(body["error"].is_string() && body["code"].is_string(), "{text}");
+                    assert!(
+                        body["error"].is_string() && body["code"].is_string(),
+                        "{text}"
+                    );
                     assert!(object.contains_key("details"));
                     assert_eq!(body["request_id"], header_id.as_str(), "request {i}");
                 }

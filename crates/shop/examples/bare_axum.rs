@@ -1,0 +1,83 @@
+//! The baseline of `bench/http.sh`: the same routes as shop's users, over the same store and
+//! SQL, in bare axum, without any of keel's layers (no request id, no envelope, no timeout,
+//! no panic catcher, no validation beyond serde and the domain types).
+//!
+//! `cargo run --release -p shop --example bare_axum -- 127.0.0.1:8001 sqlite:///tmp/bare.db`
+
+use std::net::SocketAddr;
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use shop::domain::{Email, Id, Username};
+use shop::store::users::NewUser;
+use shop::store::Store;
+
+#[derive(serde::Deserialize)]
+struct NewUserBody {
+    email: String,
+    username: String,
+}
+
+async fn create(State(store): State<Store>, Json(body): Json<NewUserBody>) -> Response {
+    let (Ok(email), Ok(username)) = (Email::parse(body.email), Username::parse(body.username))
+    else {
+        return StatusCode::UNPROCESSABLE_ENTITY.into_response();
+    };
+    match store.create_user(&NewUser { email, username }).await {
+        Ok(user) => (StatusCode::CREATED, Json(user)).into_response(),
+        Err(_) => StatusCode::CONFLICT.into_response(),
+    }
+}
+
+/// An error body written by hand, as a bare axum service would, of the same size as keel's.
+fn error(status: StatusCode, code: &str, details: serde_json::Value) -> Response {
+    let body =
+        serde_json::json!({"success": false, "error": code, "code": code, "details": details});
+    (status, Json(body)).into_response()
+}
+
+async fn show(State(store): State<Store>, id: Result<Path<i64>, PathRejection>) -> Response {
+    let Some(id) = id.ok().and_then(|Path(id)| Id::parse(id).ok()) else {
+        let details = serde_json::json!([{"loc": ["path", "id"], "msg": "Input should be a valid integer", "type": "invalid_type"}]);
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_error",
+            details,
+        );
+    };
+    match store.user(id).await {
+        Ok(Some(user)) => Json(user).into_response(),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            serde_json::json!({"resource": "user", "id": id}),
+        ),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let addr: SocketAddr = args
+        .next()
+        .unwrap_or_else(|| "127.0.0.1:8001".into())
+        .parse()
+        .expect("first argument: the address to listen on");
+    let url = args.next().unwrap_or_else(|| "sqlite://bare.db".into());
+    let store = Store::open(&url)
+        .await
+        .expect("second argument: a sqlite:// URL");
+    let app = Router::new()
+        .route("/users", post(create))
+        .route("/users/{id}", get(show))
+        .with_state(store);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .expect("cannot listen");
+    axum::serve(listener, app).await.expect("server failed");
+}
