@@ -194,3 +194,50 @@ async fn health_and_readiness_answer_ok() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_request_held_past_the_timeout_is_504_and_the_service_goes_on() {
+    use sqlx::Connection;
+    let app = spawn_app_with(|c| c.request_timeout_secs = 1).await;
+    let url = format!("sqlite://{}", app.db_path.display());
+    let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+
+    // The write waits for the lock (up to 5 s) and the 1 s timeout answers first.
+    let res = app
+        .post_json("/users", &json!({"email": "b@b.io", "username": "bcd"}))
+        .await;
+    assert_envelope(res, 504, "timeout", "Request timed out", json!(null)).await;
+
+    // A timeout stops the waiting, not the statement already handed to the database: like any
+    // request that timed out, it may still take effect. The service serves on.
+    sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+    app.create_user("c@b.io", "cde").await;
+}
+
+#[tokio::test]
+async fn an_unexpected_database_error_is_500_without_the_driver_message() {
+    use sqlx::Connection;
+    let app = spawn_app().await;
+    let url = format!("sqlite://{}", app.db_path.display());
+    let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("DROP TABLE orders")
+        .execute(&mut other)
+        .await
+        .unwrap();
+
+    let res = app.get("/orders/1").await;
+    let body = assert_envelope(
+        res,
+        500,
+        "internal_error",
+        "Internal server error",
+        json!(null),
+    )
+    .await;
+    assert!(!body.to_string().contains("orders"), "{body}");
+    assert_eq!(app.get("/healthz").await.status(), 200);
+}
