@@ -399,3 +399,14 @@ impl fmt::Display for ErrorChain<'_> {
         Ok(())
     }
 }
+
+/// The message of a panic payload (`panic!("…")` carries a `&str` or a `String`).
+pub(crate) fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}

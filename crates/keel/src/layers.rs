@@ -5,6 +5,7 @@
 //! | layer | what it catches | becomes |
 //! |---|---|---|
 //! | edge: request id | any error response not yet in the envelope | the envelope for its status; `X-Request-ID` on every response |
+//! | edge: tasks | after-response work a handler queued | started once the body has been sent |
 //! | edge: timeout | a request running past the limit (default 30 s) | 504 `timeout` |
 //! | panic catcher | a panic in a handler, extractor or inner layer | 500 `internal_error`, panic message in the log only |
 //! | body limit | a body over the limit (default 1 MiB), when an extractor reads it | 413 `payload_too_large` |
@@ -33,11 +34,14 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use tower::{Layer, Service};
+use tokio_util::task::TaskTracker;
 use tower_http::catch_panic::CatchPanicLayer;
 use tracing::Instrument;
 
 use crate::error::Enveloped;
+use crate::error::panic_message;
 use crate::request_id::{RequestId, X_REQUEST_ID};
+use crate::tasks::{self, Tasks};
 use crate::ApiError;
 
 /// The request body limit when none is set: 1 MiB.
@@ -51,6 +55,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct ServiceLayers {
     body_limit: usize,
     timeout: Duration,
+    tracker: TaskTracker,
 }
 
 impl Default for ServiceLayers {
@@ -58,6 +63,7 @@ impl Default for ServiceLayers {
         ServiceLayers {
             body_limit: DEFAULT_BODY_LIMIT,
             timeout: DEFAULT_TIMEOUT,
+            tracker: TaskTracker::new(),
         }
     }
 }
@@ -80,6 +86,13 @@ impl ServiceLayers {
         self
     }
 
+    /// Where after-response tasks ([`crate::tasks`]) are spawned, so that shutdown can wait
+    /// for them: `tracker.close(); tracker.wait().await`.
+    pub fn task_tracker(mut self, tracker: TaskTracker) -> Self {
+        self.tracker = tracker;
+        self
+    }
+
     /// Installs the fallbacks and layers on `router`.
     pub fn apply<S: Clone + Send + Sync + 'static>(self, router: Router<S>) -> Router<S> {
         router
@@ -89,6 +102,7 @@ impl ServiceLayers {
             .layer(CatchPanicLayer::custom(panic_response))
             .layer(EdgeLayer {
                 timeout: self.timeout,
+                tracker: self.tracker,
             })
     }
 }
@@ -108,6 +122,7 @@ async fn method_not_allowed() -> ApiError {
 #[derive(Debug, Clone)]
 struct EdgeLayer {
     timeout: Duration,
+    tracker: TaskTracker,
 }
 
 impl<S> Layer<S> for EdgeLayer {
@@ -117,6 +132,7 @@ impl<S> Layer<S> for EdgeLayer {
         Edge {
             inner,
             timeout: self.timeout,
+            tracker: self.tracker.clone(),
         }
     }
 }
@@ -125,6 +141,7 @@ impl<S> Layer<S> for EdgeLayer {
 struct Edge<S> {
     inner: S,
     timeout: Duration,
+    tracker: TaskTracker,
 }
 
 impl<S> Service<Request> for Edge<S>
@@ -148,6 +165,9 @@ where
                 .and_then(|v| v.to_str().ok()),
         );
         req.extensions_mut().insert(id.clone());
+        let tasks = Tasks::default();
+        req.extensions_mut().insert(tasks.clone());
+        let tracker = self.tracker.clone();
         let span = tracing::info_span!(
             "request",
             request_id = %id,
@@ -160,13 +180,13 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let limit = self.timeout;
-        let served = id.scope(async move {
+        let served = id.clone().scope(async move {
             let response = match tokio::time::timeout(limit, inner.call(req)).await {
                 Ok(Ok(response)) => response.into_response(),
                 Ok(Err(never)) => match never {},
                 Err(_elapsed) => ApiError::timeout().into_response(),
             };
-            ensure_envelope(response)
+            tasks::after_response(ensure_envelope(response), &tasks, &tracker, id)
         });
         Box::pin(
             async move {
@@ -207,12 +227,5 @@ fn ensure_envelope(response: Response) -> Response {
 struct Panicked(String);
 
 fn panic_response(payload: Box<dyn Any + Send + 'static>) -> Response {
-    let message = if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_owned()
-    };
-    ApiError::internal(Panicked(message)).into_response()
+    ApiError::internal(Panicked(panic_message(payload))).into_response()
 }

@@ -16,6 +16,8 @@
 //! - [`validate`]: every problem of a body at once, FastAPI-shaped.
 //! - [`layers`]: unknown routes and methods, body limit, timeout, panics, request ids, and the
 //!   safety net that envelopes any error response made elsewhere, in one builder.
+//! - [`tasks`]: after-response tasks, FastAPI's `BackgroundTasks` without its holes.
+//! - [`jobs`]: a durable job queue in the service's own database.
 //! - [`request_id`]: `X-Request-ID` rules and the id of the current request.
 //!
 //! A complete service:
@@ -41,8 +43,11 @@
 
 pub mod error;
 pub mod extract;
+#[cfg(feature = "sqlx")]
+pub mod jobs;
 pub mod layers;
 pub mod request_id;
+pub mod tasks;
 pub mod validate;
 
 pub use error::{ApiError, DomainError};
