@@ -33,13 +33,13 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
-use tower::{Layer, Service};
 use tokio_util::task::TaskTracker;
+use tower::{Layer, Service};
 use tower_http::catch_panic::CatchPanicLayer;
 use tracing::Instrument;
 
-use crate::error::Enveloped;
 use crate::error::panic_message;
+use crate::error::Enveloped;
 use crate::request_id::{RequestId, X_REQUEST_ID};
 use crate::tasks::{self, Tasks};
 use crate::ApiError;

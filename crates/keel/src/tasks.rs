@@ -144,12 +144,18 @@ impl Run {
         // Bodies are dropped by the connection's task, inside the runtime; outside one (a
         // response built and dropped in a plain test) there is nowhere to run them.
         if tokio::runtime::Handle::try_current().is_err() {
-            tracing::warn!(tasks = self.tasks.len(), "after-response tasks dropped: no runtime");
+            tracing::warn!(
+                tasks = self.tasks.len(),
+                "after-response tasks dropped: no runtime"
+            );
             return;
         }
         let tracker = self.tracker.clone();
         let span = self.span.clone();
-        let work = self.request_id.clone().scope(run_in_order(self.tasks, tracker.clone()));
+        let work = self
+            .request_id
+            .clone()
+            .scope(run_in_order(self.tasks, tracker.clone()));
         tracker.spawn(work.instrument(span));
     }
 }
@@ -168,7 +174,9 @@ async fn run_in_order(tasks: Vec<(&'static str, BoxFuture)>, tracker: TaskTracke
         let failure = match outcome {
             Ok(Ok(())) => continue,
             Ok(Err(message)) => message,
-            Err(join) if join.is_panic() => format!("panicked: {}", panic_message(join.into_panic())),
+            Err(join) if join.is_panic() => {
+                format!("panicked: {}", panic_message(join.into_panic()))
+            }
             Err(join) => join.to_string(),
         };
         tracing::error!(task = name, error = %failure, "after-response task failed");

@@ -1,10 +1,9 @@
 //! keel's layers on a small app over a real socket: panics, timeouts, rejections of extractors
 //! that know nothing of keel, query errors, domain errors, and the request id in the logs.
 #![allow(clippy::unwrap_used)]
+mod common;
 
-use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::routing::{get, post};
@@ -65,35 +64,7 @@ async fn internal() -> Result<(), ApiError> {
     )))
 }
 
-/// Log lines written by every test of this file.
-fn logs() -> &'static Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        let writer = buffer.clone();
-        tracing_subscriber::fmt()
-            .with_env_filter("debug")
-            .with_ansi(false)
-            .with_writer(move || SharedWriter(writer.clone()))
-            .init();
-        buffer
-    })
-}
-
-struct SharedWriter(Arc<Mutex<Vec<u8>>>);
-
-impl Write for SharedWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 async fn spawn() -> SocketAddr {
-    logs();
     let routes = Router::new()
         .route("/panic", get(panics))
         .route("/slow", get(slow))
@@ -105,10 +76,7 @@ async fn spawn() -> SocketAddr {
     let app = ServiceLayers::new()
         .timeout(Duration::from_millis(300))
         .apply(routes);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
+    common::serve(app).await
 }
 
 async fn call(
@@ -159,7 +127,7 @@ async fn a_panic_is_a_500_envelope_and_the_service_keeps_serving() {
     assert_eq!((status, body), (StatusCode::OK, json!({"limit": 5})));
 
     // The cause is in the log, once, with the request id; never in the response.
-    let logs = String::from_utf8(logs().lock().unwrap().clone()).unwrap();
+    let logs = common::logs();
     let lines: Vec<&str> = logs
         .lines()
         .filter(|l| l.contains("panic-test-1") && l.contains("ERROR"))
@@ -288,7 +256,7 @@ async fn domain_and_internal_errors_render_their_code_and_hide_their_cause() {
         body,
         envelope("Internal server error", "internal_error", json!(null), "d2")
     );
-    let logs = String::from_utf8(logs().lock().unwrap().clone()).unwrap();
+    let logs = common::logs();
     assert!(
         logs.lines()
             .any(|l| l.contains("d2") && l.contains("disk on fire")),

@@ -69,7 +69,7 @@ async fn main() {
         .parse()
         .expect("first argument: the address to listen on");
     let url = args.next().unwrap_or_else(|| "sqlite://bare.db".into());
-    let store = Store::open(&url)
+    let store = Store::open(&url, 8)
         .await
         .expect("second argument: a sqlite:// URL");
     let app = Router::new()

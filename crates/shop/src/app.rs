@@ -1,13 +1,23 @@
-//! Start-up and shutdown: open the store, build the router, serve until a signal.
+//! Start-up and shutdown: open the store, build the router, start the job workers, serve until
+//! a signal, then stop in order.
+//!
+//! Shutdown order: the listener stops taking connections and requests in flight finish; then
+//! the workers stop claiming and their running jobs get the grace period (what is left goes
+//! back to the queue); after-response tasks get the same grace; then the database closes.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::Router;
+use keel::jobs::{Registry, Worker, WorkerConfig};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::routes;
+use crate::mail::{MailSetupError, Mailer};
 use crate::store::{OpenError, Store};
+use crate::{jobs, routes};
 
 /// What every handler shares: cheap to clone.
 #[derive(Debug, Clone)]
@@ -20,6 +30,8 @@ pub struct AppState {
 pub enum StartError {
     #[error(transparent)]
     Store(#[from] OpenError),
+    #[error(transparent)]
+    Mail(#[from] MailSetupError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -33,14 +45,24 @@ pub struct App {
     listener: TcpListener,
     router: Router,
     state: AppState,
+    registry: Registry,
+    workers: WorkerConfig,
+    /// Owns the job workers and the after-response tasks.
+    tracker: TaskTracker,
 }
 
 impl App {
-    /// Opens the database (migrating it) and binds the listener.
+    /// Opens the database (migrating it), sets up mail and binds the listener.
     pub async fn build(config: Config) -> Result<Self, StartError> {
-        let store = Store::open(&config.database_url).await?;
+        let store = Store::open(&config.database_url, config.job_max_attempts).await?;
+        let mailer = Mailer::new(
+            config.smtp_url.as_deref(),
+            &config.mail_dir,
+            &config.mail_from,
+        )?;
         let state = AppState { store };
-        let router = routes::router(state.clone(), &config);
+        let tracker = TaskTracker::new();
+        let router = routes::router(state.clone(), &config, tracker.clone());
         let listener = TcpListener::bind(config.addr)
             .await
             .map_err(|source| StartError::Bind {
@@ -51,6 +73,9 @@ impl App {
             listener,
             router,
             state,
+            registry: jobs::registry(mailer),
+            workers: config.worker_config(),
+            tracker,
         })
     }
 
@@ -59,9 +84,17 @@ impl App {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` completes, then finishes the requests in flight and closes the
-    /// database.
+    /// Serves until `shutdown` completes, then stops in the order of the module docs.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
+        let stop_workers = CancellationToken::new();
+        let grace = self.workers.shutdown_grace;
+        Worker::spawn(
+            self.state.store.jobs().clone(),
+            self.registry,
+            self.workers,
+            stop_workers.clone(),
+            &self.tracker,
+        );
         if let Ok(addr) = self.listener.local_addr() {
             tracing::info!(%addr, "shop listening");
         }
@@ -70,6 +103,18 @@ impl App {
             .await;
         if let Err(err) = served {
             tracing::error!(error = %err, "server stopped with an error");
+        }
+
+        stop_workers.cancel();
+        self.tracker.close();
+        // The workers give their jobs `grace`, then hand back what is left; a little more
+        // covers that last write.
+        let limit = grace + Duration::from_secs(5);
+        if tokio::time::timeout(limit, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("background work still running at exit; jobs will be retried");
         }
         self.state.store.close().await;
         tracing::info!("shop stopped");

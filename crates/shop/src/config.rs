@@ -2,6 +2,8 @@
 //! defaults of the contract. `shop --help` is the configuration reference.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
@@ -16,6 +18,48 @@ pub struct Config {
     /// Database: `sqlite://PATH` (created and migrated at start-up).
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://shop.db")]
     pub database_url: String,
+
+    /// SMTP server for outgoing mail (`smtp://[user:pass@]host[:port]`, `?tls=required` for
+    /// STARTTLS, `smtps://` for TLS); unset, mail is written
+    /// as `.eml` files into the mail folder.
+    #[arg(long, env = "SMTP_URL")]
+    pub smtp_url: Option<String>,
+
+    /// Folder for `.eml` files when there is no SMTP server.
+    #[arg(long, env = "SHOP_MAIL_DIR", default_value = "./mail")]
+    pub mail_dir: PathBuf,
+
+    /// Sender of outgoing mail.
+    #[arg(
+        long,
+        env = "SHOP_MAIL_FROM",
+        default_value = "shop <no-reply@shop.localhost>"
+    )]
+    pub mail_from: String,
+
+    /// Attempts of a background job before it is dead.
+    #[arg(long, env = "SHOP_JOB_MAX_ATTEMPTS", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub job_max_attempts: u32,
+
+    /// First retry delay of a failed job, in ms; each retry doubles it (capped at 1 h), with
+    /// jitter.
+    #[arg(long, env = "SHOP_JOB_BACKOFF_BASE_MS", default_value_t = 1000)]
+    pub job_backoff_base_ms: u64,
+
+    /// Job worker loops in this process.
+    #[arg(long, env = "SHOP_JOB_WORKERS", default_value_t = 2,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub job_workers: u16,
+
+    /// Seconds one attempt of a job may run before it counts as failed.
+    #[arg(long, env = "SHOP_JOB_TIMEOUT_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub job_timeout_secs: u64,
+
+    /// Seconds that running jobs and after-response tasks get to finish at shutdown.
+    #[arg(long, env = "SHOP_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
 
     /// Largest accepted request body, in bytes; larger bodies are answered 413.
     #[arg(long, env = "SHOP_MAX_BODY_BYTES", default_value_t = 1_048_576)]
@@ -44,6 +88,17 @@ pub enum LogFormat {
 }
 
 impl Config {
+    /// How the job workers run.
+    pub fn worker_config(&self) -> keel::jobs::WorkerConfig {
+        keel::jobs::WorkerConfig {
+            workers: usize::from(self.job_workers),
+            job_timeout: Duration::from_secs(self.job_timeout_secs),
+            backoff_base: Duration::from_millis(self.job_backoff_base_ms),
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            ..keel::jobs::WorkerConfig::default()
+        }
+    }
+
     /// The defaults, listening on `addr` with the database at `database_url`: for tests and
     /// embedding.
     pub fn new(addr: SocketAddr, database_url: impl Into<String>) -> Self {

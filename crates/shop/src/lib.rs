@@ -5,11 +5,14 @@
 //! - [`app`]: state, router, serving and shutdown.
 //! - [`routes`]: one module per resource, each with its own `router()`.
 //! - [`domain`]: values that can only hold what the contract allows.
-//! - [`store`]: the SQL.
+//! - [`store`]: the SQL, and the durable job queue in the same database.
+//! - [`jobs`]: the kinds of background job; [`mail`]: where mail goes.
 
 pub mod app;
 pub mod config;
 pub mod domain;
+pub mod jobs;
+pub mod mail;
 pub mod routes;
 pub mod store;
 pub mod telemetry;

@@ -46,7 +46,6 @@ const NOW_TEXT: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 /// Longest `last_error` kept, in bytes: enough for a cause, not for a response body.
 const MAX_ERROR_LEN: usize = 1000;
 
-
 /// A handle on the queue: enqueue into a transaction, and the backend of the workers.
 #[derive(Debug, Clone)]
 pub struct SqliteQueue {
@@ -167,7 +166,8 @@ impl Backend for SqliteQueue {
             .collect();
         let mut tx = self.pool.begin().await?;
         if !succeeded.is_empty() {
-            let ids = serde_json::to_string(&succeeded).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+            let ids =
+                serde_json::to_string(&succeeded).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
             sqlx::query(&format!(
                 "UPDATE keel_jobs SET state = 'succeeded', locked_until = NULL, \
                  finished_at = {NOW_TEXT} WHERE id IN (SELECT value FROM json_each(?1))"

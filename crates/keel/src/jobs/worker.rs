@@ -265,13 +265,20 @@ fn run_one(
         max_attempts: job.max_attempts,
         request_id: job.request_id.clone(),
     };
-    let run = registry.get(&job.kind).map(|handler| handler(&job.payload, meta));
+    let run = registry
+        .get(&job.kind)
+        .map(|handler| handler(&job.payload, meta));
     let kind = job.kind.clone();
     let timeout = config.job_timeout;
-    let request_id = job.request_id.as_deref().map(|id| RequestId::from_header(Some(id)));
+    let request_id = job
+        .request_id
+        .as_deref()
+        .map(|id| RequestId::from_header(Some(id)));
     let attempt = async move {
         let Some(run) = run else {
-            return Err(JobError::permanent(format!("no handler for job kind {kind:?}")));
+            return Err(JobError::permanent(format!(
+                "no handler for job kind {kind:?}"
+            )));
         };
         let result = match tokio::time::timeout(timeout, run).await {
             Ok(result) => result,
@@ -304,7 +311,11 @@ fn outcome(job: &Claimed, result: Result<(), JobError>, config: &WorkerConfig) -
     let delay = match err.retry {
         Retry::Never => None,
         _ if last_attempt => None,
-        Retry::Backoff => Some(backoff(config.backoff_base, config.backoff_cap, job.attempts)),
+        Retry::Backoff => Some(backoff(
+            config.backoff_base,
+            config.backoff_cap,
+            job.attempts,
+        )),
         Retry::After(delay) => Some(delay.min(config.backoff_cap)),
     };
     match delay {

@@ -10,12 +10,13 @@ use std::time::Duration;
 
 use axum::Router;
 use keel::layers::ServiceLayers;
+use tokio_util::task::TaskTracker;
 
 use crate::app::AppState;
 use crate::config::Config;
 
 /// Every route of the service, behind keel's layers.
-pub fn router(state: AppState, config: &Config) -> Router {
+pub fn router(state: AppState, config: &Config, tracker: TaskTracker) -> Router {
     let routes = Router::new()
         .merge(users::router())
         .merge(products::router())
@@ -24,8 +25,29 @@ pub fn router(state: AppState, config: &Config) -> Router {
     ServiceLayers::new()
         .body_limit(config.max_body_bytes)
         .timeout(Duration::from_secs(config.request_timeout_secs))
+        .task_tracker(tracker)
         .apply(routes)
         .with_state(state)
+}
+
+/// Records an analytics event after the response, with the request's id.
+fn record_event(
+    tasks: &keel::tasks::Tasks,
+    state: &AppState,
+    name: &'static str,
+    properties: serde_json::Value,
+) {
+    let store = state.store.clone();
+    tasks.add("analytics", async move {
+        let request_id = keel::RequestId::current();
+        store
+            .record_event(
+                name,
+                &properties,
+                request_id.as_ref().map(keel::RequestId::as_str),
+            )
+            .await
+    });
 }
 
 /// `201 Created` with `Location` and the new resource as JSON.

@@ -4,6 +4,7 @@ use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
+use keel::tasks::Tasks;
 use keel::validate::{Field, Validation};
 use keel::{ApiError, Json, Path};
 use serde::Deserialize;
@@ -49,10 +50,16 @@ impl TryFrom<NewOrderBody> for NewOrder {
 
 async fn create(
     State(state): State<AppState>,
+    tasks: Tasks,
     Json(body): Json<NewOrderBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let new = NewOrder::try_from(body)?;
     let order = state.store.place_order(new).await?;
+    let properties = serde_json::json!({
+        "order_id": order.id, "user_id": order.user_id, "product_id": order.product_id,
+        "quantity": order.quantity, "total_cents": order.total_cents,
+    });
+    super::record_event(&tasks, &state, "order_created", properties);
     Ok(super::created(format!("/orders/{}", order.id), order))
 }
 

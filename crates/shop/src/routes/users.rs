@@ -4,6 +4,7 @@ use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
+use keel::tasks::Tasks;
 use keel::validate::{Field, Validation};
 use keel::{ApiError, Json, Path};
 use serde::Deserialize;
@@ -42,10 +43,17 @@ impl TryFrom<NewUserBody> for NewUser {
 
 async fn create(
     State(state): State<AppState>,
+    tasks: Tasks,
     Json(body): Json<NewUserBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let new = NewUser::try_from(body)?;
     let user = state.store.create_user(&new).await?;
+    super::record_event(
+        &tasks,
+        &state,
+        "user_created",
+        serde_json::json!({"user_id": user.id}),
+    );
     Ok(super::created(format!("/users/{}", user.id), user))
 }
 

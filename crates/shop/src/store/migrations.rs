@@ -9,11 +9,19 @@ use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::SqlitePool;
 
 /// `(version, description, sql)`, in order. Append; never edit one that has shipped.
-const SQLITE: &[(i64, &str, &str)] = &[(
-    1,
-    "users products orders",
-    include_str!("../../migrations/sqlite/0001_init.sql"),
-)];
+const SQLITE: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "users products orders",
+        include_str!("../../migrations/sqlite/0001_init.sql"),
+    ),
+    (2, "keel jobs", keel::jobs::sqlite::SCHEMA),
+    (
+        3,
+        "analytics events",
+        include_str!("../../migrations/sqlite/0003_analytics.sql"),
+    ),
+];
 
 #[derive(Debug)]
 struct Embedded(&'static [(i64, &'static str, &'static str)]);

@@ -6,6 +6,7 @@
 //! the pool, in order, and every write transaction holds the lock from its first statement.
 //! This is also what makes the order's stock check and decrement atomic: see [`orders`].
 
+pub mod analytics;
 mod migrations;
 pub mod orders;
 pub mod products;
@@ -14,6 +15,7 @@ pub mod users;
 use std::str::FromStr;
 use std::time::Duration;
 
+use keel::jobs::sqlite::SqliteQueue;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
@@ -35,16 +37,18 @@ pub enum OpenError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
-/// The service's database.
+/// The service's database, and the job queue inside it.
 #[derive(Debug, Clone)]
 pub struct Store {
     read: SqlitePool,
     write: SqlitePool,
+    jobs: SqliteQueue,
 }
 
 impl Store {
-    /// Opens (creating it if needed) and migrates the database at `url`.
-    pub async fn open(url: &str) -> Result<Self, OpenError> {
+    /// Opens (creating it if needed) and migrates the database at `url`; jobs enqueued through
+    /// it get `job_max_attempts` attempts.
+    pub async fn open(url: &str, job_max_attempts: u32) -> Result<Self, OpenError> {
         if !url.starts_with("sqlite:") {
             return Err(OpenError::UnsupportedUrl(url.to_owned()));
         }
@@ -67,7 +71,13 @@ impl Store {
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options.read_only(true))
             .await?;
-        Ok(Store { read, write })
+        let jobs = SqliteQueue::new(write.clone(), job_max_attempts);
+        Ok(Store { read, write, jobs })
+    }
+
+    /// The durable job queue, in the same database.
+    pub fn jobs(&self) -> &SqliteQueue {
+        &self.jobs
     }
 
     /// Succeeds when the database answers a query.

@@ -4,6 +4,7 @@ use serde::Serialize;
 
 use super::Store;
 use crate::domain::{Email, Id, Username};
+use crate::jobs::WelcomeEmail;
 
 /// A user as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
@@ -22,17 +23,28 @@ pub struct NewUser {
 }
 
 impl Store {
-    /// Inserts a user. A taken email or username (in any case) is a unique violation, which
-    /// keel maps to 409 naming the column.
+    /// Inserts a user and enqueues its welcome mail in the same transaction: both or neither.
+    /// A taken email or username (in any case) is a unique violation, which keel maps to 409
+    /// naming the column.
     pub async fn create_user(&self, new: &NewUser) -> Result<User, sqlx::Error> {
-        sqlx::query_as(
+        let mut tx = self.write.begin().await?;
+        let user: User = sqlx::query_as(
             "INSERT INTO users (email, username) VALUES (?1, ?2) \
              RETURNING id, email, username, created_at",
         )
         .bind(new.email.as_str())
         .bind(new.username.as_str())
-        .fetch_one(&self.write)
-        .await
+        .fetch_one(&mut *tx)
+        .await?;
+        let welcome = WelcomeEmail {
+            user_id: user.id,
+            email: user.email.clone(),
+            username: user.username.clone(),
+        };
+        self.jobs.enqueue(&mut tx, &welcome).await?;
+        tx.commit().await?;
+        self.jobs.wake();
+        Ok(user)
     }
 
     /// The user with this id, if any.

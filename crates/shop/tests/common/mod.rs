@@ -2,6 +2,8 @@
 //! client to talk to it.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod smtp;
+
 use std::net::SocketAddr;
 
 use reqwest::{Method, Response};
@@ -14,6 +16,7 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
     pub db_path: std::path::PathBuf,
+    pub mail_dir: std::path::PathBuf,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
     _dir: tempfile::TempDir,
@@ -31,7 +34,10 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
         "127.0.0.1:0".parse().unwrap(),
         format!("sqlite://{}", db_path.display()),
     );
+    config.mail_dir = dir.path().join("mail");
+    config.job_backoff_base_ms = 50;
     configure(&mut config);
+    let mail_dir = config.mail_dir.clone();
     let app = App::build(config).await.unwrap();
     let addr = app.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -42,6 +48,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
         addr,
         client: reqwest::Client::builder().no_proxy().build().unwrap(),
         db_path,
+        mail_dir,
         stop: Some(stop),
         server: Some(server),
         _dir: dir,
@@ -119,6 +126,13 @@ impl TestApp {
         res.json().await.unwrap()
     }
 
+    /// A connection of its own to the service's database, to look at what the API does not show.
+    pub async fn db(&self) -> sqlx::SqliteConnection {
+        use sqlx::Connection;
+        let url = format!("sqlite://{}", self.db_path.display());
+        sqlx::SqliteConnection::connect(&url).await.unwrap()
+    }
+
     /// Stops the server gracefully and waits for it.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
@@ -161,4 +175,23 @@ pub fn assert_timestamp(value: &Value) {
     let s = value.as_str().unwrap();
     assert_eq!(s.len(), 24, "{s}");
     assert!(s.ends_with('Z') && &s[10..11] == "T", "{s}");
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, for at most `secs` seconds.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
