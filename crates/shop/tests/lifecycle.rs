@@ -1,0 +1,208 @@
+//! The real binary's life and death: welcome mails enqueued while the SMTP server is down survive
+//! `kill -9`; `SIGTERM` lets a running job finish, or hands it back to the queue when it
+//! outlives the grace period, and exits 0.
+#![allow(clippy::unwrap_used)]
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+
+use std::time::Duration;
+
+use common::eventually;
+use common::smtp::{Behaviour, SmtpSink};
+use serde_json::json;
+
+/// A port that nothing listens on (for now).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Shop {
+    child: Child,
+    port: u16,
+}
+
+impl Shop {
+    async fn start(db: &std::path::Path, smtp_port: u16) -> Shop {
+        Self::start_with(db, smtp_port, &[]).await
+    }
+
+    async fn start_with(db: &std::path::Path, smtp_port: u16, env: &[(&str, &str)]) -> Shop {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_shop"))
+            .env("SHOP_ADDR", format!("127.0.0.1:{port}"))
+            .env("DATABASE_URL", format!("sqlite://{}", db.display()))
+            .env("SMTP_URL", format!("smtp://127.0.0.1:{smtp_port}"))
+            .env("SHOP_JOB_BACKOFF_BASE_MS", "100")
+            .env("SHOP_JOB_TIMEOUT_SECS", "1")
+            .env(
+                "RUST_LOG",
+                std::env::var("SHOP_TEST_LOG").unwrap_or_else(|_| "off".into()),
+            )
+            .envs(env.iter().copied())
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let shop = Shop { child, port };
+        eventually(20, "shop to listen", || async {
+            reqwest::get(shop.url("/healthz")).await.ok().map(drop)
+        })
+        .await;
+        shop
+    }
+
+    /// Sends SIGTERM and waits for the exit, at most `secs` seconds.
+    async fn terminate(&mut self, secs: u64) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success());
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "shop did not exit");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+}
+
+impl Drop for Shop {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn welcome_mails_survive_kill_9_and_arrive_once_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("shop.db");
+    let smtp_port = free_port();
+
+    let mut first = Shop::start(&db, smtp_port).await;
+    let client = reqwest::Client::new();
+    let users = 5;
+    for n in 0..users {
+        let res = client
+            .post(first.url("/users"))
+            .json(
+                &json!({"email": format!("user{n}@example.com"), "username": format!("user_{n}")}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+    }
+    // Let a few attempts fail against the closed port, then kill without warning.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    first.child.kill().unwrap(); // SIGKILL
+    first.child.wait().unwrap();
+
+    let smtp = SmtpSink::start_on(smtp_port, Behaviour::default()).await;
+    assert!(smtp.accepted().is_empty());
+    let _second = Shop::start(&db, smtp_port).await;
+
+    eventually(30, "every welcome mail", || async {
+        (smtp.accepted().len() >= users).then_some(())
+    })
+    .await;
+    // Nothing more comes once the queue is drained.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut per_address = BTreeMap::new();
+    for mail in smtp.accepted() {
+        *per_address.entry(mail.to.join(",")).or_insert(0) += 1;
+    }
+    let expected: BTreeMap<String, i32> = (0..users)
+        .map(|n| (format!("user{n}@example.com"), 1))
+        .collect();
+    assert_eq!(per_address, expected);
+}
+
+async fn job_states(db: &std::path::Path) -> Vec<(String, i64)> {
+    use sqlx::Connection;
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query_as("SELECT state, attempts FROM keel_jobs ORDER BY id")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+}
+
+async fn create_user(shop: &Shop) {
+    let res = reqwest::Client::new()
+        .post(shop.url("/users"))
+        .json(&json!({"email": "ada@example.com", "username": "ada"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+}
+
+#[tokio::test]
+async fn sigterm_lets_a_running_job_finish_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("shop.db");
+    let smtp = SmtpSink::start(Behaviour {
+        delay: Duration::from_millis(1500),
+        ..Behaviour::default()
+    })
+    .await;
+    let mut shop = Shop::start_with(&db, smtp.port, &[("SHOP_JOB_TIMEOUT_SECS", "10")]).await;
+    create_user(&shop).await;
+    eventually(10, "the mail transaction to begin", || async {
+        (smtp.transactions() == 1).then_some(())
+    })
+    .await;
+
+    let status = shop.terminate(15).await;
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(smtp.accepted().len(), 1);
+    assert_eq!(job_states(&db).await, vec![("succeeded".to_owned(), 1)]);
+}
+
+#[tokio::test]
+async fn sigterm_hands_a_job_that_outlives_the_grace_back_to_the_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("shop.db");
+    let slow = SmtpSink::start(Behaviour {
+        delay: Duration::from_secs(5),
+        ..Behaviour::default()
+    })
+    .await;
+    let env = [
+        ("SHOP_JOB_TIMEOUT_SECS", "10"),
+        ("SHOP_SHUTDOWN_GRACE_SECS", "1"),
+    ];
+    let mut shop = Shop::start_with(&db, slow.port, &env).await;
+    create_user(&shop).await;
+    eventually(10, "the mail transaction to begin", || async {
+        (slow.transactions() == 1).then_some(())
+    })
+    .await;
+
+    let status = shop.terminate(10).await;
+    assert_eq!(status.code(), Some(0));
+    // Back to pending, the interrupted attempt not counted.
+    assert_eq!(job_states(&db).await, vec![("pending".to_owned(), 0)]);
+
+    slow.stop();
+    let smtp = SmtpSink::start(Behaviour::default()).await;
+    let _again = Shop::start(&db, smtp.port).await;
+    eventually(10, "the mail after restart", || async {
+        smtp.accepted().pop()
+    })
+    .await;
+    assert_eq!(job_states(&db).await, vec![("succeeded".to_owned(), 1)]);
+}
