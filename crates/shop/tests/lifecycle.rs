@@ -206,3 +206,31 @@ async fn sigterm_hands_a_job_that_outlives_the_grace_back_to_the_queue() {
     .await;
     assert_eq!(job_states(&db).await, vec![("succeeded".to_owned(), 1)]);
 }
+
+#[tokio::test]
+async fn a_job_whose_worker_was_killed_mid_run_is_claimed_again_when_its_lease_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("shop.db");
+    let hanging = SmtpSink::start(Behaviour {
+        delay: Duration::from_secs(30),
+        ..Behaviour::default()
+    })
+    .await;
+    // A 1 s job timeout makes a 3 s lease.
+    let mut first = Shop::start(&db, hanging.port).await;
+    create_user(&first).await;
+    eventually(10, "the mail transaction to begin", || async {
+        (hanging.transactions() == 1).then_some(())
+    })
+    .await;
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    assert_eq!(job_states(&db).await, vec![("running".to_owned(), 1)]);
+
+    let smtp = SmtpSink::start(Behaviour::default()).await;
+    let _second = Shop::start(&db, smtp.port).await;
+    let started = std::time::Instant::now();
+    eventually(15, "the mail after the lease", || async { smtp.accepted().pop() }).await;
+    assert!(started.elapsed() >= Duration::from_secs(1), "claimed before its lease ran out");
+    assert_eq!(job_states(&db).await, vec![("succeeded".to_owned(), 2)]);
+}
