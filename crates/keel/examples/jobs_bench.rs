@@ -65,8 +65,7 @@ async fn enqueue(pool: &SqlitePool, queue: &SqliteQueue, jobs: u64) -> f64 {
 
 /// Runs `workers` workers until every job has succeeded; returns jobs/s.
 async fn drain(pool: &SqlitePool, queue: &SqliteQueue, jobs: u64, workers: usize) -> f64 {
-    let registry =
-        Registry::new().register(|_: Noop, _: JobMeta| async { Ok::<(), JobError>(()) });
+    let registry = Registry::new().register(|_: Noop, _: JobMeta| async { Ok::<(), JobError>(()) });
     let config = WorkerConfig {
         workers,
         batch_size: BATCH,

@@ -230,7 +230,13 @@ async fn a_job_whose_worker_was_killed_mid_run_is_claimed_again_when_its_lease_e
     let smtp = SmtpSink::start(Behaviour::default()).await;
     let _second = Shop::start(&db, smtp.port).await;
     let started = std::time::Instant::now();
-    eventually(15, "the mail after the lease", || async { smtp.accepted().pop() }).await;
-    assert!(started.elapsed() >= Duration::from_secs(1), "claimed before its lease ran out");
+    eventually(15, "the mail after the lease", || async {
+        smtp.accepted().pop()
+    })
+    .await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "claimed before its lease ran out"
+    );
     assert_eq!(job_states(&db).await, vec![("succeeded".to_owned(), 2)]);
 }
