@@ -1,8 +1,8 @@
 //! Start-up and shutdown: open the store, build the router, start the job workers, serve until
 //! a signal, then stop in order.
 //!
-//! Shutdown order: the listener stops taking connections and requests in flight finish; then
-//! the workers stop claiming and their running jobs get the grace period (what is left goes
+//! Shutdown order: the listener stops taking connections, WebSockets are closed with 1001, and
+//! requests in flight finish; then the workers stop claiming and their running jobs get the grace period (what is left goes
 //! back to the queue); after-response tasks get the same grace; then the database closes.
 
 use std::net::SocketAddr;
@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use axum::Router;
 use keel::jobs::{Registry, Worker, WorkerConfig};
+use keel::ws::Hub;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -23,6 +24,7 @@ use crate::{jobs, routes};
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub store: Store,
+    pub hub: Hub,
 }
 
 /// Why the service could not start.
@@ -60,7 +62,10 @@ impl App {
             &config.mail_dir,
             &config.mail_from,
         )?;
-        let state = AppState { store };
+        let state = AppState {
+            store,
+            hub: Hub::new(config.ws_config()),
+        };
         let tracker = TaskTracker::new();
         let router = routes::router(state.clone(), &config, tracker.clone());
         let listener = TcpListener::bind(config.addr)
@@ -98,13 +103,21 @@ impl App {
         if let Ok(addr) = self.listener.local_addr() {
             tracing::info!(%addr, "shop listening");
         }
+        // WebSockets are closed (1001) as soon as the signal comes: upgraded connections are
+        // not requests the server would wait for.
+        let hub = self.state.hub.clone();
+        let signal = async move {
+            shutdown.await;
+            hub.close_all();
+        };
         let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(signal)
             .await;
         if let Err(err) = served {
             tracing::error!(error = %err, "server stopped with an error");
         }
 
+        self.state.hub.shutdown(Duration::from_secs(5)).await;
         stop_workers.cancel();
         self.tracker.close();
         // The workers give their jobs `grace`, then hand back what is left; a little more

@@ -61,6 +61,22 @@ pub struct Config {
     #[arg(long, env = "SHOP_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
 
+    /// Largest WebSocket frame a client may send; larger closes the connection with 1009.
+    #[arg(long, env = "SHOP_WS_MAX_MESSAGE_BYTES", default_value_t = 65_536)]
+    pub ws_max_message_bytes: usize,
+
+    /// Outbound frames queued per WebSocket connection; a client whose queue is full is closed
+    /// with 1013.
+    #[arg(long, env = "SHOP_WS_QUEUE_FRAMES", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub ws_queue_frames: u32,
+
+    /// Seconds a WebSocket peer may stay silent (pongs included) before it is dropped; pings go
+    /// out at a third of it.
+    #[arg(long, env = "SHOP_WS_IDLE_TIMEOUT_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub ws_idle_timeout_secs: u64,
+
     /// Largest accepted request body, in bytes; larger bodies are answered 413.
     #[arg(long, env = "SHOP_MAX_BODY_BYTES", default_value_t = 1_048_576)]
     pub max_body_bytes: usize,
@@ -88,6 +104,16 @@ pub enum LogFormat {
 }
 
 impl Config {
+    /// The limits of every WebSocket connection.
+    pub fn ws_config(&self) -> keel::ws::WsConfig {
+        keel::ws::WsConfig {
+            max_message_bytes: self.ws_max_message_bytes,
+            queue_frames: self.ws_queue_frames as usize,
+            idle_timeout: Duration::from_secs(self.ws_idle_timeout_secs),
+            ..keel::ws::WsConfig::default()
+        }
+    }
+
     /// How the job workers run.
     pub fn worker_config(&self) -> keel::jobs::WorkerConfig {
         keel::jobs::WorkerConfig {

@@ -5,6 +5,7 @@ mod ops;
 mod orders;
 mod products;
 mod users;
+mod ws;
 
 use std::time::Duration;
 
@@ -21,7 +22,8 @@ pub fn router(state: AppState, config: &Config, tracker: TaskTracker) -> Router 
         .merge(users::router())
         .merge(products::router())
         .merge(orders::router())
-        .merge(ops::router());
+        .merge(ops::router())
+        .merge(ws::router());
     ServiceLayers::new()
         .body_limit(config.max_body_bytes)
         .timeout(Duration::from_secs(config.request_timeout_secs))
@@ -47,6 +49,20 @@ fn record_event(
                 request_id.as_ref().map(keel::RequestId::as_str),
             )
             .await
+    });
+}
+
+/// Pushes a domain event to `/ws/events` clients after the response.
+fn push_event(
+    tasks: &keel::tasks::Tasks,
+    state: &AppState,
+    kind: &'static str,
+    data: impl serde::Serialize,
+) {
+    let event = serde_json::json!({"type": kind, "data": data});
+    let hub = state.hub.clone();
+    tasks.add("ws_event", async move {
+        hub.publish(ws::EVENTS, event.to_string());
     });
 }
 

@@ -60,6 +60,7 @@ async fn create(
         "quantity": order.quantity, "total_cents": order.total_cents,
     });
     super::record_event(&tasks, &state, "order_created", properties);
+    super::push_event(&tasks, &state, "order.created", &order);
     Ok(super::created(format!("/orders/{}", order.id), order))
 }
 

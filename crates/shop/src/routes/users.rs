@@ -54,6 +54,7 @@ async fn create(
         "user_created",
         serde_json::json!({"user_id": user.id}),
     );
+    super::push_event(&tasks, &state, "user.created", &user);
     Ok(super::created(format!("/users/{}", user.id), user))
 }
 

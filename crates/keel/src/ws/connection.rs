@@ -1,0 +1,221 @@
+//! One connection: a reader task and a writer task around one socket.
+//!
+//! The writer drains the connection's bounded queue, sends pings at a third of the idle
+//! timeout, and gives up on a frame that takes longer than the write timeout. The reader hands
+//! text frames to the topic's handler and notices silence, oversize frames and the peer's
+//! close. Either side ending ends the other: the [`CloseSignal`] carries the close code the
+//! writer sends on the way out (first reason wins).
+
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use tokio_util::sync::CancellationToken;
+
+use super::hub::{Handle, Hub};
+use super::{WsConfig, CLOSE_GOING_AWAY, CLOSE_TOO_BIG};
+
+pub(super) type OnText = Arc<dyn Fn(Utf8Bytes) + Send + Sync>;
+
+/// How long a closed connection waits for the peer's close reply.
+const CLOSE_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Most frames written in one flush.
+const MAX_BURST: usize = 64;
+
+/// Close code: the peer was silent past the idle timeout.
+const CLOSE_IDLE: u16 = 1000;
+
+/// Tells both tasks of a connection to stop, and the writer which close frame to send.
+pub(crate) struct CloseSignal {
+    token: CancellationToken,
+    /// 0 while no code is set: the writer then just flushes (e.g. the reply to a peer's close).
+    code: AtomicU16,
+    reason: Mutex<&'static str>,
+}
+
+impl CloseSignal {
+    fn new() -> Self {
+        CloseSignal {
+            token: CancellationToken::new(),
+            code: AtomicU16::new(0),
+            reason: Mutex::new(""),
+        }
+    }
+
+    /// Asks the connection to close with `code`; the first code asked for wins.
+    pub(crate) fn close(&self, code: u16, reason: &'static str) {
+        if self
+            .code
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            *self.reason.lock().unwrap_or_else(|e| e.into_inner()) = reason;
+        }
+        self.token.cancel();
+    }
+
+    /// Ends the connection without a close frame of our own (the peer is gone or closed).
+    fn end(&self) {
+        self.token.cancel();
+    }
+
+    fn frame(&self) -> Option<CloseFrame> {
+        let code = self.code.load(Ordering::Acquire);
+        (code != 0).then(|| CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(*self.reason.lock().unwrap_or_else(|e| e.into_inner())),
+        })
+    }
+}
+
+/// Serves `socket` as a member of `topic` until either side ends it.
+pub(super) async fn run(hub: Hub, socket: WebSocket, topic: String, on_text: OnText) {
+    let config = hub.config().clone();
+    let (queue, outbound) = tokio::sync::mpsc::channel(config.queue_frames.max(1));
+    let close = Arc::new(CloseSignal::new());
+    let id = hub.join(
+        &topic,
+        Handle {
+            queue,
+            close: close.clone(),
+        },
+    );
+    // A handshake that completes during shutdown is closed at once.
+    if hub.is_closing() {
+        close.close(CLOSE_GOING_AWAY, "server shutting down");
+    }
+    let gauge = metrics::gauge!("websocket_connections", "path" => topic.clone());
+    gauge.increment(1.0);
+
+    // Two tasks, so that a burst of reads (each one a broadcast) never starves the writes.
+    let (sink, stream) = socket.split();
+    let writer = {
+        let (close, config) = (close.clone(), config.clone());
+        tokio::spawn(async move { write_loop(sink, outbound, &close, &config).await })
+    };
+    read_loop(stream, &close, &on_text, &config).await;
+    let _ = writer.await;
+
+    hub.leave(&topic, id);
+    gauge.decrement(1.0);
+}
+
+async fn write_loop(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut outbound: tokio::sync::mpsc::Receiver<Message>,
+    close: &CloseSignal,
+    config: &WsConfig,
+) {
+    let mut ping = tokio::time::interval(config.idle_timeout / 3);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ping.tick().await; // the first tick is immediate
+    loop {
+        let first = tokio::select! {
+            // A close request goes first: a client being closed for slowness has a full queue.
+            biased;
+            () = close.token.cancelled() => break,
+            next = outbound.recv() => match next {
+                Some(frame) => frame,
+                None => break,
+            },
+            _ = ping.tick() => Message::Ping(Default::default()),
+        };
+        // Write what is queued behind it in the same flush: one system call for a burst, so
+        // that a busy connection drains its queue as fast as it fills.
+        let burst = async {
+            sink.feed(first).await?;
+            for _ in 1..MAX_BURST {
+                match outbound.try_recv() {
+                    Ok(frame) => sink.feed(frame).await?,
+                    Err(_) => break,
+                }
+            }
+            sink.flush().await
+        };
+        match tokio::time::timeout(config.write_timeout, burst).await {
+            Ok(Ok(())) => {}
+            // The peer is gone, or too slow to take a burst: nothing more can be said to it.
+            Ok(Err(_)) | Err(_) => {
+                close.end();
+                return;
+            }
+        }
+    }
+    // Send our close frame, or flush the reply to the peer's; either way bounded in time.
+    let closing = async {
+        match close.frame() {
+            Some(frame) => sink.send(Message::Close(Some(frame))).await,
+            None => sink.close().await,
+        }
+    };
+    let _ = tokio::time::timeout(config.write_timeout, closing).await;
+}
+
+async fn read_loop(
+    mut stream: SplitStream<WebSocket>,
+    close: &CloseSignal,
+    on_text: &OnText,
+    config: &WsConfig,
+) {
+    loop {
+        let next = tokio::select! {
+            () = close.token.cancelled() => return drain(stream).await,
+            next = tokio::time::timeout(config.idle_timeout, stream.next()) => next,
+        };
+        match next {
+            Err(_silent) => {
+                close.close(CLOSE_IDLE, "idle timeout");
+                return drain(stream).await;
+            }
+            Ok(None) => {
+                close.end();
+                return;
+            }
+            Ok(Some(Err(err))) => {
+                if is_too_big(&err) {
+                    close.close(CLOSE_TOO_BIG, "message too big");
+                    return drain(stream).await;
+                }
+                close.end();
+                return;
+            }
+            Ok(Some(Ok(Message::Text(text)))) => on_text(text),
+            Ok(Some(Ok(Message::Close(_)))) => {
+                close.end();
+                return;
+            }
+            // Pings are answered by the protocol layer; any frame proves the peer alive.
+            Ok(Some(Ok(Message::Binary(_) | Message::Ping(_) | Message::Pong(_)))) => {}
+        }
+    }
+}
+
+/// After we close: reads (and drops) what the peer still sends until its close reply, its end,
+/// or [`CLOSE_DRAIN`]. Dropping a socket with unread data makes the kernel reset it, and a peer
+/// answering a ping at that moment would see an error instead of our close frame.
+async fn drain(mut stream: SplitStream<WebSocket>) {
+    let until_closed = async {
+        while let Some(Ok(frame)) = stream.next().await {
+            if matches!(frame, Message::Close(_)) {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(CLOSE_DRAIN, until_closed).await;
+}
+
+/// A frame or message over `max_message_size`: tungstenite's `Capacity` error, inside axum's.
+fn is_too_big(err: &axum::Error) -> bool {
+    use tokio_tungstenite::tungstenite::Error;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if let Some(Error::Capacity(_)) = e.downcast_ref::<Error>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}

@@ -1,0 +1,33 @@
+//! `GET /ws`, the chat room, and `GET /ws/events`, the feed of domain events.
+
+use axum::extract::State;
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use keel::ws::WsUpgrade;
+
+use crate::app::AppState;
+
+/// The topic (and path) of the chat room.
+pub const CHAT: &str = "/ws";
+/// The topic (and path) of the domain events.
+pub const EVENTS: &str = "/ws/events";
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(CHAT, get(chat))
+        .route(EVENTS, get(events))
+}
+
+/// Every text frame a client sends goes to every chat client, the sender included.
+async fn chat(State(state): State<AppState>, WsUpgrade(ws): WsUpgrade) -> Response {
+    let hub = state.hub.clone();
+    state.hub.serve(ws, CHAT, move |text| {
+        hub.publish(CHAT, format!("Client says: {text}"));
+    })
+}
+
+/// Domain events as JSON; what clients send is ignored.
+async fn events(State(state): State<AppState>, WsUpgrade(ws): WsUpgrade) -> Response {
+    state.hub.serve(ws, EVENTS, |_| {})
+}

@@ -1,0 +1,276 @@
+//! `/ws` and `/ws/events` with a real WebSocket client over a real socket.
+#![allow(clippy::unwrap_used)]
+mod common;
+
+use std::time::Duration;
+
+use common::{spawn_app, spawn_app_with, TestApp};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+async fn connect(app: &TestApp, path: &str) -> Client {
+    let url = format!("ws://{}{}", app.addr, path);
+    let (client, response) = tokio_tungstenite::connect_async(url).await.unwrap();
+    assert_eq!(response.status(), 101);
+    client
+}
+
+/// The next text frame, skipping pings; panics after 10 s.
+async fn next_text(client: &mut Client) -> String {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), client.next())
+            .await
+            .expect("a frame within 10 s")
+            .expect("the connection open")
+            .unwrap();
+        match frame {
+            Message::Text(text) => return text.to_string(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+}
+
+/// Reads until the server closes; returns the close code it sent, if any.
+async fn close_code(client: &mut Client, secs: u64) -> Option<CloseCode> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        match tokio::time::timeout_at(deadline, client.next()).await {
+            Err(_) => panic!("the server did not close within {secs} s"),
+            Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| f.code),
+            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(_)) | None) => return None,
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_handshake_carries_the_request_id() {
+    let app = spawn_app().await;
+    let mut request = format!("ws://{}/ws", app.addr)
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("x-request-id", "ws-1".parse().unwrap());
+    let (_client, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+    assert_eq!(response.status(), 101);
+    assert_eq!(response.headers()["x-request-id"], "ws-1");
+}
+
+#[tokio::test]
+async fn a_plain_get_to_a_websocket_path_gets_the_envelope() {
+    let app = spawn_app().await;
+    for path in ["/ws", "/ws/events"] {
+        let res = app.get(path).await;
+        let status = res.status().as_u16();
+        assert_eq!(res.headers()["upgrade"], "websocket");
+        common::assert_envelope(
+            res,
+            status,
+            "websocket_upgrade_required",
+            "WebSocket upgrade required",
+            json!(null),
+        )
+        .await;
+        assert!(status == 400 || status == 426, "{status}");
+    }
+}
+
+#[tokio::test]
+async fn chat_messages_reach_every_client_including_the_sender_in_order() {
+    let app = spawn_app().await;
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        clients.push(connect(&app, "/ws").await);
+    }
+    for n in 0..100 {
+        clients[0]
+            .send(Message::text(format!("m{n}")))
+            .await
+            .unwrap();
+    }
+    for client in &mut clients {
+        for n in 0..100 {
+            assert_eq!(next_text(client).await, format!("Client says: m{n}"));
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_abrupt_disconnect_mid_broadcast_harms_no_one() {
+    let app = spawn_app().await;
+    let mut sender = connect(&app, "/ws").await;
+    let mut watcher = connect(&app, "/ws").await;
+    let doomed = connect(&app, "/ws").await;
+
+    for n in 0..500 {
+        sender.send(Message::text(format!("m{n}"))).await.unwrap();
+        if n == 250 {
+            // Drop the TCP stream without a close frame: a reset from the server's view.
+            drop(doomed.into_inner());
+            break;
+        }
+    }
+    for n in 251..500 {
+        sender.send(Message::text(format!("m{n}"))).await.unwrap();
+    }
+    for n in 0..500 {
+        assert_eq!(next_text(&mut watcher).await, format!("Client says: m{n}"));
+    }
+    for n in 0..500 {
+        assert_eq!(next_text(&mut sender).await, format!("Client says: m{n}"));
+    }
+    // New clients are served as before.
+    let mut late = connect(&app, "/ws").await;
+    sender.send(Message::text("after")).await.unwrap();
+    assert_eq!(next_text(&mut late).await, "Client says: after");
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_is_closed_and_the_others_get_everything_in_order() {
+    let app = spawn_app_with(|c| c.ws_queue_frames = 64).await;
+    let mut sender = connect(&app, "/ws").await;
+    let mut reader = connect(&app, "/ws").await;
+    let mut stuck = connect(&app, "/ws").await;
+
+    // 10,000 messages of 4 KiB: far more than the stuck client's socket buffers and queue hold.
+    let body = "x".repeat(4096);
+    let total = 10_000;
+    // The sender reads its own echoes as it goes (it is a member of the room too), a window
+    // of 32 at a time: a client that floods without reading is a slow client itself.
+    let publish = async {
+        let mut echoed = 0;
+        for n in 0..total {
+            sender
+                .send(Message::text(format!("{n:05} {body}")))
+                .await
+                .unwrap();
+            if n % 32 == 31 || n == total - 1 {
+                while echoed <= n {
+                    let text = next_text(&mut sender).await;
+                    assert_eq!(&text[..18], format!("Client says: {echoed:05}"));
+                    echoed += 1;
+                }
+            }
+        }
+    };
+    let read_all = async {
+        for n in 0..total {
+            let text = next_text(&mut reader).await;
+            assert_eq!(&text[..18], format!("Client says: {n:05}"), "message {n}");
+        }
+    };
+    let started = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        tokio::join!(publish, read_all)
+    })
+    .await
+    .expect("every message within 60 s");
+    println!("10,000 messages to the reader in {:?}", started.elapsed());
+
+    // The stuck client got a prefix, then the close (1013) or, if that frame could not be
+    // written in time, the end of the connection.
+    let mut seen = 0;
+    let code = loop {
+        match tokio::time::timeout(Duration::from_secs(30), stuck.next())
+            .await
+            .unwrap()
+        {
+            Some(Ok(Message::Text(_))) => seen += 1,
+            Some(Ok(Message::Close(frame))) => break frame.map(|f| f.code),
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => break None,
+        }
+    };
+    assert!(seen < total, "the stuck client was never cut off");
+    assert!(matches!(code, None | Some(CloseCode::Again)), "{code:?}");
+}
+
+#[tokio::test]
+async fn a_frame_over_the_limit_closes_that_connection_with_1009() {
+    let app = spawn_app_with(|c| c.ws_max_message_bytes = 1024).await;
+    let mut big = connect(&app, "/ws").await;
+    let mut other = connect(&app, "/ws").await;
+    big.send(Message::text("y".repeat(2048))).await.unwrap();
+    assert_eq!(close_code(&mut big, 5).await, Some(CloseCode::Size));
+    other.send(Message::text("still here")).await.unwrap();
+    assert_eq!(next_text(&mut other).await, "Client says: still here");
+}
+
+#[tokio::test]
+async fn a_silent_peer_is_dropped_after_the_idle_timeout_and_a_live_one_is_not() {
+    let app = spawn_app_with(|c| c.ws_idle_timeout_secs = 1).await;
+    let mut silent = connect(&app, "/ws").await;
+    let mut live = connect(&app, "/ws").await;
+    // The live client reads, so its library answers the server's pings.
+    let keep_reading = async {
+        let mut texts = Vec::new();
+        while let Some(Ok(frame)) = live.next().await {
+            if let Message::Text(t) = frame {
+                texts.push(t.to_string());
+                if texts.len() == 1 {
+                    break;
+                }
+            }
+        }
+        (live, texts)
+    };
+    let handle = tokio::spawn(keep_reading);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    // The silent client never read: no pongs went out, so the server has dropped it.
+    assert_eq!(close_code(&mut silent, 5).await, Some(CloseCode::Normal));
+
+    let mut sender = connect(&app, "/ws").await;
+    sender.send(Message::text("alive?")).await.unwrap();
+    let (_live, texts) = tokio::time::timeout(Duration::from_secs(5), handle)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(texts, vec!["Client says: alive?".to_owned()]);
+}
+
+#[tokio::test]
+async fn shutdown_closes_every_client_with_1001() {
+    let app = spawn_app().await;
+    let mut chat = connect(&app, "/ws").await;
+    let mut events = connect(&app, "/ws/events").await;
+    let stopping = tokio::spawn(app.stop());
+    assert_eq!(close_code(&mut chat, 10).await, Some(CloseCode::Away));
+    assert_eq!(close_code(&mut events, 10).await, Some(CloseCode::Away));
+    tokio::time::timeout(Duration::from_secs(20), stopping)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn domain_events_are_pushed_to_ws_events_as_json() {
+    let app = spawn_app().await;
+    let mut feed = connect(&app, "/ws/events").await;
+    // What clients send there is ignored.
+    feed.send(Message::text("hello?")).await.unwrap();
+
+    let user = app.create_user("ada@example.com", "ada").await;
+    let event: Value = serde_json::from_str(&next_text(&mut feed).await).unwrap();
+    assert_eq!(event, json!({"type": "user.created", "data": user}));
+
+    app.create_product("Lamp", 250, 5).await;
+    let res = app
+        .post_json(
+            "/orders",
+            &json!({"user_id": 1, "product_id": 1, "quantity": 2}),
+        )
+        .await;
+    let order: Value = res.json().await.unwrap();
+    let event: Value = serde_json::from_str(&next_text(&mut feed).await).unwrap();
+    assert_eq!(event, json!({"type": "order.created", "data": order}));
+}
