@@ -32,7 +32,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-pub use worker::{Worker, WorkerConfig};
+pub use worker::{Backend, Claimed, Lease, Outcome, Worker, WorkerConfig};
 
 /// A kind of durable job: its payload is the implementing type.
 ///
@@ -120,7 +120,7 @@ pub struct JobMeta {
 }
 
 type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), JobError>> + Send>>;
-type Handler = Arc<dyn Fn(&str, JobMeta) -> HandlerFuture + Send + Sync>;
+pub(crate) type Handler = Arc<dyn Fn(&str, JobMeta) -> HandlerFuture + Send + Sync>;
 
 /// Which handler runs each kind of job.
 #[derive(Clone, Default)]

@@ -14,7 +14,7 @@ use std::time::Duration;
 use sqlx::{SqliteConnection, SqlitePool};
 use tokio::sync::Notify;
 
-use super::worker::{Backend, Claimed, Outcome};
+use super::worker::{Backend, Claimed, Lease, Outcome};
 use super::{ms, now_ms, Job};
 use crate::RequestId;
 
@@ -113,6 +113,11 @@ impl SqliteQueue {
     }
 }
 
+/// `[[id, lease], …]` for `json_each`.
+fn leases_json(pairs: &[(i64, i64)]) -> Result<String, sqlx::Error> {
+    serde_json::to_string(pairs).map_err(|e| sqlx::Error::Encode(Box::new(e)))
+}
+
 fn truncate(message: &str) -> &str {
     if message.len() <= MAX_ERROR_LEN {
         return message;
@@ -147,7 +152,8 @@ impl Backend for SqliteQueue {
                  SELECT id, locked_until AS due FROM keel_jobs \
                    WHERE state = 'running' AND locked_until <= ?1 \
                ) ORDER BY due LIMIT ?3) \
-             RETURNING id, queue, kind, payload, attempts, max_attempts, request_id",
+             RETURNING id, locked_until AS lease_until, queue, kind, payload, attempts, \
+             max_attempts, request_id",
         )
         .bind(now)
         .bind(now.saturating_add(ms(lease)))
@@ -158,33 +164,36 @@ impl Backend for SqliteQueue {
         Ok(claimed)
     }
 
-    async fn finish(&self, outcomes: &[(i64, Outcome)]) -> Result<(), sqlx::Error> {
-        let succeeded: Vec<i64> = outcomes
+    // Every statement below matches the lease as well as the id: a worker whose lease ran out
+    // (and whose job another worker has claimed since) must not overwrite that worker's work.
+    async fn finish(&self, outcomes: &[(Lease, Outcome)]) -> Result<(), sqlx::Error> {
+        let succeeded: Vec<(i64, i64)> = outcomes
             .iter()
             .filter(|(_, o)| matches!(o, Outcome::Succeeded))
-            .map(|(id, _)| *id)
+            .map(|(lease, _)| (lease.id, lease.until))
             .collect();
         let mut tx = self.pool.begin().await?;
         if !succeeded.is_empty() {
-            let ids =
-                serde_json::to_string(&succeeded).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
             sqlx::query(&format!(
                 "UPDATE keel_jobs SET state = 'succeeded', locked_until = NULL, \
-                 finished_at = {NOW_TEXT} WHERE id IN (SELECT value FROM json_each(?1))"
+                 finished_at = {NOW_TEXT} WHERE state = 'running' AND (id, locked_until) IN \
+                 (SELECT value ->> 0, value ->> 1 FROM json_each(?1))"
             ))
-            .bind(ids)
+            .bind(leases_json(&succeeded)?)
             .execute(&mut *tx)
             .await?;
         }
-        for (id, outcome) in outcomes {
+        for (lease, outcome) in outcomes {
             match outcome {
                 Outcome::Succeeded => {}
                 Outcome::Retry { run_at_ms, error } => {
                     sqlx::query(
                         "UPDATE keel_jobs SET state = 'pending', locked_until = NULL, \
-                         run_at = ?2, last_error = ?3 WHERE id = ?1",
+                         run_at = ?3, last_error = ?4 \
+                         WHERE id = ?1 AND state = 'running' AND locked_until = ?2",
                     )
-                    .bind(id)
+                    .bind(lease.id)
+                    .bind(lease.until)
                     .bind(run_at_ms)
                     .bind(truncate(error))
                     .execute(&mut *tx)
@@ -193,9 +202,11 @@ impl Backend for SqliteQueue {
                 Outcome::Dead { error } => {
                     sqlx::query(&format!(
                         "UPDATE keel_jobs SET state = 'dead', locked_until = NULL, \
-                         finished_at = {NOW_TEXT}, last_error = ?2 WHERE id = ?1"
+                         finished_at = {NOW_TEXT}, last_error = ?3 \
+                         WHERE id = ?1 AND state = 'running' AND locked_until = ?2"
                     ))
-                    .bind(id)
+                    .bind(lease.id)
+                    .bind(lease.until)
                     .bind(truncate(error))
                     .execute(&mut *tx)
                     .await?;
@@ -205,14 +216,15 @@ impl Backend for SqliteQueue {
         tx.commit().await
     }
 
-    async fn release(&self, ids: &[i64]) -> Result<(), sqlx::Error> {
-        let ids = serde_json::to_string(ids).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    async fn release(&self, leases: &[Lease]) -> Result<(), sqlx::Error> {
+        let pairs: Vec<(i64, i64)> = leases.iter().map(|l| (l.id, l.until)).collect();
         sqlx::query(
             "UPDATE keel_jobs SET state = 'pending', attempts = MAX(attempts - 1, 0), \
              locked_until = NULL, run_at = ?2 \
-             WHERE state = 'running' AND id IN (SELECT value FROM json_each(?1))",
+             WHERE state = 'running' AND (id, locked_until) IN \
+             (SELECT value ->> 0, value ->> 1 FROM json_each(?1))",
         )
-        .bind(ids)
+        .bind(leases_json(&pairs)?)
         .bind(now_ms())
         .execute(&self.pool)
         .await

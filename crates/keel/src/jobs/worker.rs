@@ -29,12 +29,36 @@ use crate::RequestId;
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Claimed {
     pub(crate) id: i64,
+    /// The lease's expiry as claimed: with the id, the proof that this worker still holds it.
+    pub(crate) lease_until: i64,
     pub(crate) queue: String,
     pub(crate) kind: String,
     pub(crate) payload: String,
     pub(crate) attempts: u32,
     pub(crate) max_attempts: u32,
     pub(crate) request_id: Option<String>,
+}
+
+/// A claimed job as its worker knows it: id and lease expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub(crate) id: i64,
+    pub(crate) until: i64,
+}
+
+impl Claimed {
+    /// The job's id.
+    pub fn id(&self) -> i64 {
+        self.id
+    }
+
+    /// This claim's lease, to record the job's outcome with.
+    pub fn lease(&self) -> Lease {
+        Lease {
+            id: self.id,
+            until: self.lease_until,
+        }
+    }
 }
 
 /// What becomes of a job after an attempt.
@@ -58,14 +82,15 @@ pub trait Backend: Clone + Send + Sync + 'static {
         lease: Duration,
     ) -> impl Future<Output = Result<Vec<Claimed>, sqlx::Error>> + Send;
 
-    /// Records the outcomes of a batch.
+    /// Records the outcomes of a batch, for the jobs whose lease is still the one given.
     fn finish(
         &self,
-        outcomes: &[(i64, Outcome)],
+        outcomes: &[(Lease, Outcome)],
     ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 
-    /// Hands running jobs back to the queue, due now, their attempt not counted.
-    fn release(&self, ids: &[i64]) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+    /// Hands running jobs back to the queue, due now, their attempt not counted, if their
+    /// lease is still the one given.
+    fn release(&self, leases: &[Lease]) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 
     /// Completes when an enqueue asks for a worker.
     fn woken(&self) -> impl Future<Output = ()> + Send;
@@ -106,7 +131,9 @@ impl Default for WorkerConfig {
 
 impl WorkerConfig {
     fn lease(&self) -> Duration {
-        self.job_timeout * 2 + Duration::from_secs(1)
+        self.job_timeout
+            .saturating_mul(2)
+            .saturating_add(Duration::from_secs(1))
     }
 }
 
@@ -157,8 +184,14 @@ async fn work_loop<B: Backend>(
             idle(&backend, &config, &shutdown).await;
             continue;
         }
+        if shutdown.is_cancelled() {
+            // Claimed as shutdown began: back to the queue, untouched.
+            let leases: Vec<Lease> = batch.iter().map(Claimed::lease).collect();
+            record(&backend, &[], &leases, config.lease()).await;
+            break;
+        }
         let (outcomes, unfinished) = run_batch(&registry, &config, batch, &shutdown).await;
-        record(&backend, &outcomes, &unfinished).await;
+        record(&backend, &outcomes, &unfinished, config.lease()).await;
     }
 }
 
@@ -170,23 +203,38 @@ async fn idle<B: Backend>(backend: &B, config: &WorkerConfig, shutdown: &Cancell
     }
 }
 
-/// Writes a batch's outcomes, retrying a few times: if the database stays unavailable the
-/// leases run out and the jobs run again, which at-least-once allows.
-async fn record<B: Backend>(backend: &B, outcomes: &[(i64, Outcome)], unfinished: &[i64]) {
-    for attempt in 1..=5u32 {
-        let finished = backend.finish(outcomes).await;
+/// Writes a batch's outcomes, trying again for up to half the lease: past that the jobs
+/// would be claimed again anyway (at-least-once allows it), and a success recorded late must
+/// not be mistaken for a lost job.
+async fn record<B: Backend>(
+    backend: &B,
+    outcomes: &[(Lease, Outcome)],
+    unfinished: &[Lease],
+    lease: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + lease / 2;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let finished = if outcomes.is_empty() {
+            Ok(())
+        } else {
+            backend.finish(outcomes).await
+        };
         let released = if unfinished.is_empty() {
             Ok(())
         } else {
             backend.release(unfinished).await
         };
-        match finished.and(released) {
+        let err = match finished.and(released) {
             Ok(()) => return,
-            Err(err) => {
-                tracing::warn!(error = %err, attempt, "cannot record job outcomes; trying again");
-                tokio::time::sleep(Duration::from_millis(100) * attempt).await;
-            }
+            Err(err) => err,
+        };
+        if tokio::time::Instant::now() + pause > deadline {
+            break;
         }
+        tracing::warn!(error = %err, "cannot record job outcomes; trying again");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
     }
     tracing::error!(
         jobs = outcomes.len() + unfinished.len(),
@@ -194,13 +242,13 @@ async fn record<B: Backend>(backend: &B, outcomes: &[(i64, Outcome)], unfinished
     );
 }
 
-/// Runs a claimed batch; returns the outcomes and the ids of jobs cut short by shutdown.
+/// Runs a claimed batch; returns the outcomes and the leases of jobs cut short by shutdown.
 async fn run_batch(
     registry: &Registry,
     config: &WorkerConfig,
     batch: Vec<Claimed>,
     shutdown: &CancellationToken,
-) -> (Vec<(i64, Outcome)>, Vec<i64>) {
+) -> (Vec<(Lease, Outcome)>, Vec<Lease>) {
     let mut running = JoinSet::new();
     let mut jobs = HashMap::with_capacity(batch.len());
     for job in batch {
@@ -229,19 +277,39 @@ async fn run_batch(
                     }
                 };
                 let Some(job) = jobs.remove(&task) else { continue };
-                outcomes.push((job.id, outcome(&job, result, config)));
+                if let Err(err) = &result {
+                    if err.message().starts_with("job panicked") {
+                        tracing::warn!(
+                            job_id = job.id,
+                            kind = %job.kind,
+                            request_id = job.request_id.as_deref().unwrap_or(""),
+                            error = %err.message(),
+                            "job attempt failed"
+                        );
+                    }
+                }
+                outcomes.push((job.lease(), outcome(&job, result, config)));
             }
             () = shutdown.cancelled(), if !grace_started => {
                 grace_started = true;
-                grace.as_mut().reset(tokio::time::Instant::now() + config.shutdown_grace);
+                let grace_period = config.shutdown_grace.min(Duration::from_secs(86_400));
+                grace.as_mut().reset(tokio::time::Instant::now() + grace_period);
             }
             () = &mut grace, if grace_started => {
                 running.abort_all();
+                // Keep what finished in the meantime: only the jobs really cut short go back.
+                while let Some(next) = running.join_next_with_id().await {
+                    if let Ok((task, result)) = next {
+                        if let Some(job) = jobs.remove(&task) {
+                            outcomes.push((job.lease(), outcome(&job, result, config)));
+                        }
+                    }
+                }
                 break;
             }
         }
     }
-    let unfinished = jobs.into_values().map(|job| job.id).collect();
+    let unfinished = jobs.into_values().map(|job| job.lease()).collect();
     (outcomes, unfinished)
 }
 
@@ -328,6 +396,7 @@ fn outcome(job: &Claimed, result: Result<(), JobError>, config: &WorkerConfig) -
                 job_id = job.id,
                 kind = %job.kind,
                 attempts = job.attempts,
+                request_id = job.request_id.as_deref().unwrap_or(""),
                 error = %err.message,
                 "job is dead"
             );

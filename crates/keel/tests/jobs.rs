@@ -1,0 +1,247 @@
+//! The SQLite job queue on a real database file: what workers do with failures, panics,
+//! unknown kinds, bad payloads, `Retry-After`, and leases that ran out.
+#![allow(clippy::unwrap_used)]
+
+use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use keel::jobs::sqlite::{SqliteQueue, SCHEMA};
+use keel::jobs::{Backend, Job, JobError, JobMeta, Outcome, Registry, Worker, WorkerConfig};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::SqlitePool;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Flaky;
+impl Job for Flaky {
+    const KIND: &'static str = "flaky";
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Steady;
+impl Job for Steady {
+    const KIND: &'static str = "steady";
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Orphan;
+impl Job for Orphan {
+    const KIND: &'static str = "orphan";
+}
+
+struct Db {
+    pool: SqlitePool,
+    queue: SqliteQueue,
+    _dir: PathGuard,
+}
+
+struct PathGuard(std::path::PathBuf);
+impl Drop for PathGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn db(max_attempts: u32) -> Db {
+    let dir = std::env::temp_dir().join(format!("keel-jobs-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}", dir.join("jobs.db").display());
+    let options = SqliteConnectOptions::from_str(&url)
+        .unwrap()
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .unwrap();
+    sqlx::raw_sql(SCHEMA).execute(&pool).await.unwrap();
+    let queue = SqliteQueue::new(pool.clone(), max_attempts);
+    Db {
+        pool,
+        queue,
+        _dir: PathGuard(dir),
+    }
+}
+
+async fn enqueue<J: Job>(db: &Db, job: &J) -> i64 {
+    let mut conn = db.pool.acquire().await.unwrap();
+    db.queue.enqueue(&mut conn, job).await.unwrap()
+}
+
+type Row = (String, i64, Option<String>);
+
+async fn job(db: &Db, id: i64) -> Row {
+    sqlx::query_as("SELECT state, attempts, last_error FROM keel_jobs WHERE id = ?1")
+        .bind(id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
+async fn until_state(db: &Db, id: i64, state: &str) -> Row {
+    until(db, id, |row| row.0 == state).await
+}
+
+async fn until(db: &Db, id: i64, done: impl Fn(&Row) -> bool) -> Row {
+    for _ in 0..500 {
+        let row = job(db, id).await;
+        if done(&row) {
+            return row;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("job {id} never got there: {:?}", job(db, id).await);
+}
+
+fn config() -> WorkerConfig {
+    WorkerConfig {
+        workers: 1,
+        poll_interval: Duration::from_millis(20),
+        backoff_base: Duration::from_millis(20),
+        ..WorkerConfig::default()
+    }
+}
+
+fn start(db: &Db, registry: Registry) -> (CancellationToken, TaskTracker) {
+    let (stop, tracker) = (CancellationToken::new(), TaskTracker::new());
+    Worker::spawn(db.queue.clone(), registry, config(), stop.clone(), &tracker);
+    (stop, tracker)
+}
+
+#[tokio::test]
+async fn a_panicking_job_fails_alone_and_succeeds_on_retry() {
+    let db = db(5).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let registry = Registry::new()
+        .register(move |_: Flaky, _: JobMeta| {
+            let n = seen.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n == 0 {
+                    panic!("first attempt explodes");
+                }
+                Ok::<(), JobError>(())
+            }
+        })
+        .register(|_: Steady, _: JobMeta| async { Ok::<(), JobError>(()) });
+    let flaky = enqueue(&db, &Flaky).await;
+    let steady = enqueue(&db, &Steady).await;
+    let _worker = start(&db, registry);
+
+    let (_, attempts, error) = until_state(&db, flaky, "succeeded").await;
+    assert_eq!(attempts, 2);
+    assert!(error
+        .unwrap()
+        .contains("job panicked: first attempt explodes"));
+    assert_eq!(until_state(&db, steady, "succeeded").await.1, 1);
+}
+
+#[tokio::test]
+async fn unknown_kinds_bad_payloads_and_permanent_errors_are_dead_at_once() {
+    let db = db(5).await;
+    let registry = Registry::new()
+        .register(|_: Flaky, _: JobMeta| async {
+            Err::<(), _>(JobError::permanent("no such user"))
+        })
+        .register(|_: Steady, _: JobMeta| async { Ok::<(), JobError>(()) });
+    let orphan = enqueue(&db, &Orphan).await;
+    let permanent = enqueue(&db, &Flaky).await;
+    let bad = enqueue(&db, &Steady).await;
+    sqlx::query("UPDATE keel_jobs SET payload = '[1, 2' WHERE id = ?1")
+        .bind(bad)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let _worker = start(&db, registry);
+
+    let (_, attempts, error) = until_state(&db, orphan, "dead").await;
+    assert_eq!(
+        (attempts, error.as_deref()),
+        (1, Some("no handler for job kind \"orphan\""))
+    );
+    let (_, attempts, error) = until_state(&db, permanent, "dead").await;
+    assert_eq!((attempts, error.as_deref()), (1, Some("no such user")));
+    let (_, attempts, error) = until_state(&db, bad, "dead").await;
+    assert_eq!(attempts, 1);
+    assert!(error
+        .unwrap()
+        .starts_with("payload does not parse as steady"));
+}
+
+#[tokio::test]
+async fn retry_after_sets_the_next_attempt_time() {
+    let db = db(5).await;
+    let registry = Registry::new().register(|_: Flaky, _: JobMeta| async {
+        Err::<(), _>(JobError::retry_after(
+            "429 from the receiver",
+            Duration::from_secs(30),
+        ))
+    });
+    let id = enqueue(&db, &Flaky).await;
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let _worker = start(&db, registry);
+    // Pending again, once the first failure is recorded.
+    let (_, _, error) = until(&db, id, |row| row.0 == "pending" && row.1 == 1).await;
+    assert_eq!(error.as_deref(), Some("429 from the receiver"));
+    let run_at: i64 = sqlx::query_scalar("SELECT run_at FROM keel_jobs WHERE id = ?1")
+        .bind(id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let delay = run_at - before.as_millis() as i64;
+    assert!((29_000..=31_000).contains(&delay), "{delay} ms");
+}
+
+#[tokio::test]
+async fn a_worker_whose_lease_ran_out_cannot_overwrite_the_next_claim() {
+    let db = db(5).await;
+    let id = enqueue(&db, &Steady).await;
+    let first = db.queue.claim(10, Duration::ZERO).await.unwrap();
+    assert_eq!(first.len(), 1);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let second = db.queue.claim(10, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(second.iter().map(|c| c.id()).collect::<Vec<_>>(), vec![id]);
+
+    // The first worker comes back late: its outcome and its release are ignored.
+    let late = first[0].lease();
+    db.queue
+        .finish(&[(
+            late,
+            Outcome::Dead {
+                error: "late".into(),
+            },
+        )])
+        .await
+        .unwrap();
+    db.queue.release(&[late]).await.unwrap();
+    assert_eq!(job(&db, id).await, ("running".to_owned(), 2, None));
+
+    db.queue
+        .finish(&[(second[0].lease(), Outcome::Succeeded)])
+        .await
+        .unwrap();
+    assert_eq!(job(&db, id).await, ("succeeded".to_owned(), 2, None));
+}
+
+#[tokio::test]
+async fn a_job_lost_on_its_last_attempt_is_dead_not_retried_forever() {
+    let db = db(1).await;
+    let id = enqueue(&db, &Steady).await;
+    assert_eq!(db.queue.claim(10, Duration::ZERO).await.unwrap().len(), 1);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert!(db
+        .queue
+        .claim(10, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .is_empty());
+    let (state, attempts, error) = job(&db, id).await;
+    assert_eq!((state.as_str(), attempts), ("dead", 1));
+    assert!(error.unwrap().starts_with("lease expired"));
+}
