@@ -239,7 +239,8 @@ impl ApiError {
             StatusCode::PAYLOAD_TOO_LARGE => Self::payload_too_large(),
             StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::unsupported_media_type(),
             StatusCode::UNPROCESSABLE_ENTITY => Self::validation(Vec::new()),
-            StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => Self::timeout(),
+            StatusCode::GATEWAY_TIMEOUT => Self::timeout(),
+            StatusCode::REQUEST_TIMEOUT => Self::new(status, "timeout", "Request timed out"),
             StatusCode::SERVICE_UNAVAILABLE => Self::service_unavailable(1),
             s if s.is_server_error() => Self::new(
                 StatusCode::INTERNAL_SERVER_ERROR,

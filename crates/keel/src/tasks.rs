@@ -8,7 +8,9 @@
 //!   returns an error or panics is logged with the request id and counted in
 //!   `background_tasks_failed_total{task}`, and the next task runs all the same;
 //! - they run inside the request's span and request-id scope, so their log lines carry the id;
-//! - they are tracked by a [`TaskTracker`], so a graceful shutdown can wait for them.
+//! - they are tracked by a [`TaskTracker`], so a graceful shutdown can wait for them;
+//! - they belong to a successful response: when the request ends in an error (4xx or 5xx,
+//!   a panic or a timeout included) the tasks it queued are dropped.
 //!
 //! They are still in-process and best-effort: a crash loses them. Work that must not be lost
 //! belongs in the durable job queue ([`crate::jobs`]).
@@ -107,6 +109,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Tasks {
 }
 
 /// If the handler queued tasks, wraps the body so that they start once it has been sent.
+/// Tasks belong to a response that succeeded: after an error (the handler failed after queuing
+/// them, panicked, or timed out) they are dropped, as FastAPI drops the background tasks of a
+/// request that raised.
 pub(crate) fn after_response(
     response: Response,
     tasks: &Tasks,
@@ -115,6 +120,14 @@ pub(crate) fn after_response(
 ) -> Response {
     let queued = tasks.take();
     if queued.is_empty() {
+        return response;
+    }
+    if response.status().is_client_error() || response.status().is_server_error() {
+        tracing::debug!(
+            tasks = queued.len(),
+            status = response.status().as_u16(),
+            "after-response tasks dropped: the request failed"
+        );
         return response;
     }
     let run = Run {

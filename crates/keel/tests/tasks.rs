@@ -38,11 +38,19 @@ async fn slow_task(State(done): State<Done>, tasks: Tasks) -> &'static str {
     "fast"
 }
 
+async fn fails_after_queuing(State(done): State<Done>, tasks: Tasks) -> Result<(), keel::ApiError> {
+    tasks.add("never", async move {
+        done.send("ran").unwrap();
+    });
+    Err(keel::ApiError::not_found("thing", 1))
+}
+
 async fn spawn() -> (std::net::SocketAddr, mpsc::UnboundedReceiver<&'static str>) {
     let (done, rx) = mpsc::unbounded_channel();
     let routes = Router::new()
         .route("/three", get(three_tasks))
         .route("/slow", get(slow_task))
+        .route("/fails", get(fails_after_queuing))
         .with_state(done);
     (common::serve(ServiceLayers::new().apply(routes)).await, rx)
 }
@@ -101,4 +109,13 @@ async fn tasks_start_after_the_response_and_never_delay_it() {
         .unwrap();
     assert_eq!(slow, Some("slow"));
     assert!(started.elapsed() >= Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn tasks_of_a_request_that_failed_are_dropped() {
+    let (addr, mut done) = spawn().await;
+    let res = reqwest::get(format!("http://{addr}/fails")).await.unwrap();
+    assert_eq!(res.status(), 404);
+    let outcome = tokio::time::timeout(Duration::from_millis(500), done.recv()).await;
+    assert!(outcome.is_err(), "the task ran: {outcome:?}");
 }

@@ -44,7 +44,8 @@ pub struct Config {
 
     /// First retry delay of a failed job, in ms; each retry doubles it (capped at 1 h), with
     /// jitter.
-    #[arg(long, env = "SHOP_JOB_BACKOFF_BASE_MS", default_value_t = 1000)]
+    #[arg(long, env = "SHOP_JOB_BACKOFF_BASE_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub job_backoff_base_ms: u64,
 
     /// Job worker loops in this process.
@@ -54,11 +55,12 @@ pub struct Config {
 
     /// Seconds one attempt of a job may run before it counts as failed.
     #[arg(long, env = "SHOP_JOB_TIMEOUT_SECS", default_value_t = 30,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub job_timeout_secs: u64,
 
     /// Seconds that running jobs and after-response tasks get to finish at shutdown.
-    #[arg(long, env = "SHOP_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    #[arg(long, env = "SHOP_SHUTDOWN_GRACE_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(0..=3_600))]
     pub shutdown_grace_secs: u64,
 
     /// Largest WebSocket frame a client may send; larger closes the connection with 1009.
@@ -74,7 +76,7 @@ pub struct Config {
     /// Seconds a WebSocket peer may stay silent (pongs included) before it is dropped; pings go
     /// out at a third of it.
     #[arg(long, env = "SHOP_WS_IDLE_TIMEOUT_SECS", default_value_t = 60,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub ws_idle_timeout_secs: u64,
 
     /// Largest accepted request body, in bytes; larger bodies are answered 413.
@@ -82,7 +84,8 @@ pub struct Config {
     pub max_body_bytes: usize,
 
     /// Seconds a request may run before it is answered 504.
-    #[arg(long, env = "SHOP_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    #[arg(long, env = "SHOP_REQUEST_TIMEOUT_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub request_timeout_secs: u64,
 
     /// Log format: `pretty` for people, `json` for one JSON object a line.
@@ -127,8 +130,15 @@ impl Config {
 
     /// The defaults, listening on `addr` with the database at `database_url`: for tests and
     /// embedding.
+    ///
+    /// The environment is not read: a developer's `SMTP_URL` must not leak into a test.
     pub fn new(addr: SocketAddr, database_url: impl Into<String>) -> Self {
-        let mut config = Config::parse_from(["shop"]);
+        use clap::{CommandFactory, FromArgMatches};
+        let command = Config::command().mut_args(|arg| arg.env(None));
+        let mut config = command
+            .try_get_matches_from(["shop"])
+            .and_then(|matches| Config::from_arg_matches(&matches))
+            .unwrap_or_else(|err| err.exit());
         config.addr = addr;
         config.database_url = database_url.into();
         config

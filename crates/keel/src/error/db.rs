@@ -95,6 +95,10 @@ pub trait ResultExt<T> {
     fn not_found(self, resource: &'static str, id: impl serde::Serialize) -> Result<T, ApiError>;
 
     /// A violation of the constraint called `name` becomes the error `f` makes.
+    ///
+    /// PostgreSQL names the violated constraint; SQLite does not (its message names the
+    /// columns, which the `From<sqlx::Error>` mapping reads), so on SQLite this never matches
+    /// and the error falls through to the default mapping.
     fn on_constraint(
         self,
         name: &str,

@@ -15,7 +15,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "users products orders",
         include_str!("../../migrations/sqlite/0001_init.sql"),
     ),
-    (2, "keel jobs", keel::jobs::sqlite::SCHEMA),
+    (
+        2,
+        "keel jobs",
+        include_str!("../../migrations/sqlite/0002_keel_jobs.sql"),
+    ),
     (
         3,
         "analytics events",
@@ -49,4 +53,15 @@ impl<'s> MigrationSource<'s> for Embedded {
 
 pub(super) async fn run(pool: &SqlitePool) -> Result<(), sqlx::migrate::MigrateError> {
     Migrator::new(Embedded(SQLITE)).await?.run(pool).await
+}
+
+#[cfg(test)]
+mod tests {
+    /// When keel's queue schema changes, shop needs a new migration, not an edited one.
+    #[test]
+    fn the_frozen_job_migration_is_keels_current_schema() {
+        let frozen = include_str!("../../migrations/sqlite/0002_keel_jobs.sql");
+        let body = frozen.split_once('\n').map_or("", |(_, rest)| rest);
+        assert_eq!(body.trim(), keel::jobs::sqlite::SCHEMA.trim());
+    }
 }

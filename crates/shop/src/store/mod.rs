@@ -29,7 +29,7 @@ const READERS: u32 = 8;
 /// Why the store could not open.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    #[error("unsupported DATABASE_URL {0:?}: expected sqlite://PATH")]
+    #[error("unsupported DATABASE_URL {0:?}: expected sqlite://PATH (a file)")]
     UnsupportedUrl(String),
     #[error("cannot open the database: {0}")]
     Connect(#[from] sqlx::Error),
@@ -49,7 +49,9 @@ impl Store {
     /// Opens (creating it if needed) and migrates the database at `url`; jobs enqueued through
     /// it get `job_max_attempts` attempts.
     pub async fn open(url: &str, job_max_attempts: u32) -> Result<Self, OpenError> {
-        if !url.starts_with("sqlite:") {
+        // An in-memory database would be a different, empty database on every connection.
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        if !url.starts_with("sqlite:") || in_memory {
             return Err(OpenError::UnsupportedUrl(url.to_owned()));
         }
         let options = SqliteConnectOptions::from_str(url)?
