@@ -120,7 +120,7 @@ async fn a_body_over_the_limit_is_413_and_the_service_goes_on() {
 #[tokio::test]
 async fn an_unknown_path_is_404_route_not_found() {
     let app = spawn_app().await;
-    for path in ["/nope", "/users/1/extra", "/USERS/1", "/"] {
+    for path in ["/nope", "/users/1/extra", "/USERS/1", "/index.html"] {
         let res = app.get(path).await;
         assert_envelope(res, 404, "route_not_found", "Route not found", json!(null)).await;
     }

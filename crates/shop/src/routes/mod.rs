@@ -3,6 +3,7 @@
 
 mod ops;
 mod orders;
+mod pages;
 mod products;
 mod users;
 mod ws;
@@ -23,7 +24,8 @@ pub fn router(state: AppState, config: &Config, tracker: TaskTracker) -> Router 
         .merge(products::router())
         .merge(orders::router())
         .merge(ops::router())
-        .merge(ws::router());
+        .merge(ws::router())
+        .merge(pages::router());
     ServiceLayers::new()
         .body_limit(config.max_body_bytes)
         .timeout(Duration::from_secs(config.request_timeout_secs))

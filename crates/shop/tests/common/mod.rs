@@ -2,6 +2,7 @@
 //! client to talk to it.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod browser;
 pub mod smtp;
 
 use std::net::SocketAddr;

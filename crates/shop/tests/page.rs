@@ -1,0 +1,111 @@
+//! The live page at `/` in headless Chromium: two tabs chat with each other, and an order made
+//! over HTTP appears in the events feed. The screenshot is kept as
+//! `target/tmp/shop-home.png`.
+#![allow(clippy::unwrap_used)]
+mod common;
+
+use common::browser::Browser;
+use common::{spawn_app, spawn_app_with};
+use serde_json::json;
+
+#[tokio::test]
+async fn two_tabs_chat_and_an_order_appears_in_the_feed() {
+    let app = spawn_app().await;
+    let page = app.get("/").await;
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+    let html = page.text().await.unwrap();
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "the page loads nothing from elsewhere"
+    );
+
+    let mut browser = Browser::launch().await;
+    let a = browser.open(&app.url("/")).await;
+    let b = browser.open(&app.url("/")).await;
+    for tab in [&a, &b] {
+        browser
+            .wait_for(tab, "document.querySelector('#chat-state')?.textContent === 'connected' && document.querySelector('#events-state').textContent === 'connected'", 20)
+            .await;
+    }
+
+    browser
+        .eval(&a, "document.querySelector('#chat-input').value = 'hello from A'; document.querySelector('#chat-send').click(); true")
+        .await;
+    browser
+        .wait_for(
+            &b,
+            "document.querySelector('#chat-log').textContent.includes('Client says: hello from A')",
+            10,
+        )
+        .await;
+    browser
+        .wait_for(
+            &a,
+            "document.querySelector('#chat-log').textContent.includes('Client says: hello from A')",
+            10,
+        )
+        .await;
+    assert_eq!(
+        browser
+            .eval(&a, "document.querySelector('#chat-input').value")
+            .await,
+        json!("")
+    );
+
+    app.create_user("ada@example.com", "ada").await;
+    app.create_product("Lamp", 1999, 3).await;
+    let res = app
+        .post_json(
+            "/orders",
+            &json!({"user_id": 1, "product_id": 1, "quantity": 2}),
+        )
+        .await;
+    assert_eq!(res.status(), 201);
+    for tab in [&a, &b] {
+        browser
+            .wait_for(tab, "document.querySelector('#events-log').textContent.includes('order.created') && document.querySelector('#events-log').textContent.includes('\"total_cents\":3998')", 10)
+            .await;
+    }
+
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("shop-home.png");
+    browser.screenshot(&a, &shot).await;
+    println!("screenshot: {}", shot.display());
+}
+
+#[tokio::test]
+async fn the_page_shows_a_restart_and_reconnects_by_itself() {
+    let first = spawn_app().await;
+    let addr = first.addr;
+    let mut browser = Browser::launch().await;
+    let tab = browser.open(&first.url("/")).await;
+    let connected = "document.querySelector('#chat-state')?.textContent === 'connected' && document.querySelector('#events-state').textContent === 'connected'";
+    browser.wait_for(&tab, connected, 20).await;
+
+    first.stop().await;
+    browser
+        .wait_for(
+            &tab,
+            "document.querySelector('#chat-state').textContent !== 'connected'",
+            10,
+        )
+        .await;
+    assert_eq!(
+        browser
+            .eval(&tab, "document.querySelector('#chat-send').disabled")
+            .await,
+        json!(true)
+    );
+
+    // The service comes back on the same address: the page finds it again.
+    let second = spawn_app_with(|c| c.addr = addr).await;
+    browser.wait_for(&tab, connected, 30).await;
+    second.create_user("ada@example.com", "ada").await;
+    browser
+        .wait_for(
+            &tab,
+            "document.querySelector('#events-log').textContent.includes('user.created')",
+            10,
+        )
+        .await;
+}
