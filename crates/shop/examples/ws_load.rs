@@ -1,0 +1,215 @@
+//! WebSocket load tool: many `/ws/events` clients, domain events published at a steady rate,
+//! delivery latency and memory per connection. Run through `bench/ws.sh`, which raises the
+//! file-descriptor limit and builds in release mode.
+//!
+//! `ws_load CONNECTIONS RATE SECONDS [SAMPLE]`
+//!
+//! It starts `target/release/shop` on a fresh database in a temporary folder, connects
+//! CONNECTIONS clients to `/ws/events`, measures the server's resident memory before and after
+//! (idle connections), then creates RATE users per second for SECONDS over HTTP. Each creation
+//! is a `user.created` event broadcast to every client. SAMPLE clients (default 200) parse each
+//! event and record the time from the `POST /users` being sent to the event's receipt: the
+//! latency a client sees, HTTP, SQLite commit and broadcast included. The other clients count
+//! frames.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+
+struct Shared {
+    started: Instant,
+    /// Send time of user `n`, in µs since `started`.
+    sent: Vec<OnceLock<u64>>,
+    latencies_us: Mutex<Vec<u64>>,
+    frames: AtomicU64,
+    closed: AtomicU64,
+}
+
+fn arg(n: usize, default: u64) -> u64 {
+    std::env::args()
+        .nth(n)
+        .map(|a| a.parse().expect("numeric arguments"))
+        .unwrap_or(default)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn client(url: String, shared: Arc<Shared>, sampled: bool) {
+    let config = WebSocketConfig::default().read_buffer_size(4096);
+    let Ok((mut ws, _)) =
+        tokio_tungstenite::connect_async_with_config(url, Some(config), false).await
+    else {
+        shared.closed.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    while let Some(Ok(frame)) = ws.next().await {
+        let Message::Text(text) = frame else { continue };
+        shared.frames.fetch_add(1, Ordering::Relaxed);
+        if !sampled {
+            continue;
+        }
+        let now = shared.started.elapsed().as_micros() as u64;
+        let event: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        let seq = event["data"]["username"]
+            .as_str()
+            .and_then(|u| u.strip_prefix("load"))
+            .and_then(|n| n.parse::<usize>().ok());
+        if let Some(sent) = seq.and_then(|n| shared.sent.get(n)).and_then(OnceLock::get) {
+            shared
+                .latencies_us
+                .lock()
+                .expect("not poisoned")
+                .push(now.saturating_sub(*sent));
+        }
+    }
+    shared.closed.fetch_add(1, Ordering::Relaxed);
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+#[tokio::main]
+async fn main() {
+    let connections = arg(1, 10_000);
+    let rate = arg(2, 1000).max(1);
+    let seconds = arg(3, 10);
+    let sample = arg(4, 200).min(connections);
+    let events = rate * seconds;
+
+    let dir = std::env::temp_dir().join(format!("shop-ws-load-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temporary folder");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+    let mut shop = std::process::Command::new(format!("{target}/release/shop"))
+        .env("SHOP_ADDR", format!("127.0.0.1:{port}"))
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}/shop.db", dir.display()),
+        )
+        .env("SHOP_MAIL_DIR", dir.join("mail"))
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("target/release/shop (cargo build --release)");
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..200 {
+        if http.get(format!("{base}/healthz")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let shared = Arc::new(Shared {
+        started: Instant::now(),
+        sent: (0..events).map(|_| OnceLock::new()).collect(),
+        latencies_us: Mutex::new(Vec::with_capacity((events * sample) as usize)),
+        frames: AtomicU64::new(0),
+        closed: AtomicU64::new(0),
+    });
+
+    let rss_before = rss_kib(shop.id());
+    let url = format!("ws://127.0.0.1:{port}/ws/events");
+    let connecting = Instant::now();
+    let mut tasks = Vec::with_capacity(connections as usize);
+    for n in 0..connections {
+        tasks.push(tokio::spawn(client(
+            url.clone(),
+            shared.clone(),
+            n < sample,
+        )));
+        // Let the server keep up with handshakes rather than flood its backlog.
+        if n % 200 == 199 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss_idle = rss_kib(shop.id());
+    let refused = shared.closed.load(Ordering::Relaxed);
+    println!(
+        "connections: {} open of {connections} in {:.1} s",
+        connections - refused,
+        connecting.elapsed().as_secs_f64()
+    );
+    println!(
+        "server RSS: {rss_before} KiB before, {rss_idle} KiB with the idle connections: {:.1} KiB per connection",
+        (rss_idle.saturating_sub(rss_before)) as f64 / (connections - refused).max(1) as f64
+    );
+
+    // Publish: one POST /users per tick, each answered on its own task.
+    let publishing = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut posts = Vec::with_capacity(events as usize);
+    for seq in 0..events as usize {
+        tick.tick().await;
+        let (http, shared, base) = (http.clone(), shared.clone(), base.clone());
+        posts.push(tokio::spawn(async move {
+            let _ = shared.sent[seq].set(shared.started.elapsed().as_micros() as u64);
+            let body = serde_json::json!({"email": format!("load{seq}@example.com"), "username": format!("load{seq}")});
+            http.post(format!("{base}/users"))
+                .json(&body)
+                .send()
+                .await
+                .map(|r| r.status().as_u16() == 201)
+                .unwrap_or(false)
+        }));
+    }
+    let mut created = 0;
+    for post in posts {
+        created += u64::from(post.await.unwrap_or(false));
+    }
+    let publish_secs = publishing.elapsed().as_secs_f64();
+    let expected = created * (connections - refused);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while shared.frames.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let delivered = shared.frames.load(Ordering::Relaxed);
+    let delivery_secs = publishing.elapsed().as_secs_f64();
+    let mut latencies = shared.latencies_us.lock().expect("not poisoned").clone();
+    latencies.sort_unstable();
+
+    println!(
+        "published: {created} events in {publish_secs:.1} s ({:.0}/s)",
+        created as f64 / publish_secs
+    );
+    println!(
+        "delivered: {delivered} of {expected} frames ({:.0} frames/s); clients closed by the server: {}",
+        delivered as f64 / delivery_secs,
+        shared.closed.load(Ordering::Relaxed) - refused
+    );
+    println!(
+        "latency POST sent → event received ({} samples): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        latencies.len(),
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99),
+        percentile(&latencies, 1.0)
+    );
+
+    let _ = shop.kill();
+    let _ = shop.wait();
+    for task in tasks {
+        task.abort();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
