@@ -2,7 +2,7 @@
 # WebSocket benchmark: memory per idle /ws/events connection, and delivery latency of
 # broadcasts at several sizes. See crates/shop/examples/ws_load.rs for what is measured.
 #
-#   bench/ws.sh                      three runs: 10k clients at 10 and 100 events/s, 1k at 1000
+#   bench/ws.sh                      runs: 10k clients at 10 and 30 events/s, 1k at 300
 #   bench/ws.sh CONNECTIONS RATE SECONDS
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +15,7 @@ if [ $# -ge 3 ]; then
   "$target/release/examples/ws_load" "$@"
   exit
 fi
-for run in "10000 10 10" "10000 100 10" "1000 1000 10"; do
+for run in "10000 10 10" "10000 30 10" "1000 300 10"; do
   echo "== $run (connections, events/s, seconds)"
   # shellcheck disable=SC2086
   "$target/release/examples/ws_load" $run

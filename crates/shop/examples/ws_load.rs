@@ -24,7 +24,11 @@ struct Shared {
     started: Instant,
     /// Send time of user `n`, in µs since `started`.
     sent: Vec<OnceLock<u64>>,
+    /// Time the response to user `n`'s POST arrived: the event goes out after it.
+    answered: Vec<OnceLock<u64>>,
     latencies_us: Mutex<Vec<u64>>,
+    /// Receipt minus `answered`: the broadcast alone.
+    fanout_us: Mutex<Vec<u64>>,
     frames: AtomicU64,
     closed: AtomicU64,
 }
@@ -73,6 +77,16 @@ async fn client(url: String, shared: Arc<Shared>, sampled: bool) {
                 .expect("not poisoned")
                 .push(now.saturating_sub(*sent));
         }
+        if let Some(answered) = seq
+            .and_then(|n| shared.answered.get(n))
+            .and_then(OnceLock::get)
+        {
+            shared
+                .fanout_us
+                .lock()
+                .expect("not poisoned")
+                .push(now.saturating_sub(*answered));
+        }
     }
     shared.closed.fetch_add(1, Ordering::Relaxed);
 }
@@ -107,7 +121,8 @@ async fn main() {
             format!("sqlite://{}/shop.db", dir.display()),
         )
         .env("SHOP_MAIL_DIR", dir.join("mail"))
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::null())
         .spawn()
         .expect("target/release/shop (cargo build --release)");
     let http = reqwest::Client::new();
@@ -122,7 +137,9 @@ async fn main() {
     let shared = Arc::new(Shared {
         started: Instant::now(),
         sent: (0..events).map(|_| OnceLock::new()).collect(),
+        answered: (0..events).map(|_| OnceLock::new()).collect(),
         latencies_us: Mutex::new(Vec::with_capacity((events * sample) as usize)),
+        fanout_us: Mutex::new(Vec::with_capacity((events * sample) as usize)),
         frames: AtomicU64::new(0),
         closed: AtomicU64::new(0),
     });
@@ -166,12 +183,15 @@ async fn main() {
         posts.push(tokio::spawn(async move {
             let _ = shared.sent[seq].set(shared.started.elapsed().as_micros() as u64);
             let body = serde_json::json!({"email": format!("load{seq}@example.com"), "username": format!("load{seq}")});
-            http.post(format!("{base}/users"))
+            let ok = http
+                .post(format!("{base}/users"))
                 .json(&body)
                 .send()
                 .await
                 .map(|r| r.status().as_u16() == 201)
-                .unwrap_or(false)
+                .unwrap_or(false);
+            let _ = shared.answered[seq].set(shared.started.elapsed().as_micros() as u64);
+            ok
         }));
     }
     let mut created = 0;
@@ -188,6 +208,8 @@ async fn main() {
     let delivery_secs = publishing.elapsed().as_secs_f64();
     let mut latencies = shared.latencies_us.lock().expect("not poisoned").clone();
     latencies.sort_unstable();
+    let mut fanout = shared.fanout_us.lock().expect("not poisoned").clone();
+    fanout.sort_unstable();
 
     println!(
         "published: {created} events in {publish_secs:.1} s ({:.0}/s)",
@@ -204,6 +226,12 @@ async fn main() {
         percentile(&latencies, 0.50),
         percentile(&latencies, 0.99),
         percentile(&latencies, 1.0)
+    );
+    println!(
+        "latency POST answered → event received: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        percentile(&fanout, 0.50),
+        percentile(&fanout, 0.99),
+        percentile(&fanout, 1.0)
     );
 
     let _ = shop.kill();
