@@ -18,6 +18,7 @@
 //!   safety net that envelopes any error response made elsewhere, in one builder.
 //! - [`tasks`]: after-response tasks, FastAPI's `BackgroundTasks` without its holes.
 //! - [`jobs`]: a durable job queue in the service's own database.
+//! - [`webhooks`]: Standard Webhooks signing and verification, and an SSRF guard.
 //! - [`ws`]: a WebSocket hub with bounded per-client queues.
 //! - [`request_id`]: `X-Request-ID` rules and the id of the current request.
 //!
@@ -50,6 +51,7 @@ pub mod layers;
 pub mod request_id;
 pub mod tasks;
 pub mod validate;
+pub mod webhooks;
 pub mod ws;
 
 pub use error::{ApiError, DomainError};
