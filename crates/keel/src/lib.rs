@@ -18,6 +18,7 @@
 //!   safety net that envelopes any error response made elsewhere, in one builder.
 //! - [`tasks`]: after-response tasks, FastAPI's `BackgroundTasks` without its holes.
 //! - [`jobs`]: a durable job queue in the service's own database.
+//! - [`auth`]: operator routes behind a bearer token.
 //! - [`webhooks`]: Standard Webhooks signing and verification, and an SSRF guard.
 //! - [`ws`]: a WebSocket hub with bounded per-client queues.
 //! - [`request_id`]: `X-Request-ID` rules and the id of the current request.
@@ -43,6 +44,7 @@
 //! }
 //! ```
 
+pub mod auth;
 pub mod error;
 pub mod extract;
 #[cfg(feature = "sqlx")]

@@ -6,10 +6,12 @@
 //! back to the queue); after-response tasks get the same grace; then the database closes.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use keel::jobs::{Registry, Worker, WorkerConfig};
+use keel::webhooks::Secret;
 use keel::ws::Hub;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -17,6 +19,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::mail::{MailSetupError, Mailer};
+use crate::outbound::Sender;
 use crate::store::{OpenError, Store};
 use crate::{jobs, routes};
 
@@ -25,6 +28,10 @@ use crate::{jobs, routes};
 pub struct AppState {
     pub store: Store,
     pub hub: Hub,
+    /// The payment provider's webhook secret; `None` answers its route with 503.
+    pub payments_secret: Option<Arc<Secret>>,
+    /// Whether webhook endpoints may point at loopback and private addresses.
+    pub webhook_allow_private: bool,
 }
 
 /// Why the service could not start.
@@ -34,6 +41,10 @@ pub enum StartError {
     Store(#[from] OpenError),
     #[error(transparent)]
     Mail(#[from] MailSetupError),
+    #[error("invalid SHOP_PAYMENTS_SECRET: {0}")]
+    PaymentsSecret(keel::webhooks::SecretError),
+    #[error("cannot build the webhook HTTP client: {0}")]
+    HttpClient(reqwest::Error),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -62,10 +73,23 @@ impl App {
             &config.mail_dir,
             &config.mail_from,
         )?;
+        let payments_secret = match config.payments_secret.as_deref() {
+            Some(text) => Some(Arc::new(
+                Secret::parse(text).map_err(StartError::PaymentsSecret)?,
+            )),
+            None => None,
+        };
         let state = AppState {
             store,
             hub: Hub::new(config.ws_config()),
+            payments_secret,
+            webhook_allow_private: config.webhook_allow_private,
         };
+        let sender = Sender::new(
+            Duration::from_secs(config.webhook_timeout_secs),
+            config.webhook_allow_private,
+        )
+        .map_err(StartError::HttpClient)?;
         let tracker = TaskTracker::new();
         let router = routes::router(state.clone(), &config, tracker.clone());
         let listener = TcpListener::bind(config.addr)
@@ -74,11 +98,17 @@ impl App {
                 addr: config.addr,
                 source,
             })?;
+        let registry = jobs::registry(jobs::Context {
+            store: state.store.clone(),
+            hub: state.hub.clone(),
+            mailer,
+            sender,
+        });
         Ok(App {
             listener,
             router,
             state,
-            registry: jobs::registry(mailer),
+            registry,
             workers: config.worker_config(),
             tracker,
         })

@@ -79,6 +79,26 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub ws_idle_timeout_secs: u64,
 
+    /// Secret (`whsec_…`) of the payment provider's webhooks; unset, `/webhooks/payments`
+    /// answers 503.
+    #[arg(long, env = "SHOP_PAYMENTS_SECRET")]
+    pub payments_secret: Option<String>,
+
+    /// Allow outbound webhooks to loopback and private addresses (for local testing).
+    #[arg(long, env = "SHOP_WEBHOOK_ALLOW_PRIVATE", default_value_t = false,
+          action = clap::ArgAction::Set)]
+    pub webhook_allow_private: bool,
+
+    /// Seconds one outbound webhook attempt may take.
+    #[arg(long, env = "SHOP_WEBHOOK_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub webhook_timeout_secs: u64,
+
+    /// Bearer token of the operator routes (`/webhook-endpoints…`, `/admin…`); unset, they
+    /// answer 403.
+    #[arg(long, env = "SHOP_ADMIN_TOKEN")]
+    pub admin_token: Option<String>,
+
     /// Largest accepted request body, in bytes; larger bodies are answered 413.
     #[arg(long, env = "SHOP_MAX_BODY_BYTES", default_value_t = 1_048_576)]
     pub max_body_bytes: usize,

@@ -1,9 +1,16 @@
 //! The kinds of durable job shop runs, and the registry that maps each to its handler.
 
-use keel::jobs::{Job, JobMeta, Registry};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use keel::jobs::{Job, JobError, JobMeta, Registry};
+use keel::ws::Hub;
 use serde::{Deserialize, Serialize};
 
 use crate::mail::Mailer;
+use crate::outbound::Sender;
+use crate::routes::ws::EVENTS;
+use crate::store::webhooks::PaymentOutcome;
+use crate::store::Store;
 
 /// The welcome mail of a new user, enqueued in the transaction that creates the user.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -18,18 +25,101 @@ impl Job for WelcomeEmail {
     const QUEUE: &'static str = "email";
 }
 
-/// Every job kind, with what its handlers need.
-pub fn registry(mailer: Mailer) -> Registry {
-    Registry::new().register(move |job: WelcomeEmail, meta: JobMeta| {
-        let mailer = mailer.clone();
-        async move {
-            mailer.send_welcome(&job.email, &job.username).await?;
-            tracing::info!(
-                user_id = job.user_id,
-                attempt = meta.attempt,
-                "welcome mail sent"
-            );
-            Ok(())
+/// One outbound webhook delivery, enqueued in the transaction of the event's change.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeliverWebhook {
+    pub delivery_id: i64,
+}
+
+impl Job for DeliverWebhook {
+    const KIND: &'static str = "deliver_webhook";
+    const QUEUE: &'static str = "webhooks";
+}
+
+/// The processing of a received payment webhook.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProcessPayment {
+    pub inbound_id: i64,
+}
+
+impl Job for ProcessPayment {
+    const KIND: &'static str = "process_payment";
+    const QUEUE: &'static str = "payments";
+}
+
+/// What the handlers need.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub store: Store,
+    pub hub: Hub,
+    pub mailer: Mailer,
+    pub sender: Sender,
+}
+
+/// Every job kind, with its handler.
+pub fn registry(ctx: Context) -> Registry {
+    let (mail, deliver, pay) = (ctx.clone(), ctx.clone(), ctx);
+    Registry::new()
+        .register(move |job: WelcomeEmail, meta: JobMeta| {
+            let mailer = mail.mailer.clone();
+            async move {
+                mailer.send_welcome(&job.email, &job.username).await?;
+                tracing::info!(
+                    user_id = job.user_id,
+                    attempt = meta.attempt,
+                    "welcome mail sent"
+                );
+                Ok(())
+            }
+        })
+        .register(move |job: DeliverWebhook, _meta: JobMeta| {
+            let ctx = deliver.clone();
+            async move { deliver_webhook(&ctx, job.delivery_id).await }
+        })
+        .register(move |job: ProcessPayment, _meta: JobMeta| {
+            let ctx = pay.clone();
+            async move { process_payment(&ctx, job.inbound_id).await }
+        })
+}
+
+fn db_error(err: sqlx::Error) -> JobError {
+    JobError::retry(format!("database: {err}"))
+}
+
+async fn deliver_webhook(ctx: &Context, delivery_id: i64) -> Result<(), JobError> {
+    let Some(outgoing) = ctx.store.outgoing(delivery_id).await.map_err(db_error)? else {
+        return Err(JobError::permanent(format!(
+            "delivery {delivery_id} not found"
+        )));
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let attempt = ctx.sender.send(&outgoing, now).await;
+    ctx.store
+        .record_attempt(delivery_id, attempt.status_code, attempt.error.as_deref())
+        .await
+        .map_err(db_error)?;
+    attempt.result
+}
+
+async fn process_payment(ctx: &Context, inbound_id: i64) -> Result<(), JobError> {
+    match ctx
+        .store
+        .process_payment(inbound_id)
+        .await
+        .map_err(db_error)?
+    {
+        PaymentOutcome::Changed { event, order } => {
+            let message = serde_json::json!({"type": event, "data": order});
+            ctx.hub.publish(EVENTS, message.to_string());
+            tracing::info!(inbound_id, event, "payment webhook processed");
         }
-    })
+        PaymentOutcome::Unchanged => {}
+        // Recorded on the inbound webhook; retrying cannot make an unknown order exist.
+        PaymentOutcome::Failed(reason) => {
+            tracing::warn!(inbound_id, reason = %reason, "payment webhook not applied");
+        }
+    }
+    Ok(())
 }

@@ -6,7 +6,8 @@ mod orders;
 mod pages;
 mod products;
 mod users;
-mod ws;
+mod webhooks;
+pub mod ws;
 
 use std::time::Duration;
 
@@ -25,7 +26,12 @@ pub fn router(state: AppState, config: &Config, tracker: TaskTracker) -> Router 
         .merge(orders::router())
         .merge(ops::router())
         .merge(ws::router())
-        .merge(pages::router());
+        .merge(pages::router())
+        .merge(webhooks::inbound_router())
+        .merge(keel::auth::require_bearer(
+            webhooks::operator_router(),
+            config.admin_token.clone(),
+        ));
     ServiceLayers::new()
         .body_limit(config.max_body_bytes)
         .timeout(Duration::from_secs(config.request_timeout_secs))

@@ -25,6 +25,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "analytics events",
         include_str!("../../migrations/sqlite/0003_analytics.sql"),
     ),
+    (
+        4,
+        "webhooks",
+        include_str!("../../migrations/sqlite/0004_webhooks.sql"),
+    ),
 ];
 
 #[derive(Debug)]

@@ -11,6 +11,7 @@ mod migrations;
 pub mod orders;
 pub mod products;
 pub mod users;
+pub mod webhooks;
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -103,7 +103,7 @@ impl Store {
             );
             return Err(v.into_error());
         };
-        let order = sqlx::query_as(&format!(
+        let order: Order = sqlx::query_as(&format!(
             "INSERT INTO orders (user_id, product_id, quantity, total_cents) \
              VALUES (?1, ?2, ?3, ?4) RETURNING {ORDER_COLUMNS}"
         ))
@@ -113,7 +113,10 @@ impl Store {
         .bind(total_cents)
         .fetch_one(&mut *tx)
         .await?;
+        let data = serde_json::to_value(&order).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        self.fan_out(&mut tx, "order.created", &data).await?;
         tx.commit().await?;
+        self.jobs.wake();
         Ok(order)
     }
 

@@ -42,6 +42,8 @@ impl Store {
             username: user.username.clone(),
         };
         self.jobs.enqueue(&mut tx, &welcome).await?;
+        let data = serde_json::to_value(&user).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        self.fan_out(&mut tx, "user.created", &data).await?;
         tx.commit().await?;
         self.jobs.wake();
         Ok(user)

@@ -1,0 +1,66 @@
+//! Operator routes behind a bearer token, as one layer on a router.
+//!
+//! - no token configured: every route answers 403 `admin_disabled`;
+//! - a missing or wrong `Authorization: Bearer …`: 401 `unauthorized` with
+//!   `WWW-Authenticate: Bearer`;
+//! - the right token: the route runs.
+//!
+//! Tokens are compared as SHA-256 digests in constant time, so neither the content nor the
+//! length of the configured token leaks through timing.
+//!
+//! ```
+//! use axum::{routing::get, Router};
+//!
+//! let admin: Router = keel::auth::require_bearer(
+//!     Router::new().route("/admin/stats", get(|| async { "ok" })),
+//!     Some("s3cret".to_owned()),
+//! );
+//! ```
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use http::StatusCode;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::ApiError;
+
+/// Puts every route of `router` behind `token` (see the module docs); `None` disables them.
+pub fn require_bearer<S: Clone + Send + Sync + 'static>(
+    router: Router<S>,
+    token: Option<String>,
+) -> Router<S> {
+    let expected: Arc<Option<[u8; 32]>> =
+        Arc::new(token.map(|t| Sha256::digest(t.as_bytes()).into()));
+    // `route_layer`: only matched routes are guarded, so unknown paths stay 404.
+    router.route_layer(middleware::from_fn_with_state(expected, check))
+}
+
+async fn check(
+    State(expected): State<Arc<Option<[u8; 32]>>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let Some(expected) = expected.as_ref() else {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "admin_disabled",
+            "Admin API disabled",
+        )
+        .into_response();
+    };
+    let given = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| Sha256::digest(t.trim().as_bytes()));
+    match given {
+        Some(given) if bool::from(given.as_slice().ct_eq(expected)) => next.run(req).await,
+        _ => ApiError::unauthorized().into_response(),
+    }
+}
