@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod browser;
+pub mod receiver;
 pub mod smtp;
 
 use std::net::SocketAddr;
