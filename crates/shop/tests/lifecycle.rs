@@ -240,3 +240,63 @@ async fn a_job_whose_worker_was_killed_mid_run_is_claimed_again_when_its_lease_e
     );
     assert_eq!(job_states(&db).await, vec![("succeeded".to_owned(), 2)]);
 }
+
+#[tokio::test]
+async fn webhook_deliveries_pending_at_kill_9_are_all_delivered_after_restart() {
+    use common::receiver::{Receiver, Reply};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("shop.db");
+    let smtp = SmtpSink::start(Behaviour::default()).await;
+    // The receiver fails everything at first, so the deliveries are pending when the process dies.
+    let receiver = Receiver::start(vec![Reply::Status(503); 10]).await;
+    let env = [
+        ("SHOP_ADMIN_TOKEN", "t"),
+        ("SHOP_WEBHOOK_ALLOW_PRIVATE", "true"),
+        ("SHOP_JOB_BACKOFF_BASE_MS", "300"),
+    ];
+    let mut first = Shop::start_with(&db, smtp.port, &env).await;
+    let client = reqwest::Client::new();
+    let res = client
+        .post(first.url("/webhook-endpoints"))
+        .bearer_auth("t")
+        .json(&json!({"url": receiver.url(), "events": ["user.created"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let users = 5;
+    for n in 0..users {
+        let res = client
+            .post(first.url("/users"))
+            .json(
+                &json!({"email": format!("user{n}@example.com"), "username": format!("user_{n}")}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+    }
+    eventually(10, "the first failures", || async {
+        (receiver.received().len() >= users).then_some(())
+    })
+    .await;
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    let failed_before = receiver.received().len();
+
+    let _second = Shop::start_with(&db, smtp.port, &env).await;
+    // Every user's event arrives with a 2xx in the end: the script's failures run out.
+    let ids = eventually(30, "every delivery to succeed", || async {
+        let conn = job_states(&db).await;
+        let deliveries: Vec<_> = conn.iter().filter(|(s, _)| s == "succeeded").collect();
+        (deliveries.len() >= 2 * users).then(|| receiver.received())
+    })
+    .await;
+    let distinct: std::collections::BTreeSet<String> = ids.iter().map(|r| r.id.clone()).collect();
+    assert_eq!(
+        distinct.len(),
+        users,
+        "one webhook-id per user, kept across attempts"
+    );
+    assert!(ids.len() > failed_before);
+}
