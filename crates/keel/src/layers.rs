@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | edge: request id | any error response not yet in the envelope | the envelope for its status; `X-Request-ID` on every response |
 //! | edge: tasks | after-response work a handler queued | started once the body has been sent |
+//! | edge: access log, metrics | every request | one `request completed` line; `http_requests_total`, `http_request_duration_seconds` |
 //! | edge: timeout | a request running past the limit (default 30 s) | 504 `timeout` |
 //! | panic catcher | a panic in a handler, extractor or inner layer | 500 `internal_error`, panic message in the log only |
 //! | body limit | a body over the limit (default 1 MiB), when an extractor reads it | 413 `payload_too_large` |
@@ -165,6 +166,14 @@ where
                 .and_then(|v| v.to_str().ok()),
         );
         req.extensions_mut().insert(id.clone());
+        let started = std::time::Instant::now();
+        let method = method_label(req.method());
+        // The matched template, never the raw path: unknown paths must not grow the metrics.
+        let route: String = req
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or("unmatched", MatchedPath::as_str)
+            .to_owned();
         let tasks = Tasks::default();
         req.extensions_mut().insert(tasks.clone());
         let tracker = self.tracker.clone();
@@ -172,7 +181,7 @@ where
             "request",
             request_id = %id,
             method = %req.method(),
-            route = req.extensions().get::<MatchedPath>().map_or("<unmatched>", MatchedPath::as_str),
+            route = %route,
         );
         let header = HeaderValue::from_str(id.as_str()).ok();
 
@@ -194,10 +203,48 @@ where
                 if let Some(header) = header {
                     response.headers_mut().insert(X_REQUEST_ID.clone(), header);
                 }
+                record(method, route, response.status(), started.elapsed());
                 Ok(response)
             }
             .instrument(span),
         )
+    }
+}
+
+/// The access log line and the HTTP metrics of one request:
+/// `http_requests_total{method,route,status}` and `http_request_duration_seconds{method,route}`.
+fn record(method: &'static str, route: String, status: http::StatusCode, elapsed: Duration) {
+    let seconds = elapsed.as_secs_f64();
+    tracing::info!(
+        status = status.as_u16(),
+        latency_ms = seconds * 1000.0,
+        "request completed"
+    );
+    metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route.clone())
+        .record(seconds);
+    metrics::counter!(
+        "http_requests_total",
+        "method" => method,
+        "route" => route,
+        "status" => status.as_u16().to_string()
+    )
+    .increment(1);
+}
+
+/// Standard methods by name; anything else is `OTHER`, so odd methods cannot grow the metrics.
+fn method_label(method: &http::Method) -> &'static str {
+    use http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "OTHER",
     }
 }
 

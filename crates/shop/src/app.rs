@@ -67,6 +67,7 @@ pub struct App {
 impl App {
     /// Opens the database (migrating it), sets up mail and binds the listener.
     pub async fn build(config: Config) -> Result<Self, StartError> {
+        crate::metrics::handle();
         let store = Store::open(&config.database_url, config.job_max_attempts).await?;
         let mailer = Mailer::new(
             config.smtp_url.as_deref(),

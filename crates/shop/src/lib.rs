@@ -13,6 +13,7 @@ pub mod config;
 pub mod domain;
 pub mod jobs;
 pub mod mail;
+pub mod metrics;
 pub mod outbound;
 pub mod routes;
 pub mod store;

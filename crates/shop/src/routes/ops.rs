@@ -1,4 +1,5 @@
-//! `GET /healthz` (the process runs) and `GET /readyz` (the database answers).
+//! `GET /healthz` (the process runs), `GET /readyz` (the database answers) and
+//! `GET /metrics` (Prometheus).
 
 use axum::extract::State;
 use axum::routing::get;
@@ -12,6 +13,18 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+/// Prometheus text exposition.
+async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::render(&state.store).await,
+    )
 }
 
 async fn healthz() -> Json<Value> {
