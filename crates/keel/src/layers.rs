@@ -24,6 +24,8 @@
 //! ```
 
 use std::any::Any;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -169,11 +171,8 @@ where
         let started = std::time::Instant::now();
         let method = method_label(req.method());
         // The matched template, never the raw path: unknown paths must not grow the metrics.
-        let route: String = req
-            .extensions()
-            .get::<MatchedPath>()
-            .map_or("unmatched", MatchedPath::as_str)
-            .to_owned();
+        let matched = req.extensions().get::<MatchedPath>().cloned();
+        let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
         let tasks = Tasks::default();
         req.extensions_mut().insert(tasks.clone());
         let tracker = self.tracker.clone();
@@ -181,7 +180,7 @@ where
             "request",
             request_id = %id,
             method = %req.method(),
-            route = %route,
+            route = route,
         );
         let header = HeaderValue::from_str(id.as_str()).ok();
 
@@ -203,6 +202,7 @@ where
                 if let Some(header) = header {
                     response.headers_mut().insert(X_REQUEST_ID.clone(), header);
                 }
+                let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
                 record(method, route, response.status(), started.elapsed());
                 Ok(response)
             }
@@ -213,22 +213,40 @@ where
 
 /// The access log line and the HTTP metrics of one request:
 /// `http_requests_total{method,route,status}` and `http_request_duration_seconds{method,route}`.
-fn record(method: &'static str, route: String, status: http::StatusCode, elapsed: Duration) {
+fn record(method: &'static str, route: &str, status: http::StatusCode, elapsed: Duration) {
     let seconds = elapsed.as_secs_f64();
     tracing::info!(
         status = status.as_u16(),
         latency_ms = seconds * 1000.0,
         "request completed"
     );
-    metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route.clone())
-        .record(seconds);
-    metrics::counter!(
-        "http_requests_total",
-        "method" => method,
-        "route" => route,
-        "status" => status.as_u16().to_string()
-    )
-    .increment(1);
+    let status = status.as_u16();
+    METRICS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        let by_route = cache.entry((method, status)).or_default();
+        if let Some((requests, duration)) = by_route.get(route) {
+            requests.increment(1);
+            duration.record(seconds);
+            return;
+        }
+        let handles = (
+            metrics::counter!("http_requests_total", "method" => method, "route" => route.to_owned(), "status" => status.to_string()),
+            metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route.to_owned()),
+        );
+        handles.0.increment(1);
+        handles.1.record(seconds);
+        by_route.insert(route.to_owned(), handles);
+    });
+}
+
+type Handles = (metrics::Counter, metrics::Histogram);
+type HandleCache = HashMap<(&'static str, u16), HashMap<String, Handles>>;
+
+thread_local! {
+    /// Metric handles by (method, status) then route, per thread: looking a handle up by
+    /// borrowed labels costs no allocation, where building the labels each time would cost
+    /// three. Bounded: methods and routes are finite, statuses are three digits.
+    static METRICS: RefCell<HandleCache> = RefCell::new(HashMap::new());
 }
 
 /// Standard methods by name; anything else is `OTHER`, so odd methods cannot grow the metrics.
