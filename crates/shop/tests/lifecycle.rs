@@ -300,3 +300,48 @@ async fn webhook_deliveries_pending_at_kill_9_are_all_delivered_after_restart() 
     );
     assert!(ids.len() > failed_before);
 }
+
+#[tokio::test]
+async fn sigterm_finishes_the_request_in_flight_refuses_new_ones_and_exits_0() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("shop.db");
+    let smtp = SmtpSink::start(Behaviour::default()).await;
+    let mut shop = Shop::start(&db, smtp.port).await;
+
+    // Hold the write lock so that the next POST waits inside the service.
+    let mut other = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let in_flight = tokio::spawn(
+        reqwest::Client::new()
+            .post(shop.url("/users"))
+            .json(&json!({"email": "slow@example.com", "username": "slow"}))
+            .send(),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let pid = shop.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", shop.port))
+            .await
+            .is_err(),
+        "the listener is closed once SIGTERM arrives"
+    );
+    sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+
+    let answered = in_flight.await.unwrap().unwrap();
+    assert_eq!(answered.status(), 201);
+    let status = shop.terminate(15).await;
+    assert_eq!(status.code(), Some(0));
+}
