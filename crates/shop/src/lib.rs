@@ -14,6 +14,7 @@ pub mod domain;
 pub mod jobs;
 pub mod mail;
 pub mod metrics;
+pub mod openapi;
 pub mod outbound;
 pub mod routes;
 pub mod store;

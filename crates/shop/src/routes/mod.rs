@@ -1,12 +1,12 @@
 //! HTTP routes, one module per resource. Each module exposes its own `router()`; they are merged
 //! in [`router`], where keel's layers are applied once for all of them.
 
-mod ops;
-mod orders;
-mod pages;
-mod products;
-mod users;
-mod webhooks;
+pub(crate) mod ops;
+pub(crate) mod orders;
+pub(crate) mod pages;
+pub(crate) mod products;
+pub(crate) mod users;
+pub(crate) mod webhooks;
 pub mod ws;
 
 use std::time::Duration;
@@ -27,6 +27,7 @@ pub fn router(state: AppState, config: &Config, tracker: TaskTracker) -> Router 
         .merge(ops::router())
         .merge(ws::router())
         .merge(pages::router())
+        .merge(crate::openapi::router())
         .merge(webhooks::inbound_router())
         .merge(keel::auth::require_bearer(
             webhooks::operator_router(),

@@ -8,6 +8,7 @@ use keel::{ApiError, Json};
 use serde_json::{json, Value};
 
 use crate::app::AppState;
+use crate::openapi::ErrorEnvelope;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -17,7 +18,9 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Prometheus text exposition.
-async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text", content_type = "text/plain", body = String)))]
+pub(crate) async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -27,12 +30,20 @@ async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResp
     )
 }
 
-async fn healthz() -> Json<Value> {
+/// 200 while the process runs.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "Alive", body = Object, example = json!({"status": "ok"}))))]
+pub(crate) async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
 /// 503 `service_unavailable` when the database does not answer, whatever the driver said.
-async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "The database answers", body = Object, example = json!({"status": "ok"})),
+        (status = 503, description = "The database does not answer; `Retry-After`", body = ErrorEnvelope),
+    ))]
+pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     match state.store.ping().await {
         Ok(()) => Ok(Json(json!({"status": "ok"}))),
         Err(err) => Err(ApiError::service_unavailable(1).with_source(err)),

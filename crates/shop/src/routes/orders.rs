@@ -8,6 +8,9 @@ use keel::tasks::Tasks;
 use keel::validate::{Field, Validation};
 use keel::{ApiError, Json, Path};
 use serde::Deserialize;
+use utoipa::ToSchema;
+
+use crate::openapi::ErrorEnvelope;
 
 use crate::app::AppState;
 use crate::domain::{Id, Quantity};
@@ -19,13 +22,18 @@ pub fn router() -> Router<AppState> {
         .route("/orders/{id}", get(show))
 }
 
-#[derive(Debug, Deserialize)]
-struct NewOrderBody {
+/// An order to place.
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct NewOrderBody {
     #[serde(default)]
+    #[schema(value_type = i64, required = true, minimum = 1, example = 1)]
     user_id: Field<i64>,
     #[serde(default)]
+    #[schema(value_type = i64, required = true, minimum = 1, example = 2)]
     product_id: Field<i64>,
+    /// 1 to 1000.
     #[serde(default)]
+    #[schema(value_type = i64, required = true, minimum = 1, maximum = 1000, example = 3)]
     quantity: Field<i64>,
 }
 
@@ -48,7 +56,19 @@ impl TryFrom<NewOrderBody> for NewOrder {
     }
 }
 
-async fn create(
+/// Places an order: the stock check and decrement are one atomic step with the insert.
+#[utoipa::path(post, path = "/orders", tag = "orders", request_body = NewOrderBody,
+    responses(
+        (status = 201, description = "Placed; `Location: /orders/{id}`", body = Order),
+        (status = 400, description = "Malformed JSON body", body = ErrorEnvelope, example = json!({"success": false, "error": "Malformed JSON body", "code": "malformed_json", "details": {"line": 1, "column": 10, "reason": "unexpected end of input"}, "request_id": "0b6e3f0e-3d1c-4c7e-9a8e-2f4b8c1d9e10"})),
+        (status = 413, description = "Payload too large", body = ErrorEnvelope),
+        (status = 415, description = "Unsupported media type", body = ErrorEnvelope),
+        (status = 422, description = "Validation error: every problem of the body", body = ErrorEnvelope),
+        (status = 404, description = "Resource not found", body = ErrorEnvelope, example = json!({"success": false, "error": "Resource not found", "code": "not_found", "details": {"resource": "user", "id": 99999}, "request_id": "0b6e3f0e-3d1c-4c7e-9a8e-2f4b8c1d9e10"})),
+        (status = 409, description = "Insufficient stock", body = ErrorEnvelope, example = json!({"success": false, "error": "Insufficient stock", "code": "insufficient_stock", "details": {"available": 3, "requested": 5}, "request_id": "0b6e3f0e-3d1c-4c7e-9a8e-2f4b8c1d9e10"})),
+        (status = "default", description = "Any other error (500, 503 with Retry-After, 504), in the envelope", body = ErrorEnvelope)
+    ))]
+pub(crate) async fn create(
     State(state): State<AppState>,
     tasks: Tasks,
     Json(body): Json<NewOrderBody>,
@@ -64,7 +84,19 @@ async fn create(
     Ok(super::created(format!("/orders/{}", order.id), order))
 }
 
-async fn show(State(state): State<AppState>, Path(id): Path<Id>) -> Result<Json<Order>, ApiError> {
+/// An order by id.
+#[utoipa::path(get, path = "/orders/{id}", tag = "orders",
+    params(("id" = i64, Path, description = "A positive integer")),
+    responses(
+        (status = 200, description = "The order", body = Order),
+        (status = 404, description = "Resource not found", body = ErrorEnvelope, example = json!({"success": false, "error": "Resource not found", "code": "not_found", "details": {"resource": "user", "id": 99999}, "request_id": "0b6e3f0e-3d1c-4c7e-9a8e-2f4b8c1d9e10"})),
+        (status = 422, description = "The id is not a positive integer", body = ErrorEnvelope),
+        (status = "default", description = "Any other error (500, 503 with Retry-After, 504), in the envelope", body = ErrorEnvelope)
+    ))]
+pub(crate) async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<Id>,
+) -> Result<Json<Order>, ApiError> {
     let order = state.store.order(id).await?;
     order
         .map(Json)

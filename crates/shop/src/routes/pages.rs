@@ -13,6 +13,9 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/", get(home))
 }
 
-async fn home() -> Html<&'static str> {
+/// The live page: chat and events feed.
+#[utoipa::path(get, path = "/", tag = "websockets",
+    responses((status = 200, description = "HTML, with its script inline", content_type = "text/html", body = String)))]
+pub(crate) async fn home() -> Html<&'static str> {
     Html(HOME)
 }

@@ -7,6 +7,9 @@ use axum::Router;
 use keel::validate::{Field, Validation};
 use keel::{ApiError, Json, Path};
 use serde::Deserialize;
+use utoipa::ToSchema;
+
+use crate::openapi::ErrorEnvelope;
 
 use crate::app::AppState;
 use crate::domain::{non_negative, Id, ProductName};
@@ -18,13 +21,20 @@ pub fn router() -> Router<AppState> {
         .route("/products/{id}", get(show))
 }
 
-#[derive(Debug, Deserialize)]
-struct NewProductBody {
+/// A product to create.
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct NewProductBody {
+    /// 1 to 200 characters.
     #[serde(default)]
+    #[schema(value_type = String, required = true, example = "Lamp")]
     name: Field<String>,
+    /// An integer ≥ 0.
     #[serde(default)]
+    #[schema(value_type = i64, required = true, minimum = 0, example = 1999)]
     price_cents: Field<i64>,
+    /// An integer ≥ 0.
     #[serde(default)]
+    #[schema(value_type = i64, required = true, minimum = 0, example = 10)]
     stock: Field<i64>,
 }
 
@@ -47,7 +57,17 @@ impl TryFrom<NewProductBody> for NewProduct {
     }
 }
 
-async fn create(
+/// Creates a product.
+#[utoipa::path(post, path = "/products", tag = "products", request_body = NewProductBody,
+    responses(
+        (status = 201, description = "Created; `Location: /products/{id}`", body = Product),
+        (status = 400, description = "Malformed JSON body", body = ErrorEnvelope, example = json!({"success": false, "error": "Malformed JSON body", "code": "malformed_json", "details": {"line": 1, "column": 10, "reason": "unexpected end of input"}, "request_id": "0b6e3f0e-3d1c-4c7e-9a8e-2f4b8c1d9e10"})),
+        (status = 413, description = "Payload too large", body = ErrorEnvelope),
+        (status = 415, description = "Unsupported media type", body = ErrorEnvelope),
+        (status = 422, description = "Validation error: every problem of the body", body = ErrorEnvelope),
+        (status = "default", description = "Any other error (500, 503 with Retry-After, 504), in the envelope", body = ErrorEnvelope)
+    ))]
+pub(crate) async fn create(
     State(state): State<AppState>,
     Json(body): Json<NewProductBody>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -56,7 +76,16 @@ async fn create(
     Ok(super::created(format!("/products/{}", product.id), product))
 }
 
-async fn show(
+/// A product by id.
+#[utoipa::path(get, path = "/products/{id}", tag = "products",
+    params(("id" = i64, Path, description = "A positive integer")),
+    responses(
+        (status = 200, description = "The product", body = Product),
+        (status = 404, description = "Resource not found", body = ErrorEnvelope, example = json!({"success": false, "error": "Resource not found", "code": "not_found", "details": {"resource": "user", "id": 99999}, "request_id": "0b6e3f0e-3d1c-4c7e-9a8e-2f4b8c1d9e10"})),
+        (status = 422, description = "The id is not a positive integer", body = ErrorEnvelope),
+        (status = "default", description = "Any other error (500, 503 with Retry-After, 504), in the envelope", body = ErrorEnvelope)
+    ))]
+pub(crate) async fn show(
     State(state): State<AppState>,
     Path(id): Path<Id>,
 ) -> Result<Json<Product>, ApiError> {

@@ -8,6 +8,9 @@ use keel::tasks::Tasks;
 use keel::validate::{Field, Validation};
 use keel::{ApiError, Json, Path};
 use serde::Deserialize;
+use utoipa::ToSchema;
+
+use crate::openapi::ErrorEnvelope;
 
 use crate::app::AppState;
 use crate::domain::{Email, Id, Username};
@@ -19,11 +22,16 @@ pub fn router() -> Router<AppState> {
         .route("/users/{id}", get(show))
 }
 
-#[derive(Debug, Deserialize)]
-struct NewUserBody {
+/// A user to create.
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct NewUserBody {
+    /// A valid address of at most 254 characters; stored lowercased; unique regardless of case.
     #[serde(default)]
+    #[schema(value_type = String, required = true, example = "ada@example.com")]
     email: Field<String>,
+    /// 3 to 32 characters of `[A-Za-z0-9_]`; unique regardless of case.
     #[serde(default)]
+    #[schema(value_type = String, required = true, example = "ada")]
     username: Field<String>,
 }
 
@@ -41,7 +49,18 @@ impl TryFrom<NewUserBody> for NewUser {
     }
 }
 
-async fn create(
+/// Creates a user; its welcome mail and webhooks are queued in the same transaction.
+#[utoipa::path(post, path = "/users", tag = "users", request_body = NewUserBody,
+    responses(
+        (status = 201, description = "Created; `Location: /users/{id}`", body = User),
+        (status = 400, description = "Malformed JSON body", body = ErrorEnvelope, example = json!({"success": false, "error": "Malformed JSON body", "code": "malformed_json", "details": {"line": 1, "column": 10, "reason": "unexpected end of input"}, "request_id": "0b6e3f0e-3d1c-4c7e-9a8e-2f4b8c1d9e10"})),
+        (status = 413, description = "Payload too large", body = ErrorEnvelope),
+        (status = 415, description = "Unsupported media type", body = ErrorEnvelope),
+        (status = 422, description = "Validation error: every problem of the body", body = ErrorEnvelope),
+        (status = 409, description = "Email or username taken", body = ErrorEnvelope, example = json!({"success": false, "error": "Resource already exists or constraint violation", "code": "conflict", "details": {"field": "email"}, "request_id": "0b6e3f0e-3d1c-4c7e-9a8e-2f4b8c1d9e10"})),
+        (status = "default", description = "Any other error (500, 503 with Retry-After, 504), in the envelope", body = ErrorEnvelope)
+    ))]
+pub(crate) async fn create(
     State(state): State<AppState>,
     tasks: Tasks,
     Json(body): Json<NewUserBody>,
@@ -58,7 +77,19 @@ async fn create(
     Ok(super::created(format!("/users/{}", user.id), user))
 }
 
-async fn show(State(state): State<AppState>, Path(id): Path<Id>) -> Result<Json<User>, ApiError> {
+/// A user by id.
+#[utoipa::path(get, path = "/users/{id}", tag = "users",
+    params(("id" = i64, Path, description = "A positive integer")),
+    responses(
+        (status = 200, description = "The user", body = User),
+        (status = 404, description = "Resource not found", body = ErrorEnvelope, example = json!({"success": false, "error": "Resource not found", "code": "not_found", "details": {"resource": "user", "id": 99999}, "request_id": "0b6e3f0e-3d1c-4c7e-9a8e-2f4b8c1d9e10"})),
+        (status = 422, description = "The id is not a positive integer", body = ErrorEnvelope),
+        (status = "default", description = "Any other error (500, 503 with Retry-After, 504), in the envelope", body = ErrorEnvelope)
+    ))]
+pub(crate) async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<Id>,
+) -> Result<Json<User>, ApiError> {
     let user = state.store.user(id).await?;
     user.map(Json)
         .ok_or_else(|| ApiError::not_found("user", id))

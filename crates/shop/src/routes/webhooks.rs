@@ -15,6 +15,10 @@ use keel::webhooks::{verify, Secret};
 use keel::{ApiError, Json, Path};
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::ToSchema;
+
+use crate::openapi::ErrorEnvelope;
+use crate::store::webhooks;
 
 use crate::app::AppState;
 use crate::domain::Id;
@@ -40,11 +44,16 @@ pub fn inbound_router() -> Router<AppState> {
     Router::new().route("/webhooks/payments", post(payment))
 }
 
-#[derive(Debug, Deserialize)]
-struct NewEndpointBody {
+/// A subscriber to create.
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct NewEndpointBody {
+    /// An http(s) URL; not a loopback, private or link-local address.
     #[serde(default)]
+    #[schema(value_type = String, required = true, example = "https://hooks.example.com/shop")]
     url: Field<String>,
+    /// Any of `user.created`, `order.created`, `order.paid`, `order.cancelled`.
     #[serde(default)]
+    #[schema(value_type = Vec<String>, required = true, example = json!(["order.created", "order.paid"]))]
     events: Field<Vec<String>>,
 }
 
@@ -70,7 +79,20 @@ fn parse_events(events: Vec<String>) -> Result<Vec<String>, Problem> {
     Ok(unique)
 }
 
-async fn create_endpoint(
+/// Subscribes a URL to events; the answer carries its signing secret, shown only here.
+#[utoipa::path(post, path = "/webhook-endpoints", tag = "webhooks", request_body = NewEndpointBody,
+    security(("admin_token" = [])),
+    responses(
+        (status = 201, description = "Created", body = webhooks::Endpoint),
+        (status = 401, description = "Missing or wrong bearer token; `WWW-Authenticate: Bearer`", body = ErrorEnvelope),
+        (status = 403, description = "Admin API disabled: SHOP_ADMIN_TOKEN is not set", body = ErrorEnvelope),
+        (status = 400, description = "Malformed JSON body", body = ErrorEnvelope, example = json!({"success": false, "error": "Malformed JSON body", "code": "malformed_json", "details": {"line": 1, "column": 10, "reason": "unexpected end of input"}, "request_id": "0b6e3f0e-3d1c-4c7e-9a8e-2f4b8c1d9e10"})),
+        (status = 413, description = "Payload too large", body = ErrorEnvelope),
+        (status = 415, description = "Unsupported media type", body = ErrorEnvelope),
+        (status = 422, description = "Validation error: every problem of the body", body = ErrorEnvelope),
+        (status = "default", description = "Any other error (500, 503 with Retry-After, 504), in the envelope", body = ErrorEnvelope)
+    ))]
+pub(crate) async fn create_endpoint(
     State(state): State<AppState>,
     Json(body): Json<NewEndpointBody>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -104,7 +126,19 @@ async fn create_endpoint(
     ))
 }
 
-async fn deliveries(
+/// The deliveries of a subscriber, newest first (at most 500).
+#[utoipa::path(get, path = "/webhook-endpoints/{id}/deliveries", tag = "webhooks",
+    security(("admin_token" = [])),
+    params(("id" = i64, Path, description = "A positive integer")),
+    responses(
+        (status = 200, description = "The deliveries", body = Vec<Delivery>),
+        (status = 401, description = "Missing or wrong bearer token; `WWW-Authenticate: Bearer`", body = ErrorEnvelope),
+        (status = 403, description = "Admin API disabled: SHOP_ADMIN_TOKEN is not set", body = ErrorEnvelope),
+        (status = 404, description = "No such endpoint", body = ErrorEnvelope),
+        (status = 422, description = "The id is not a positive integer", body = ErrorEnvelope),
+        (status = "default", description = "Any other error (500, 503 with Retry-After, 504), in the envelope", body = ErrorEnvelope)
+    ))]
+pub(crate) async fn deliveries(
     State(state): State<AppState>,
     Path(id): Path<Id>,
 ) -> Result<Json<Vec<Delivery>>, ApiError> {
@@ -114,17 +148,23 @@ async fn deliveries(
         .ok_or_else(|| ApiError::not_found("webhook_endpoint", id))
 }
 
-#[derive(Debug, Deserialize)]
-struct PaymentBody {
+/// A payment provider's event.
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct PaymentBody {
+    /// `payment.succeeded` or `payment.failed`.
     #[serde(default, rename = "type")]
+    #[schema(value_type = String, required = true, example = "payment.succeeded")]
     kind: Field<String>,
     #[serde(default)]
+    #[schema(value_type = PaymentData, required = true)]
     data: Field<PaymentData>,
 }
 
-#[derive(Debug, Deserialize)]
-struct PaymentData {
+/// What the payment is about.
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct PaymentData {
     #[serde(default)]
+    #[schema(value_type = i64, required = true, minimum = 1, example = 7)]
     order_id: Field<i64>,
 }
 
@@ -174,7 +214,21 @@ fn parse_payment(body: PaymentBody) -> Result<(String, i64), ApiError> {
 }
 
 /// Verified before anything else, stored durably, answered 202 at once; processed by a job.
-async fn payment(
+#[utoipa::path(post, path = "/webhooks/payments", tag = "webhooks", request_body = PaymentBody,
+    params(
+        ("webhook-id" = String, Header, description = "The message id; a repeat is not processed again"),
+        ("webhook-timestamp" = i64, Header, description = "Unix seconds, within five minutes of now"),
+        ("webhook-signature" = String, Header, description = "`v1,` + base64 HMAC-SHA256, space-separated"),
+    ),
+    responses(
+        (status = 202, description = "Accepted (or a duplicate, accepted again)", body = Object, example = json!({"accepted": true, "duplicate": false})),
+        (status = 401, description = "Missing, wrong or stale signature", body = ErrorEnvelope, example = json!({"success": false, "error": "Invalid signature", "code": "invalid_signature", "details": null, "request_id": "0b6e3f0e-3d1c-4c7e-9a8e-2f4b8c1d9e10"})),
+        (status = 400, description = "Malformed JSON body", body = ErrorEnvelope),
+        (status = 422, description = "Validation error: every problem of the body", body = ErrorEnvelope),
+        (status = 503, description = "SHOP_PAYMENTS_SECRET is not set; `Retry-After`", body = ErrorEnvelope),
+        (status = "default", description = "Any other error (500, 503 with Retry-After, 504), in the envelope", body = ErrorEnvelope)
+    ))]
+pub(crate) async fn payment(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,

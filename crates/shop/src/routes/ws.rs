@@ -7,6 +7,7 @@ use axum::Router;
 use keel::ws::WsUpgrade;
 
 use crate::app::AppState;
+use crate::openapi::ErrorEnvelope;
 
 /// The topic (and path) of the chat room.
 pub const CHAT: &str = "/ws";
@@ -19,15 +20,28 @@ pub fn router() -> Router<AppState> {
         .route(EVENTS, get(events))
 }
 
-/// Every text frame a client sends goes to every chat client, the sender included.
-async fn chat(State(state): State<AppState>, WsUpgrade(ws): WsUpgrade) -> Response {
+/// Every text frame a client sends goes to every chat client, the sender included, as
+/// `Client says: {text}`.
+#[utoipa::path(get, path = "/ws", tag = "websockets",
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol"),
+        (status = 400, description = "Not a WebSocket handshake (`Upgrade: websocket`)", body = ErrorEnvelope),
+        (status = 426, description = "Upgrade required", body = ErrorEnvelope),
+    ))]
+pub(crate) async fn chat(State(state): State<AppState>, WsUpgrade(ws): WsUpgrade) -> Response {
     let hub = state.hub.clone();
     state.hub.serve(ws, CHAT, move |text| {
         hub.publish(CHAT, format!("Client says: {text}"));
     })
 }
 
-/// Domain events as JSON; what clients send is ignored.
-async fn events(State(state): State<AppState>, WsUpgrade(ws): WsUpgrade) -> Response {
+/// Domain events as JSON text frames `{"type", "data"}`; what clients send is ignored.
+#[utoipa::path(get, path = "/ws/events", tag = "websockets",
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol"),
+        (status = 400, description = "Not a WebSocket handshake (`Upgrade: websocket`)", body = ErrorEnvelope),
+        (status = 426, description = "Upgrade required", body = ErrorEnvelope),
+    ))]
+pub(crate) async fn events(State(state): State<AppState>, WsUpgrade(ws): WsUpgrade) -> Response {
     state.hub.serve(ws, EVENTS, |_| {})
 }

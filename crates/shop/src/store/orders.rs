@@ -13,7 +13,7 @@ use super::Store;
 use crate::domain::{Id, Quantity};
 
 /// An order as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Order {
     pub id: i64,
     pub user_id: i64,

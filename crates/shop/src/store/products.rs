@@ -6,7 +6,7 @@ use super::Store;
 use crate::domain::{Id, ProductName};
 
 /// A product as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Product {
     pub id: i64,
     pub name: String,

@@ -7,7 +7,7 @@ use crate::domain::{Email, Id, Username};
 use crate::jobs::WelcomeEmail;
 
 /// A user as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct User {
     pub id: i64,
     pub email: String,

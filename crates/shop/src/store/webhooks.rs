@@ -12,7 +12,7 @@ use super::Store;
 use crate::jobs::{DeliverWebhook, ProcessPayment};
 
 /// A subscriber as the API shows it (with its secret, shown once at creation).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Endpoint {
     pub id: i64,
     pub url: String,
@@ -22,7 +22,7 @@ pub struct Endpoint {
 }
 
 /// A delivery as the API lists it.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Delivery {
     pub id: i64,
     pub event: String,

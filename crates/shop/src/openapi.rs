@@ -1,0 +1,77 @@
+//! The OpenAPI 3.1 document of the service (`GET /openapi.json`), generated from the handlers'
+//! annotations, and Swagger UI at `/docs`, served from the binary.
+
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use crate::routes;
+use crate::store::{orders::Order, products::Product, users::User, webhooks};
+
+/// The body of every 4xx and 5xx response.
+#[derive(Debug, ToSchema)]
+#[schema(example = json!({
+    "success": false,
+    "error": "Validation error",
+    "code": "validation_error",
+    "details": [{"loc": ["body", "email"], "msg": "value is not a valid email address", "type": "invalid_email"}],
+    "request_id": "0b6e3f0e-3d1c-4c7e-9a8e-2f4b8c1d9e10"
+}))]
+#[allow(dead_code)]
+pub struct ErrorEnvelope {
+    /// Always `false`.
+    success: bool,
+    /// A short message, safe to show.
+    error: String,
+    /// Stable and machine-readable: `validation_error`, `not_found`, `conflict`, …
+    code: String,
+    /// More about the error, `null` when there is nothing more to say. For `validation_error`
+    /// a list of `{"loc", "msg", "type"}`.
+    details: Option<serde_json::Value>,
+    /// The request's id, as in the `X-Request-ID` header.
+    request_id: String,
+}
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "admin_token",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(
+        title = "shop",
+        description = "The reference service of keel: users, products, orders, webhooks and \
+                       WebSockets. Every 4xx and 5xx body is the ErrorEnvelope.",
+    ),
+    paths(
+        routes::users::create, routes::users::show,
+        routes::products::create, routes::products::show,
+        routes::orders::create, routes::orders::show,
+        routes::webhooks::create_endpoint, routes::webhooks::deliveries, routes::webhooks::payment,
+        routes::ws::chat, routes::ws::events,
+        routes::ops::healthz, routes::ops::readyz, routes::ops::metrics,
+        routes::pages::home,
+    ),
+    components(schemas(ErrorEnvelope, User, Product, Order, webhooks::Endpoint, webhooks::Delivery)),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "users"), (name = "products"), (name = "orders"),
+        (name = "webhooks", description = "Subscribers (operators only) and inbound payments"),
+        (name = "websockets"), (name = "operations"),
+    )
+)]
+pub struct ApiDoc;
+
+/// Swagger UI at `/docs`, and the document at `/openapi.json`.
+pub fn router() -> axum::Router<crate::app::AppState> {
+    utoipa_swagger_ui::SwaggerUi::new("/docs")
+        .url("/openapi.json", ApiDoc::openapi())
+        .into()
+}
