@@ -86,7 +86,7 @@ pub(crate) async fn create(
 
 /// An order by id.
 #[utoipa::path(get, path = "/orders/{id}", tag = "orders",
-    params(("id" = i64, Path, description = "A positive integer")),
+    params(("id" = i64, Path, minimum = 1, description = "A positive integer")),
     responses(
         (status = 200, description = "The order", body = Order),
         (status = 404, description = "Resource not found", body = ErrorEnvelope, example = json!({"success": false, "error": "Resource not found", "code": "not_found", "details": {"resource": "user", "id": 99999}, "request_id": "0b6e3f0e-3d1c-4c7e-9a8e-2f4b8c1d9e10"})),

@@ -26,7 +26,7 @@ pub fn router() -> Router<AppState> {
 pub(crate) struct NewProductBody {
     /// 1 to 200 characters.
     #[serde(default)]
-    #[schema(value_type = String, required = true, example = "Lamp")]
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 200, example = "Lamp")]
     name: Field<String>,
     /// An integer ≥ 0.
     #[serde(default)]
@@ -78,7 +78,7 @@ pub(crate) async fn create(
 
 /// A product by id.
 #[utoipa::path(get, path = "/products/{id}", tag = "products",
-    params(("id" = i64, Path, description = "A positive integer")),
+    params(("id" = i64, Path, minimum = 1, description = "A positive integer")),
     responses(
         (status = 200, description = "The product", body = Product),
         (status = 404, description = "Resource not found", body = ErrorEnvelope, example = json!({"success": false, "error": "Resource not found", "code": "not_found", "details": {"resource": "user", "id": 99999}, "request_id": "0b6e3f0e-3d1c-4c7e-9a8e-2f4b8c1d9e10"})),

@@ -27,11 +27,11 @@ pub fn router() -> Router<AppState> {
 pub(crate) struct NewUserBody {
     /// A valid address of at most 254 characters; stored lowercased; unique regardless of case.
     #[serde(default)]
-    #[schema(value_type = String, required = true, example = "ada@example.com")]
+    #[schema(value_type = String, required = true, format = Email, max_length = 254, example = "ada@example.com")]
     email: Field<String>,
     /// 3 to 32 characters of `[A-Za-z0-9_]`; unique regardless of case.
     #[serde(default)]
-    #[schema(value_type = String, required = true, example = "ada")]
+    #[schema(value_type = String, required = true, min_length = 3, max_length = 32, pattern = "^[A-Za-z0-9_]+$", example = "ada")]
     username: Field<String>,
 }
 
@@ -79,7 +79,7 @@ pub(crate) async fn create(
 
 /// A user by id.
 #[utoipa::path(get, path = "/users/{id}", tag = "users",
-    params(("id" = i64, Path, description = "A positive integer")),
+    params(("id" = i64, Path, minimum = 1, description = "A positive integer")),
     responses(
         (status = 200, description = "The user", body = User),
         (status = 404, description = "Resource not found", body = ErrorEnvelope, example = json!({"success": false, "error": "Resource not found", "code": "not_found", "details": {"resource": "user", "id": 99999}, "request_id": "0b6e3f0e-3d1c-4c7e-9a8e-2f4b8c1d9e10"})),

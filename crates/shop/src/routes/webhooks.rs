@@ -53,8 +53,22 @@ pub(crate) struct NewEndpointBody {
     url: Field<String>,
     /// Any of `user.created`, `order.created`, `order.paid`, `order.cancelled`.
     #[serde(default)]
-    #[schema(value_type = Vec<String>, required = true, example = json!(["order.created", "order.paid"]))]
+    #[schema(value_type = Vec<EventType>, required = true, min_items = 1, example = json!(["order.created", "order.paid"]))]
     events: Field<Vec<String>>,
+}
+
+/// An event a subscriber can receive.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub(crate) enum EventType {
+    #[schema(rename = "user.created")]
+    UserCreated,
+    #[schema(rename = "order.created")]
+    OrderCreated,
+    #[schema(rename = "order.paid")]
+    OrderPaid,
+    #[schema(rename = "order.cancelled")]
+    OrderCancelled,
 }
 
 fn parse_events(events: Vec<String>) -> Result<Vec<String>, Problem> {
@@ -129,7 +143,7 @@ pub(crate) async fn create_endpoint(
 /// The deliveries of a subscriber, newest first (at most 500).
 #[utoipa::path(get, path = "/webhook-endpoints/{id}/deliveries", tag = "webhooks",
     security(("admin_token" = [])),
-    params(("id" = i64, Path, description = "A positive integer")),
+    params(("id" = i64, Path, minimum = 1, description = "A positive integer")),
     responses(
         (status = 200, description = "The deliveries", body = Vec<Delivery>),
         (status = 401, description = "Missing or wrong bearer token; `WWW-Authenticate: Bearer`", body = ErrorEnvelope),
