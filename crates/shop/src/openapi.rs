@@ -58,6 +58,8 @@ impl Modify for BearerAuth {
         routes::ws::chat, routes::ws::events,
         routes::ops::healthz, routes::ops::readyz, routes::ops::metrics,
         routes::pages::home,
+        routes::admin::page, routes::admin::jobs, routes::admin::retry, routes::admin::stats,
+        routes::admin::endpoints,
     ),
     components(schemas(ErrorEnvelope, User, Product, Order, webhooks::Endpoint, webhooks::Delivery)),
     modifiers(&BearerAuth),
@@ -65,6 +67,7 @@ impl Modify for BearerAuth {
         (name = "users"), (name = "products"), (name = "orders"),
         (name = "webhooks", description = "Subscribers (operators only) and inbound payments"),
         (name = "websockets"), (name = "operations"),
+        (name = "admin", description = "The operators' console and its API"),
     )
 )]
 pub struct ApiDoc;

@@ -118,6 +118,120 @@ fn leases_json(pairs: &[(i64, i64)]) -> Result<String, sqlx::Error> {
     serde_json::to_string(pairs).map_err(|e| sqlx::Error::Encode(Box::new(e)))
 }
 
+/// A job as operators see it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct JobView {
+    pub id: i64,
+    pub queue: String,
+    pub kind: String,
+    pub state: String,
+    pub attempts: i64,
+    pub max_attempts: i64,
+    pub last_error: Option<String>,
+    /// When the job is (or was) due, RFC 3339.
+    pub run_at: String,
+    pub created_at: String,
+    /// The request that enqueued it.
+    pub request_id: Option<String>,
+}
+
+/// Which jobs [`SqliteQueue::list`] returns.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub state: Option<String>,
+    pub queue: Option<String>,
+    /// Only jobs with a smaller id: the last id of the previous page.
+    pub before_id: Option<i64>,
+    pub limit: u32,
+}
+
+/// What [`SqliteQueue::retry`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetryOutcome {
+    /// The dead job is pending again, attempts reset.
+    Retried(JobView),
+    /// The job is not dead: nothing changed.
+    NotDead(JobView),
+    /// No such job.
+    NotFound,
+}
+
+/// Jobs finished in one minute.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct MinuteCount {
+    /// The minute, `YYYY-MM-DDTHH:MMZ`.
+    pub minute: String,
+    pub succeeded: i64,
+    pub dead: i64,
+}
+
+const VIEW_COLUMNS: &str = "id, queue, kind, state, attempts, max_attempts, last_error, \
+    strftime('%Y-%m-%dT%H:%M:%fZ', run_at / 1000.0, 'unixepoch') AS run_at, created_at, request_id";
+
+impl SqliteQueue {
+    /// Jobs newest first, filtered; keyset pagination by `before_id`.
+    pub async fn list(&self, filter: &JobFilter) -> Result<Vec<JobView>, sqlx::Error> {
+        sqlx::query_as(&format!(
+            "SELECT {VIEW_COLUMNS} FROM keel_jobs \
+             WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR queue = ?2) \
+               AND (?3 IS NULL OR id < ?3) \
+             ORDER BY id DESC LIMIT ?4"
+        ))
+        .bind(filter.state.as_deref())
+        .bind(filter.queue.as_deref())
+        .bind(filter.before_id)
+        .bind(filter.limit)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Puts a dead job back to pending, due now, its attempts reset.
+    pub async fn retry(&self, id: i64) -> Result<RetryOutcome, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let retried: Option<JobView> = sqlx::query_as(&format!(
+            "UPDATE keel_jobs SET state = 'pending', attempts = 0, run_at = ?2, \
+             locked_until = NULL, finished_at = NULL WHERE id = ?1 AND state = 'dead' \
+             RETURNING {VIEW_COLUMNS}"
+        ))
+        .bind(id)
+        .bind(now_ms())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let outcome = match retried {
+            Some(job) => RetryOutcome::Retried(job),
+            None => {
+                let current: Option<JobView> = sqlx::query_as(&format!(
+                    "SELECT {VIEW_COLUMNS} FROM keel_jobs WHERE id = ?1"
+                ))
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                current.map_or(RetryOutcome::NotFound, RetryOutcome::NotDead)
+            }
+        };
+        tx.commit().await?;
+        if matches!(outcome, RetryOutcome::Retried(_)) {
+            self.wake();
+        }
+        Ok(outcome)
+    }
+
+    /// Jobs finished per minute over the last `minutes` minutes, oldest first (minutes with
+    /// nothing finished are left out).
+    pub async fn finished_per_minute(&self, minutes: u32) -> Result<Vec<MinuteCount>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT substr(finished_at, 1, 16) || 'Z' AS minute, \
+               SUM(state = 'succeeded') AS succeeded, SUM(state = 'dead') AS dead \
+             FROM keel_jobs \
+             WHERE finished_at >= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-' || ?1 || ' minutes') \
+             GROUP BY minute ORDER BY minute",
+        )
+        .bind(minutes)
+        .fetch_all(&self.pool)
+        .await
+    }
+}
+
 fn truncate(message: &str) -> &str {
     if message.len() <= MAX_ERROR_LEN {
         return message;

@@ -1,6 +1,7 @@
 //! HTTP routes, one module per resource. Each module exposes its own `router()`; they are merged
 //! in [`router`], where keel's layers are applied once for all of them.
 
+pub(crate) mod admin;
 pub(crate) mod ops;
 pub(crate) mod orders;
 pub(crate) mod pages;
@@ -29,8 +30,9 @@ pub fn router(state: AppState, config: &Config, tracker: TaskTracker) -> Router 
         .merge(pages::router())
         .merge(crate::openapi::router())
         .merge(webhooks::inbound_router())
+        .merge(admin::page_router())
         .merge(keel::auth::require_bearer(
-            webhooks::operator_router(),
+            webhooks::operator_router().merge(admin::operator_router()),
             config.admin_token.clone(),
         ));
     ServiceLayers::new()

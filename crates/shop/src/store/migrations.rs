@@ -30,6 +30,11 @@ const SQLITE: &[(i64, &str, &str)] = &[
         "webhooks",
         include_str!("../../migrations/sqlite/0004_webhooks.sql"),
     ),
+    (
+        5,
+        "jobs finished index",
+        include_str!("../../migrations/sqlite/0005_jobs_finished_index.sql"),
+    ),
 ];
 
 #[derive(Debug)]

@@ -33,6 +33,16 @@ pub struct Delivery {
     pub next_attempt_at: Option<String>,
 }
 
+/// A subscriber with its latest deliveries, for the operators' console (no secret).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct EndpointSummary {
+    pub id: i64,
+    pub url: String,
+    pub events: Vec<String>,
+    pub created_at: String,
+    pub latest_deliveries: Vec<Delivery>,
+}
+
 /// What one attempt of a delivery needs.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Outgoing {
@@ -81,6 +91,31 @@ impl Store {
             secret: secret.to_owned(),
             created_at,
         })
+    }
+
+    /// Every subscriber with its `latest` deliveries, newest subscribers first.
+    pub async fn endpoint_summaries(
+        &self,
+        latest: usize,
+    ) -> Result<Vec<EndpointSummary>, sqlx::Error> {
+        let endpoints: Vec<(i64, String, String, String)> = sqlx::query_as(
+            "SELECT id, url, events, created_at FROM webhook_endpoints ORDER BY id DESC LIMIT 100",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        let mut summaries = Vec::with_capacity(endpoints.len());
+        for (id, url, events, created_at) in endpoints {
+            let mut deliveries = self.deliveries(id).await?.unwrap_or_default();
+            deliveries.truncate(latest);
+            summaries.push(EndpointSummary {
+                id,
+                url,
+                events: serde_json::from_str(&events).unwrap_or_default(),
+                created_at,
+                latest_deliveries: deliveries,
+            });
+        }
+        Ok(summaries)
     }
 
     /// The deliveries of an endpoint, newest first; `None` when the endpoint does not exist.
