@@ -5,7 +5,7 @@ mod common;
 
 use common::browser::Browser;
 use common::smtp::{Behaviour, SmtpSink};
-use common::{assert_envelope, eventually, spawn_app_with, TestApp};
+use common::{assert_envelope, assert_validation_error, eventually, spawn_app_with, TestApp};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -266,12 +266,7 @@ async fn jobs_are_filtered_and_paged_newest_first() {
         Some(&format!("Bearer {TOKEN}")),
     )
     .await;
-    assert_envelope(
-        res,
-        422,
-        "validation_error",
-        "Validation error",
-        json!([
+    assert_validation_error(res, json!([
             {"loc": ["query", "state"], "msg": "Input should be pending, running, succeeded or dead", "type": "invalid_value"},
             {"loc": ["query", "limit"], "msg": "Input should be between 1 and 500", "type": "out_of_range"},
             {"loc": ["query", "before_id"], "msg": "Input should be greater than 0", "type": "out_of_range"},

@@ -1,7 +1,7 @@
 #![allow(clippy::unwrap_used)]
 mod common;
 
-use common::{assert_envelope, assert_timestamp, spawn_app};
+use common::{assert_envelope, assert_timestamp, assert_validation_error, spawn_app};
 use serde_json::{json, Value};
 
 #[tokio::test]
@@ -112,12 +112,7 @@ async fn order_fields_are_validated_all_at_once() {
             &json!({"user_id": 0, "product_id": "2", "quantity": 1001}),
         )
         .await;
-    assert_envelope(
-        res,
-        422,
-        "validation_error",
-        "Validation error",
-        json!([
+    assert_validation_error(res, json!([
             {"loc": ["body", "user_id"], "msg": "Input should be greater than 0", "type": "out_of_range"},
             {"loc": ["body", "product_id"], "msg": "Input should be a valid integer", "type": "invalid_type"},
             {"loc": ["body", "quantity"], "msg": "Input should be between 1 and 1000", "type": "out_of_range"},
@@ -130,12 +125,7 @@ async fn order_fields_are_validated_all_at_once() {
             &json!({"user_id": 1, "product_id": 1, "quantity": 0}),
         )
         .await;
-    assert_envelope(
-        res,
-        422,
-        "validation_error",
-        "Validation error",
-        json!([{"loc": ["body", "quantity"], "msg": "Input should be between 1 and 1000", "type": "out_of_range"}]),
+    assert_validation_error(res, json!([{"loc": ["body", "quantity"], "msg": "Input should be between 1 and 1000", "type": "out_of_range"}]),
     )
     .await;
 }
@@ -192,12 +182,7 @@ async fn an_order_whose_total_overflows_is_refused_and_sells_nothing() {
             &json!({"user_id": 1, "product_id": 1, "quantity": 2}),
         )
         .await;
-    assert_envelope(
-        res,
-        422,
-        "validation_error",
-        "Validation error",
-        json!([{"loc": ["body", "quantity"], "msg": "Total price is out of range", "type": "out_of_range"}]),
+    assert_validation_error(res, json!([{"loc": ["body", "quantity"], "msg": "Total price is out of range", "type": "out_of_range"}]),
     )
     .await;
     let product: Value = app.get("/products/1").await.json().await.unwrap();

@@ -1,7 +1,7 @@
 #![allow(clippy::unwrap_used)]
 mod common;
 
-use common::{assert_envelope, assert_timestamp, spawn_app};
+use common::{assert_envelope, assert_timestamp, assert_validation_error, spawn_app};
 use serde_json::{json, Value};
 
 #[tokio::test]
@@ -45,12 +45,7 @@ async fn product_rules_are_checked_all_at_once() {
             &json!({"name": "", "price_cents": -1, "stock": 1.5}),
         )
         .await;
-    assert_envelope(
-        res,
-        422,
-        "validation_error",
-        "Validation error",
-        json!([
+    assert_validation_error(res, json!([
             {"loc": ["body", "name"], "msg": "String should have at least 1 character", "type": "too_short"},
             {"loc": ["body", "price_cents"], "msg": "Input should be greater than or equal to 0", "type": "out_of_range"},
             {"loc": ["body", "stock"], "msg": "Input should be a valid integer", "type": "invalid_type"},
@@ -64,12 +59,7 @@ async fn product_rules_are_checked_all_at_once() {
             &json!({"name": "x".repeat(201), "price_cents": "5"}),
         )
         .await;
-    assert_envelope(
-        res,
-        422,
-        "validation_error",
-        "Validation error",
-        json!([
+    assert_validation_error(res, json!([
             {"loc": ["body", "name"], "msg": "String should have at most 200 characters", "type": "too_long"},
             {"loc": ["body", "price_cents"], "msg": "Input should be a valid integer", "type": "invalid_type"},
             {"loc": ["body", "stock"], "msg": "Field required", "type": "missing"},

@@ -1,7 +1,7 @@
 #![allow(clippy::unwrap_used)]
 mod common;
 
-use common::{assert_envelope, assert_timestamp, spawn_app};
+use common::{assert_envelope, assert_timestamp, assert_validation_error, spawn_app};
 use serde_json::{json, Value};
 
 #[tokio::test]
@@ -89,12 +89,7 @@ async fn every_problem_of_a_body_is_reported_at_once() {
             &json!({"email": "not-an-email", "username": "a b"}),
         )
         .await;
-    assert_envelope(
-        res,
-        422,
-        "validation_error",
-        "Validation error",
-        json!([
+    assert_validation_error(res, json!([
             {"loc": ["body", "email"], "msg": "value is not a valid email address", "type": "invalid_email"},
             {"loc": ["body", "username"], "msg": "String should match pattern '^[A-Za-z0-9_]+$'", "type": "invalid_pattern"},
         ]),
@@ -102,11 +97,8 @@ async fn every_problem_of_a_body_is_reported_at_once() {
     .await;
 
     let res = app.post_json("/users", &json!({})).await;
-    assert_envelope(
+    assert_validation_error(
         res,
-        422,
-        "validation_error",
-        "Validation error",
         json!([
             {"loc": ["body", "email"], "msg": "Field required", "type": "missing"},
             {"loc": ["body", "username"], "msg": "Field required", "type": "missing"},
@@ -158,11 +150,8 @@ async fn field_rules_have_their_own_types() {
     ];
     for (body, field, kind, msg) in cases {
         let res = app.post_json("/users", &body).await;
-        assert_envelope(
+        assert_validation_error(
             res,
-            422,
-            "validation_error",
-            "Validation error",
             json!([{"loc": ["body", field], "msg": msg, "type": kind}]),
         )
         .await;
@@ -178,12 +167,7 @@ async fn validation_errors_never_echo_the_input() {
             &json!({"email": "hunter2-secret", "username": 12345678}),
         )
         .await;
-    let body = assert_envelope(
-        res,
-        422,
-        "validation_error",
-        "Validation error",
-        json!([
+    let body = assert_validation_error(res, json!([
             {"loc": ["body", "email"], "msg": "value is not a valid email address", "type": "invalid_email"},
             {"loc": ["body", "username"], "msg": "Input should be a valid string", "type": "invalid_type"},
         ]),
@@ -235,11 +219,8 @@ async fn a_user_id_that_is_not_a_positive_integer_is_422_at_path_id() {
         ),
     ] {
         let res = app.get(path).await;
-        assert_envelope(
+        assert_validation_error(
             res,
-            422,
-            "validation_error",
-            "Validation error",
             json!([{"loc": ["path", "id"], "msg": msg, "type": kind}]),
         )
         .await;

@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::receiver::{sign_independently, verify_independently, Receiver, Reply};
-use common::{assert_envelope, eventually, spawn_app_with, TestApp};
+use common::{assert_envelope, assert_validation_error, eventually, spawn_app_with, TestApp};
 use serde_json::{json, Value};
 
 const TOKEN: &str = "operator-token-1";
@@ -209,11 +209,8 @@ async fn endpoint_urls_and_events_are_validated() {
             .send()
             .await
             .unwrap();
-        assert_envelope(
+        assert_validation_error(
             res,
-            422,
-            "validation_error",
-            "Validation error",
             json!([{"loc": ["body", field], "msg": msg, "type": kind}]),
         )
         .await;
@@ -530,12 +527,7 @@ async fn a_valid_signature_over_a_bad_event_is_422_and_without_a_secret_the_rout
     let ts = now();
     let signature = sign_independently(PAYMENTS_SECRET, "msg_bad", ts, &body);
     let res = send_payment(&app, "msg_bad", ts, &body, &signature).await;
-    assert_envelope(
-        res,
-        422,
-        "validation_error",
-        "Validation error",
-        json!([
+    assert_validation_error(res, json!([
             {"loc": ["body", "type"], "msg": "Input should be payment.succeeded or payment.failed", "type": "invalid_value"},
             {"loc": ["body", "data", "order_id"], "msg": "Input should be greater than 0", "type": "out_of_range"},
         ]),

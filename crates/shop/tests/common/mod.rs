@@ -172,6 +172,11 @@ pub async fn assert_envelope(
     body
 }
 
+/// [`assert_envelope`] for a 422 `validation_error` with these details.
+pub async fn assert_validation_error(res: Response, details: Value) -> Value {
+    assert_envelope(res, 422, "validation_error", "Validation error", details).await
+}
+
 /// The fields of an RFC 3339 UTC timestamp as SQLite writes them.
 pub fn assert_timestamp(value: &Value) {
     let s = value.as_str().unwrap();
