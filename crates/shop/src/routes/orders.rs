@@ -14,7 +14,7 @@ use crate::openapi::ErrorEnvelope;
 
 use crate::app::AppState;
 use crate::domain::{Id, Quantity};
-use crate::store::orders::{NewOrder, Order};
+use crate::store::orders::{NewOrder, Order, PlaceOrderError};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -74,7 +74,7 @@ pub(crate) async fn create(
     Json(body): Json<NewOrderBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let new = NewOrder::try_from(body)?;
-    let order = state.store.place_order(new).await?;
+    let order = state.store.place_order(new).await.map_err(refusal)?;
     let properties = serde_json::json!({
         "order_id": order.id, "user_id": order.user_id, "product_id": order.product_id,
         "quantity": order.quantity, "total_cents": order.total_cents,
@@ -101,4 +101,51 @@ pub(crate) async fn show(
     order
         .map(Json)
         .ok_or_else(|| ApiError::not_found("order", id))
+}
+
+/// Returns 409 `insufficient_stock`: the order asks for more than the stock.
+#[derive(Debug, thiserror::Error)]
+#[error("Insufficient stock")]
+struct InsufficientStock {
+    available: i64,
+    requested: i64,
+}
+
+impl keel::DomainError for InsufficientStock {
+    fn status(&self) -> http::StatusCode {
+        http::StatusCode::CONFLICT
+    }
+
+    fn code(&self) -> &'static str {
+        "insufficient_stock"
+    }
+
+    fn details(&self) -> Option<serde_json::Value> {
+        Some(serde_json::json!({"available": self.available, "requested": self.requested}))
+    }
+}
+
+/// What each refusal of the store means to the client.
+fn refusal(err: PlaceOrderError) -> ApiError {
+    match err {
+        PlaceOrderError::UnknownUser(id) => ApiError::not_found("user", id),
+        PlaceOrderError::UnknownProduct(id) => ApiError::not_found("product", id),
+        PlaceOrderError::InsufficientStock {
+            available,
+            requested,
+        } => InsufficientStock {
+            available,
+            requested,
+        }
+        .into(),
+        PlaceOrderError::TotalOutOfRange => {
+            let mut v = Validation::body();
+            v.report(
+                &["quantity"],
+                keel::validate::Problem::out_of_range("Total price is out of range"),
+            );
+            v.into_error()
+        }
+        PlaceOrderError::Database(err) => err.into(),
+    }
 }

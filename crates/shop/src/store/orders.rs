@@ -6,7 +6,6 @@
 //! orders can never sell more than the stock, and the order and the stock change commit
 //! together or not at all.
 
-use keel::{ApiError, DomainError};
 use serde::Serialize;
 
 use super::Store;
@@ -32,34 +31,27 @@ pub struct NewOrder {
     pub quantity: Quantity,
 }
 
-/// Returns 409 `insufficient_stock`: the order asks for more than the stock.
+/// Why an order was not placed.
 #[derive(Debug, thiserror::Error)]
-#[error("Insufficient stock")]
-pub struct InsufficientStock {
-    pub available: i64,
-    pub requested: i64,
-}
-
-impl DomainError for InsufficientStock {
-    fn status(&self) -> http::StatusCode {
-        http::StatusCode::CONFLICT
-    }
-
-    fn code(&self) -> &'static str {
-        "insufficient_stock"
-    }
-
-    fn details(&self) -> Option<serde_json::Value> {
-        Some(serde_json::json!({"available": self.available, "requested": self.requested}))
-    }
+pub enum PlaceOrderError {
+    #[error("user {0} not found")]
+    UnknownUser(Id),
+    #[error("product {0} not found")]
+    UnknownProduct(Id),
+    #[error("insufficient stock: {available} available, {requested} requested")]
+    InsufficientStock { available: i64, requested: i64 },
+    #[error("the order's total does not fit in 64 bits")]
+    TotalOutOfRange,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
 }
 
 const ORDER_COLUMNS: &str = "id, user_id, product_id, quantity, total_cents, status, created_at";
 
 impl Store {
-    /// Places an order: 404 for an unknown user or product, 409 `insufficient_stock` when the
-    /// stock is short, otherwise the stock is decremented and the order inserted, atomically.
-    pub async fn place_order(&self, new: NewOrder) -> Result<Order, ApiError> {
+    /// Places an order: refused for an unknown user or product or a short stock, otherwise
+    /// the stock is decremented and the order inserted, atomically.
+    pub async fn place_order(&self, new: NewOrder) -> Result<Order, PlaceOrderError> {
         let mut tx = self.write.begin().await?;
 
         let user_exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM users WHERE id = ?1")
@@ -67,7 +59,7 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?;
         if user_exists.is_none() {
-            return Err(ApiError::not_found("user", new.user_id));
+            return Err(PlaceOrderError::UnknownUser(new.user_id));
         }
 
         let quantity = new.quantity.get();
@@ -86,22 +78,16 @@ impl Store {
                     .fetch_optional(&mut *tx)
                     .await?;
             return Err(match available {
-                None => ApiError::not_found("product", new.product_id),
-                Some(available) => InsufficientStock {
+                None => PlaceOrderError::UnknownProduct(new.product_id),
+                Some(available) => PlaceOrderError::InsufficientStock {
                     available,
                     requested: quantity,
-                }
-                .into(),
+                },
             });
         };
 
         let Some(total_cents) = price.checked_mul(quantity) else {
-            let mut v = keel::validate::Validation::body();
-            v.report(
-                &["quantity"],
-                keel::validate::Problem::out_of_range("Total price is out of range"),
-            );
-            return Err(v.into_error());
+            return Err(PlaceOrderError::TotalOutOfRange);
         };
         let order: Order = sqlx::query_as(&format!(
             "INSERT INTO orders (user_id, product_id, quantity, total_cents) \
