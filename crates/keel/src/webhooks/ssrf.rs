@@ -47,38 +47,35 @@ pub struct Target {
 /// assert_eq!(check_url("ftp://example.com/", false), Err(SsrfError::BadUrl));
 /// ```
 pub fn check_url(url: &str, allow_private: bool) -> Result<Target, SsrfError> {
-    let uri: http::Uri = url.parse().map_err(|_| SsrfError::BadUrl)?;
-    let scheme = uri
-        .scheme_str()
-        .ok_or(SsrfError::BadUrl)?
-        .to_ascii_lowercase();
-    let default_port = match scheme.as_str() {
-        "http" => 80,
-        "https" => 443,
-        _ => return Err(SsrfError::BadUrl),
-    };
-    let host = uri
-        .host()
-        .filter(|h| !h.is_empty())
-        .ok_or(SsrfError::BadUrl)?;
-    // Credentials in a URL would be sent along; a subscriber has no need for them.
-    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+    // The WHATWG parser, as HTTP clients use it: it reads `http://2130706433/` and
+    // `http://0x7f.1/` as 127.0.0.1, so no spelling of an address slips through as a "name".
+    let parsed = url::Url::parse(url).map_err(|_| SsrfError::BadUrl)?;
+    let scheme = parsed.scheme().to_owned();
+    if scheme != "http" && scheme != "https" {
         return Err(SsrfError::BadUrl);
     }
-    let host = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        if !allow_private && is_forbidden(ip) {
-            return Err(SsrfError::Forbidden);
-        }
+    // Credentials in a URL would be sent along; a subscriber has no need for them.
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(SsrfError::BadUrl);
     }
-    Ok(Target {
-        scheme,
-        host,
-        port: uri.port_u16().unwrap_or(default_port),
-    })
+    let host = match parsed.host() {
+        Some(url::Host::Domain(name)) if !name.is_empty() => name.to_owned(),
+        Some(url::Host::Ipv4(ip)) => {
+            if !allow_private && is_forbidden(IpAddr::V4(ip)) {
+                return Err(SsrfError::Forbidden);
+            }
+            ip.to_string()
+        }
+        Some(url::Host::Ipv6(ip)) => {
+            if !allow_private && is_forbidden(IpAddr::V6(ip)) {
+                return Err(SsrfError::Forbidden);
+            }
+            ip.to_string()
+        }
+        _ => return Err(SsrfError::BadUrl),
+    };
+    let port = parsed.port_or_known_default().ok_or(SsrfError::BadUrl)?;
+    Ok(Target { scheme, host, port })
 }
 
 /// Resolves `host` and returns its addresses with `port`, refusing the lot when any address is
