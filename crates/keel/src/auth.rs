@@ -1,6 +1,6 @@
 //! Operator routes behind a bearer token, as one layer on a router.
 //!
-//! - no token configured: every route answers 403 `admin_disabled`;
+//! - no token configured (or an empty one): every route answers 403 `admin_disabled`;
 //! - a missing or wrong `Authorization: Bearer …`: 401 `unauthorized` with
 //!   `WWW-Authenticate: Bearer`;
 //! - the right token: the route runs.
@@ -34,8 +34,12 @@ pub fn require_bearer<S: Clone + Send + Sync + 'static>(
     router: Router<S>,
     token: Option<String>,
 ) -> Router<S> {
-    let expected: Arc<Option<[u8; 32]>> =
-        Arc::new(token.map(|t| Sha256::digest(t.as_bytes()).into()));
+    // An empty token would be a door without a lock: it counts as no token.
+    let expected: Arc<Option<[u8; 32]>> = Arc::new(
+        token
+            .filter(|t| !t.trim().is_empty())
+            .map(|t| Sha256::digest(t.as_bytes()).into()),
+    );
     // `route_layer`: only matched routes are guarded, so unknown paths stay 404.
     router.route_layer(middleware::from_fn_with_state(expected, check))
 }
@@ -57,8 +61,10 @@ async fn check(
         .headers()
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| Sha256::digest(t.trim().as_bytes()));
+        .and_then(|v| v.split_once(' '))
+        // The scheme name is case-insensitive (RFC 9110 §11.1).
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| Sha256::digest(t.trim().as_bytes()));
     match given {
         Some(given) if bool::from(given.as_slice().ct_eq(expected)) => next.run(req).await,
         _ => ApiError::unauthorized().into_response(),

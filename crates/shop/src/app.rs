@@ -86,11 +86,11 @@ impl App {
             payments_secret,
             webhook_allow_private: config.webhook_allow_private,
         };
-        let sender = Sender::new(
-            Duration::from_secs(config.webhook_timeout_secs),
-            config.webhook_allow_private,
-        )
-        .map_err(StartError::HttpClient)?;
+        // An attempt must end before its job's timeout cuts it off, or its outcome is lost.
+        let webhook_timeout =
+            Duration::from_secs(config.webhook_timeout_secs.min(config.job_timeout_secs));
+        let sender = Sender::new(webhook_timeout, config.webhook_allow_private)
+            .map_err(StartError::HttpClient)?;
         let tracker = TaskTracker::new();
         let router = routes::router(state.clone(), &config, tracker.clone());
         let listener = TcpListener::bind(config.addr)

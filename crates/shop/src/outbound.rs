@@ -97,7 +97,8 @@ impl Sender {
             Ok(response) => response,
             Err(err) => {
                 let message = describe(&err);
-                let result = if is_refused_address(&err) {
+                // A request that cannot even be built (a URL the client refuses) never will.
+                let result = if is_refused_address(&err) || err.is_builder() {
                     JobError::permanent(message.clone())
                 } else {
                     JobError::retry(message.clone())

@@ -71,6 +71,28 @@ async fn every_operator_route_follows_the_auth_rules() {
             res.status()
         );
     }
+    // The scheme name is case-insensitive; an empty configured token disables the routes.
+    let res = call(
+        &app,
+        "GET",
+        "/admin/stats",
+        Some(&format!("bearer {TOKEN}")),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let empty = spawn_app_with(|c| c.admin_token = Some(String::new())).await;
+    for auth in [None, Some("Bearer "), Some("Bearer")] {
+        let res = call(&empty, "GET", "/admin/stats", auth).await;
+        assert_envelope(
+            res,
+            403,
+            "admin_disabled",
+            "Admin API disabled",
+            json!(null),
+        )
+        .await;
+    }
+
     // The page holds no data and needs no token.
     for app in [&disabled, &app] {
         let page = app.get("/admin").await;

@@ -132,6 +132,21 @@ fn is_forbidden_v6(ip: Ipv6Addr) -> bool {
         let [.., hi, lo] = segments;
         return is_forbidden_v4(Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo)));
     }
+    // 6to4 (2002::/16) carries one in bits 16 to 48.
+    if segments[0] == 0x2002 {
+        return is_forbidden_v4(Ipv4Addr::from(
+            (u32::from(segments[1]) << 16) | u32::from(segments[2]),
+        ));
+    }
+    // IPv4-translated (::ffff:0:a.b.c.d) likewise.
+    if segments[..6] == [0, 0, 0, 0, 0xffff, 0] {
+        let [.., hi, lo] = segments;
+        return is_forbidden_v4(Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo)));
+    }
+    // Local-use NAT64 (64:ff9b:1::/48) translates inside a network.
+    if segments[..3] == [0x64, 0xff9b, 1] {
+        return true;
+    }
     // IPv4-compatible (::a.b.c.d, deprecated) likewise, apart from :: and ::1.
     if segments[..6] == [0; 6] && !ip.is_unspecified() && !ip.is_loopback() {
         let [.., hi, lo] = segments;
@@ -224,6 +239,7 @@ mod tests {
             "2a00:1450:4001:80b::200e",
             "::ffff:8.8.8.8",
             "64:ff9b::8.8.8.8",
+            "2002:808:808::1",
         ] {
             assert!(!forbidden(ip), "{ip} should be allowed");
         }

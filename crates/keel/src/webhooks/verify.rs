@@ -65,7 +65,7 @@ pub fn verify(
     let timestamp: i64 = timestamp_text
         .parse()
         .map_err(|_| VerifyError::BadTimestamp)?;
-    if (now - timestamp).abs() > TOLERANCE_SECS {
+    if now.abs_diff(timestamp) > TOLERANCE_SECS.unsigned_abs() {
         return Err(VerifyError::Stale);
     }
 

@@ -19,6 +19,9 @@ use super::{WsConfig, CLOSE_GOING_AWAY, CLOSE_TOO_BIG};
 
 pub(super) type OnText = Arc<dyn Fn(Utf8Bytes) + Send + Sync>;
 
+/// How long a connection closed for an oversize frame stays open for its 1009 to be read.
+const LINGER_AFTER_TOO_BIG: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// How long a closed connection waits for the peer's close reply.
 const CLOSE_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -89,6 +92,14 @@ pub(super) async fn run(hub: Hub, socket: WebSocket, topic: String, on_text: OnT
     }
     let gauge = metrics::gauge!("websocket_connections", "path" => topic.clone());
     gauge.increment(1.0);
+    // Leaves the hub however this function ends, a panicking `on_text` included.
+    let _membership = Membership {
+        hub: hub.clone(),
+        topic,
+        id,
+        close: close.clone(),
+        gauge,
+    };
 
     // Two tasks, so that a burst of reads (each one a broadcast) never starves the writes.
     let (sink, stream) = socket.split();
@@ -96,11 +107,31 @@ pub(super) async fn run(hub: Hub, socket: WebSocket, topic: String, on_text: OnT
         let (close, config) = (close.clone(), config.clone());
         tokio::spawn(async move { write_loop(sink, outbound, &close, &config).await })
     };
-    read_loop(stream, &close, &on_text, &config).await;
+    let stream = read_loop(stream, &close, &on_text, &config).await;
     let _ = writer.await;
+    if close.code.load(Ordering::Acquire) == CLOSE_TOO_BIG {
+        // The rest of the oversize frame is still unread: closing the socket now would make
+        // the kernel reset it and the peer might never read our 1009. Give it a moment.
+        tokio::time::sleep(LINGER_AFTER_TOO_BIG).await;
+    }
+    drop(stream);
+}
 
-    hub.leave(&topic, id);
-    gauge.decrement(1.0);
+/// A connection's place in the hub, given up on drop.
+struct Membership {
+    hub: Hub,
+    topic: String,
+    id: u64,
+    close: Arc<CloseSignal>,
+    gauge: metrics::Gauge,
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.close.end();
+        self.hub.leave(&self.topic, self.id);
+        self.gauge.decrement(1.0);
+    }
 }
 
 async fn write_loop(
@@ -154,12 +185,13 @@ async fn write_loop(
     let _ = tokio::time::timeout(config.write_timeout, closing).await;
 }
 
+/// Reads until the connection ends; returns the stream, still open.
 async fn read_loop(
     mut stream: SplitStream<WebSocket>,
     close: &CloseSignal,
     on_text: &OnText,
     config: &WsConfig,
-) {
+) -> SplitStream<WebSocket> {
     loop {
         let next = tokio::select! {
             () = close.token.cancelled() => return drain(stream).await,
@@ -172,7 +204,7 @@ async fn read_loop(
             }
             Ok(None) => {
                 close.end();
-                return;
+                return stream;
             }
             Ok(Some(Err(err))) => {
                 if is_too_big(&err) {
@@ -180,12 +212,12 @@ async fn read_loop(
                     return drain(stream).await;
                 }
                 close.end();
-                return;
+                return stream;
             }
             Ok(Some(Ok(Message::Text(text)))) => on_text(text),
             Ok(Some(Ok(Message::Close(_)))) => {
                 close.end();
-                return;
+                return stream;
             }
             // Pings are answered by the protocol layer; any frame proves the peer alive.
             Ok(Some(Ok(Message::Binary(_) | Message::Ping(_) | Message::Pong(_)))) => {}
@@ -196,7 +228,7 @@ async fn read_loop(
 /// After we close: reads (and drops) what the peer still sends until its close reply, its end,
 /// or [`CLOSE_DRAIN`]. Dropping a socket with unread data makes the kernel reset it, and a peer
 /// answering a ping at that moment would see an error instead of our close frame.
-async fn drain(mut stream: SplitStream<WebSocket>) {
+async fn drain(mut stream: SplitStream<WebSocket>) -> SplitStream<WebSocket> {
     let until_closed = async {
         while let Some(Ok(frame)) = stream.next().await {
             if matches!(frame, Message::Close(_)) {
@@ -205,6 +237,7 @@ async fn drain(mut stream: SplitStream<WebSocket>) {
         }
     };
     let _ = tokio::time::timeout(CLOSE_DRAIN, until_closed).await;
+    stream
 }
 
 /// A frame or message over `max_message_size`: tungstenite's `Capacity` error, inside axum's.

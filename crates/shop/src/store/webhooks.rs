@@ -105,8 +105,7 @@ impl Store {
         .await?;
         let mut summaries = Vec::with_capacity(endpoints.len());
         for (id, url, events, created_at) in endpoints {
-            let mut deliveries = self.deliveries(id).await?.unwrap_or_default();
-            deliveries.truncate(latest);
+            let deliveries = self.latest_deliveries(id, latest).await?;
             summaries.push(EndpointSummary {
                 id,
                 url,
@@ -128,7 +127,16 @@ impl Store {
         if exists.is_none() {
             return Ok(None);
         }
-        let rows = sqlx::query_as(
+        self.latest_deliveries(endpoint_id, 500).await.map(Some)
+    }
+
+    /// The `limit` newest deliveries of an endpoint.
+    async fn latest_deliveries(
+        &self,
+        endpoint_id: i64,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, sqlx::Error> {
+        sqlx::query_as(
             "SELECT d.id, d.event, \
                CASE j.state WHEN 'succeeded' THEN 'succeeded' WHEN 'dead' THEN 'dead' \
                  ELSE 'pending' END AS status, \
@@ -137,12 +145,12 @@ impl Store {
                  THEN strftime('%Y-%m-%dT%H:%M:%fZ', j.run_at / 1000.0, 'unixepoch') \
                END AS next_attempt_at \
              FROM webhook_deliveries d LEFT JOIN keel_jobs j ON j.id = d.job_id \
-             WHERE d.endpoint_id = ?1 ORDER BY d.id DESC LIMIT 500",
+             WHERE d.endpoint_id = ?1 ORDER BY d.id DESC LIMIT ?2",
         )
         .bind(endpoint_id)
+        .bind(i64::try_from(limit).unwrap_or(500))
         .fetch_all(&self.read)
-        .await?;
-        Ok(Some(rows))
+        .await
     }
 
     /// Queues `event` with `data` for every endpoint subscribed to it, on `conn` (the
