@@ -22,6 +22,14 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Sends SIGTERM with the shell's own `kill`, which needs no package beyond the shell.
+fn sigterm(pid: &str) -> std::process::ExitStatus {
+    Command::new("sh")
+        .args(["-c", &format!("kill -TERM {pid}")])
+        .status()
+        .unwrap()
+}
+
 struct Shop {
     child: Child,
     port: u16,
@@ -60,7 +68,7 @@ impl Shop {
     /// Sends SIGTERM and waits for the exit, at most `secs` seconds.
     async fn terminate(&mut self, secs: u64) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let sent = sigterm(&pid);
         assert!(sent.success());
         let deadline = std::time::Instant::now() + Duration::from_secs(secs);
         loop {
@@ -326,11 +334,7 @@ async fn sigterm_finishes_the_request_in_flight_refuses_new_ones_and_exits_0() {
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let pid = shop.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    assert!(sigterm(&pid).success());
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         tokio::net::TcpStream::connect(("127.0.0.1", shop.port))
