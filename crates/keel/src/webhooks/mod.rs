@@ -1,9 +1,9 @@
 //! Webhooks on the Standard Webhooks scheme: signing what we send, verifying what we receive,
 //! and refusing to send to addresses inside the network.
 //!
-//! - [`sign`]: `webhook-id`, `webhook-timestamp` and `webhook-signature` (`v1,` + base64
+//! - [`sign()`]: `webhook-id`, `webhook-timestamp` and `webhook-signature` (`v1,` + base64
 //!   HMAC-SHA256 of `id.timestamp.body`) for an outgoing message.
-//! - [`verify`]: checks those headers on an incoming message: a signature among the
+//! - [`verify()`]: checks those headers on an incoming message: a signature among the
 //!   space-separated ones must match (compared in constant time), and the timestamp must be
 //!   within five minutes of now.
 //! - [`ssrf`]: which addresses a webhook may never be sent to, and a resolver that refuses
