@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::analytics::Analytics;
 use crate::config::Config;
 use crate::mail::{MailSetupError, Mailer};
 use crate::outbound::Sender;
@@ -27,6 +28,7 @@ use crate::{jobs, routes};
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub store: Store,
+    pub analytics: Analytics,
     pub hub: Hub,
     /// The payment provider's webhook secret; `None` answers its route with 503.
     pub payments_secret: Option<Arc<Secret>>,
@@ -60,8 +62,10 @@ pub struct App {
     state: AppState,
     registry: Registry,
     workers: WorkerConfig,
-    /// Owns the job workers and the after-response tasks.
+    /// Owns the job workers, the analytics recorder and the after-response tasks.
     tracker: TaskTracker,
+    /// Stops them.
+    stop_background: CancellationToken,
 }
 
 impl App {
@@ -80,8 +84,12 @@ impl App {
             )),
             None => None,
         };
+        let tracker = TaskTracker::new();
+        let stop_background = CancellationToken::new();
+        let analytics = Analytics::spawn(store.clone(), &tracker, stop_background.clone());
         let state = AppState {
             store,
+            analytics,
             hub: Hub::new(config.ws_config()),
             payments_secret,
             webhook_allow_private: config.webhook_allow_private,
@@ -91,7 +99,6 @@ impl App {
             Duration::from_secs(config.webhook_timeout_secs.min(config.job_timeout_secs));
         let sender = Sender::new(webhook_timeout, config.webhook_allow_private)
             .map_err(StartError::HttpClient)?;
-        let tracker = TaskTracker::new();
         let router = routes::router(state.clone(), &config, tracker.clone());
         let listener = TcpListener::bind(config.addr)
             .await
@@ -112,6 +119,7 @@ impl App {
             registry,
             workers: config.worker_config(),
             tracker,
+            stop_background,
         })
     }
 
@@ -122,7 +130,7 @@ impl App {
 
     /// Serves until `shutdown` completes, then stops in the order of the module docs.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
-        let stop_workers = CancellationToken::new();
+        let stop_workers = self.stop_background.clone();
         let grace = self.workers.shutdown_grace;
         Worker::spawn(
             self.state.store.jobs().clone(),

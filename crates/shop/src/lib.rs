@@ -8,6 +8,7 @@
 //! - [`store`]: the SQL, and the durable job queue in the same database.
 //! - [`jobs`]: the kinds of background job; [`mail`]: where mail goes.
 
+pub mod analytics;
 pub mod app;
 pub mod config;
 pub mod domain;

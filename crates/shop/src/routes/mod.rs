@@ -50,16 +50,13 @@ fn record_event(
     name: &'static str,
     properties: serde_json::Value,
 ) {
-    let store = state.store.clone();
+    let analytics = state.analytics.clone();
     tasks.add("analytics", async move {
-        let request_id = keel::RequestId::current();
-        store
-            .record_event(
-                name,
-                &properties,
-                request_id.as_ref().map(keel::RequestId::as_str),
-            )
-            .await
+        analytics.record(crate::analytics::Event {
+            name,
+            properties,
+            request_id: keel::RequestId::current().map(|id| id.as_str().to_owned()),
+        })
     });
 }
 

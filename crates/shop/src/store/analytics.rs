@@ -1,27 +1,22 @@
 //! The `analytics_events` table: what happened, with the request that made it happen.
 
-use serde_json::Value;
-
 use super::Store;
+use crate::analytics::Event;
 
 impl Store {
-    /// Records one event. Called from after-response tasks: best effort, never in the way of
-    /// the response.
-    pub async fn record_event(
-        &self,
-        name: &str,
-        properties: &Value,
-        request_id: Option<&str>,
-    ) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "INSERT INTO analytics_events (name, properties, request_id) VALUES (?1, ?2, ?3)",
-        )
-        .bind(name)
-        .bind(properties.to_string())
-        .bind(request_id)
-        .execute(&self.write)
-        .await?;
-        metrics::counter!("analytics_events_total", "name" => name.to_owned()).increment(1);
-        Ok(())
+    /// Records events, all in one transaction.
+    pub async fn record_events(&self, events: &[Event]) -> Result<(), sqlx::Error> {
+        let mut tx = self.write.begin().await?;
+        for event in events {
+            sqlx::query(
+                "INSERT INTO analytics_events (name, properties, request_id) VALUES (?1, ?2, ?3)",
+            )
+            .bind(event.name)
+            .bind(event.properties.to_string())
+            .bind(event.request_id.as_deref())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
     }
 }
