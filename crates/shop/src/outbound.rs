@@ -121,15 +121,28 @@ impl Sender {
                 .headers()
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok());
+                .and_then(retry_after);
             let result = match retry_after {
-                Some(secs) => JobError::retry_after(message.clone(), Duration::from_secs(secs)),
+                Some(delay) => JobError::retry_after(message.clone(), delay),
                 None => JobError::retry(message.clone()),
             };
             return failed(code, message, result);
         }
         failed(code, message.clone(), JobError::permanent(message))
     }
+}
+
+/// `Retry-After` as seconds or as an HTTP date (RFC 9110 §10.2.3); a date in the past is now.
+fn retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 fn failed(status_code: Option<u16>, error: String, result: JobError) -> Attempt {
@@ -180,4 +193,25 @@ fn is_refused_address(err: &reqwest::Error) -> bool {
         source = inner.source();
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        assert_eq!(retry_after(" 120 "), Some(Duration::from_secs(120)));
+        let in_a_minute = std::time::SystemTime::now() + Duration::from_secs(61);
+        let delay = retry_after(&httpdate::fmt_http_date(in_a_minute)).unwrap();
+        assert!(
+            (Duration::from_secs(59)..=Duration::from_secs(61)).contains(&delay),
+            "{delay:?}"
+        );
+        assert_eq!(
+            retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(retry_after("soon"), None);
+    }
 }
