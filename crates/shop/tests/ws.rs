@@ -192,6 +192,16 @@ async fn a_client_that_never_reads_is_closed_and_the_others_get_everything_in_or
     };
     assert!(seen < total, "the stuck client was never cut off");
     assert!(matches!(code, None | Some(CloseCode::Again)), "{code:?}");
+
+    // What it never got is counted: at least the message that found its queue full.
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let dropped: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("websocket_messages_dropped_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(dropped >= 1.0, "{dropped}");
 }
 
 #[tokio::test]

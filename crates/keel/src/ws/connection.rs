@@ -175,6 +175,10 @@ async fn write_loop(
             }
         }
     }
+    // A client closed for falling behind never gets what was still queued for it.
+    if close.code.load(Ordering::Acquire) == super::CLOSE_TRY_AGAIN_LATER {
+        metrics::counter!("websocket_messages_dropped_total").increment(outbound.len() as u64);
+    }
     // Send our close frame, or flush the reply to the peer's; either way bounded in time.
     let closing = async {
         match close.frame() {

@@ -7,8 +7,8 @@
 //! - every connection has a bounded outbound queue drained by its own writer task, with a write
 //!   timeout; [`Hub::publish`] serialises nothing per client: it clones one reference-counted
 //!   text into each queue with `try_send` and never awaits a client;
-//! - a client whose queue is full is closed (1013, counted in
-//!   `websocket_messages_dropped_total`) and nobody else notices;
+//! - a client whose queue is full is closed (1013) and nobody else notices; the message it
+//!   could not take and those still queued for it count in `websocket_messages_dropped_total`;
 //! - a connection leaves its topic on any end: close, reset, error, idle timeout;
 //! - pings go out at a third of the idle timeout; a peer silent past it is dropped;
 //! - a frame over the size limit closes that connection with 1009;
