@@ -35,6 +35,36 @@ async fn call(app: &TestApp, method: &str, path: &str, auth: Option<&str>) -> re
     req.send().await.unwrap()
 }
 
+/// A service whose SMTP server refuses the first transaction, with one attempt allowed: the
+/// first welcome mail's job dies.
+async fn first_mail_dies() -> (SmtpSink, TestApp) {
+    let smtp = SmtpSink::start(Behaviour {
+        refuse_first: 1,
+        ..Behaviour::default()
+    })
+    .await;
+    let app = spawn_app_with(|c| {
+        c.admin_token = Some(TOKEN.into());
+        c.smtp_url = Some(smtp.url());
+        c.job_max_attempts = 1;
+    })
+    .await;
+    (smtp, app)
+}
+
+/// Opens the console in Chromium and types the token in.
+async fn log_in(app: &TestApp) -> (Browser, common::browser::Tab) {
+    let mut browser = Browser::launch().await;
+    let tab = browser.open(&app.url("/admin")).await;
+    browser
+        .wait_for(&tab, "document.querySelector('#token') !== null", 10)
+        .await;
+    browser
+        .eval(&tab, &format!("document.querySelector('#token').value = '{TOKEN}'; document.querySelector('#connect').click(); true"))
+        .await;
+    (browser, tab)
+}
+
 async fn admin_get(app: &TestApp, path: &str) -> Value {
     let res = call(app, "GET", path, Some(&format!("Bearer {TOKEN}"))).await;
     assert_eq!(res.status(), 200, "{path}");
@@ -105,18 +135,7 @@ async fn every_operator_route_follows_the_auth_rules() {
 
 #[tokio::test]
 async fn a_dead_mail_job_carries_its_request_id_and_is_retried_from_the_api() {
-    // The SMTP server refuses the first transaction: with one attempt allowed, the job dies.
-    let smtp = SmtpSink::start(Behaviour {
-        refuse_first: 1,
-        ..Behaviour::default()
-    })
-    .await;
-    let app = spawn_app_with(|c| {
-        c.admin_token = Some(TOKEN.into());
-        c.smtp_url = Some(smtp.url());
-        c.job_max_attempts = 1;
-    })
-    .await;
+    let (smtp, app) = first_mail_dies().await;
     let res = app
         .client
         .post(app.url("/users"))
@@ -299,17 +318,7 @@ async fn jobs_are_filtered_and_paged_newest_first() {
 
 #[tokio::test]
 async fn the_console_shows_a_dead_job_and_retry_takes_it_off_the_list() {
-    let smtp = SmtpSink::start(Behaviour {
-        refuse_first: 1,
-        ..Behaviour::default()
-    })
-    .await;
-    let app = spawn_app_with(|c| {
-        c.admin_token = Some(TOKEN.into());
-        c.smtp_url = Some(smtp.url());
-        c.job_max_attempts = 1;
-    })
-    .await;
+    let (smtp, app) = first_mail_dies().await;
     app.create_user("ada@example.com", "ada").await;
     eventually(10, "the dead job", || async {
         let jobs = admin_get(&app, "/admin/jobs?state=dead").await;
@@ -317,14 +326,7 @@ async fn the_console_shows_a_dead_job_and_retry_takes_it_off_the_list() {
     })
     .await;
 
-    let mut browser = Browser::launch().await;
-    let tab = browser.open(&app.url("/admin")).await;
-    browser
-        .wait_for(&tab, "document.querySelector('#token') !== null", 10)
-        .await;
-    browser
-        .eval(&tab, &format!("document.querySelector('#token').value = '{TOKEN}'; document.querySelector('#connect').click(); true"))
-        .await;
+    let (mut browser, tab) = log_in(&app).await;
     browser
         .wait_for(
             &tab,
@@ -369,14 +371,7 @@ async fn the_console_pages_through_a_thousand_dead_jobs() {
     .await
     .unwrap();
 
-    let mut browser = Browser::launch().await;
-    let tab = browser.open(&app.url("/admin")).await;
-    browser
-        .wait_for(&tab, "document.querySelector('#token') !== null", 10)
-        .await;
-    browser
-        .eval(&tab, &format!("document.querySelector('#token').value = '{TOKEN}'; document.querySelector('#connect').click(); true"))
-        .await;
+    let (mut browser, tab) = log_in(&app).await;
     let first_row = "document.querySelector('#dead tr[data-job-id]')?.dataset.jobId";
     browser
         .wait_for(
