@@ -31,7 +31,10 @@ pids+=($!)
 "$target/release/examples/bare_axum" 127.0.0.1:18001 "sqlite://$work/bare.db" >"$work/bare.log" 2>&1 &
 pids+=($!)
 for port in 18000 18001; do
-  for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/users/1" && break; sleep 0.1; done
+  for _ in $(seq 100); do
+    python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 1)" 2>/dev/null && break
+    sleep 0.1
+  done
 done
 
 cat >"$work/post.lua" <<'LUA'
