@@ -137,13 +137,12 @@ async fn every_operator_route_follows_the_auth_rules() {
 async fn a_dead_mail_job_carries_its_request_id_and_is_retried_from_the_api() {
     let (smtp, app) = first_mail_dies().await;
     let res = app
-        .client
-        .post(app.url("/users"))
-        .header("x-request-id", "signup-42")
-        .json(&json!({"email": "ada@example.com", "username": "ada"}))
-        .send()
-        .await
-        .unwrap();
+        .post_json_as(
+            "/users",
+            &json!({"email": "ada@example.com", "username": "ada"}),
+            "signup-42",
+        )
+        .await;
     assert_eq!(res.status(), 201);
 
     let dead = eventually(10, "the dead job", || async {

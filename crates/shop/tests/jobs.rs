@@ -31,13 +31,12 @@ async fn the_welcome_mail_goes_out_over_smtp_with_the_request_id_on_its_job() {
     let smtp = SmtpSink::start(Behaviour::default()).await;
     let app = spawn_app_with(|c| c.smtp_url = Some(smtp.url())).await;
     let res = app
-        .client
-        .post(app.url("/users"))
-        .header("x-request-id", "signup-1")
-        .json(&json!({"email": "Ada@Example.com", "username": "ada"}))
-        .send()
-        .await
-        .unwrap();
+        .post_json_as(
+            "/users",
+            &json!({"email": "Ada@Example.com", "username": "ada"}),
+            "signup-1",
+        )
+        .await;
     assert_eq!(res.status(), 201);
 
     let mail = eventually(10, "the welcome mail", || async { smtp.accepted().pop() }).await;
@@ -155,23 +154,21 @@ async fn a_user_that_is_not_created_enqueues_no_mail() {
 async fn user_and_order_analytics_events_are_recorded_after_the_response() {
     let app = spawn_app().await;
     let res = app
-        .client
-        .post(app.url("/users"))
-        .header("x-request-id", "analytics-1")
-        .json(&json!({"email": "ada@example.com", "username": "ada"}))
-        .send()
-        .await
-        .unwrap();
+        .post_json_as(
+            "/users",
+            &json!({"email": "ada@example.com", "username": "ada"}),
+            "analytics-1",
+        )
+        .await;
     assert_eq!(res.status(), 201);
     app.create_product("Lamp", 250, 5).await;
     let res = app
-        .client
-        .post(app.url("/orders"))
-        .header("x-request-id", "analytics-2")
-        .json(&json!({"user_id": 1, "product_id": 1, "quantity": 2}))
-        .send()
-        .await
-        .unwrap();
+        .post_json_as(
+            "/orders",
+            &json!({"user_id": 1, "product_id": 1, "quantity": 2}),
+            "analytics-2",
+        )
+        .await;
     assert_eq!(res.status(), 201);
 
     let events: Vec<(String, String, Option<String>)> = eventually(10, "two events", || async {

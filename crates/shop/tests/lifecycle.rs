@@ -148,6 +148,14 @@ async fn job_states(db: &std::path::Path) -> Vec<(String, i64)> {
         .unwrap()
 }
 
+/// Waits until the shop has begun sending a mail to `smtp`.
+async fn mail_in_flight(smtp: &SmtpSink) {
+    eventually(10, "the mail transaction to begin", || async {
+        (smtp.transactions() == 1).then_some(())
+    })
+    .await;
+}
+
 async fn create_user(shop: &Shop) {
     let res = reqwest::Client::new()
         .post(shop.url("/users"))
@@ -169,10 +177,7 @@ async fn sigterm_lets_a_running_job_finish_and_exits_0() {
     .await;
     let mut shop = Shop::start_with(&db, smtp.port, &[("SHOP_JOB_TIMEOUT_SECS", "10")]).await;
     create_user(&shop).await;
-    eventually(10, "the mail transaction to begin", || async {
-        (smtp.transactions() == 1).then_some(())
-    })
-    .await;
+    mail_in_flight(&smtp).await;
 
     let status = shop.terminate(15).await;
     assert_eq!(status.code(), Some(0));
@@ -195,10 +200,7 @@ async fn sigterm_hands_a_job_that_outlives_the_grace_back_to_the_queue() {
     ];
     let mut shop = Shop::start_with(&db, slow.port, &env).await;
     create_user(&shop).await;
-    eventually(10, "the mail transaction to begin", || async {
-        (slow.transactions() == 1).then_some(())
-    })
-    .await;
+    mail_in_flight(&slow).await;
 
     let status = shop.terminate(10).await;
     assert_eq!(status.code(), Some(0));
@@ -227,10 +229,7 @@ async fn a_job_whose_worker_was_killed_mid_run_is_claimed_again_when_its_lease_e
     // A 1 s job timeout makes a 3 s lease.
     let mut first = Shop::start(&db, hanging.port).await;
     create_user(&first).await;
-    eventually(10, "the mail transaction to begin", || async {
-        (hanging.transactions() == 1).then_some(())
-    })
-    .await;
+    mail_in_flight(&hanging).await;
     first.child.kill().unwrap();
     first.child.wait().unwrap();
     assert_eq!(job_states(&db).await, vec![("running".to_owned(), 1)]);

@@ -75,6 +75,17 @@ impl TestApp {
             .unwrap()
     }
 
+    /// POSTs `body` as JSON with `X-Request-ID: request_id`.
+    pub async fn post_json_as(&self, path: &str, body: &Value, request_id: &str) -> Response {
+        self.client
+            .post(self.url(path))
+            .header("x-request-id", request_id)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// A request with any method, raw body and content type.
     pub async fn send(
         &self,
