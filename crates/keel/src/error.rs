@@ -17,6 +17,7 @@
 //! request's span; the client only ever sees the safe `error` message and the stable `code`.
 
 mod db;
+mod sqlite;
 
 #[cfg(feature = "sqlx")]
 pub use db::ResultExt;

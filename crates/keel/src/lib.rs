@@ -18,6 +18,7 @@
 //!   safety net that envelopes any error response made elsewhere, in one builder.
 //! - [`tasks`]: after-response tasks, FastAPI's `BackgroundTasks` without its holes.
 //! - [`jobs`]: a durable job queue in the service's own database.
+//! - [`sqlite`]: SQLite through one group-committing writer and inline readers.
 //! - [`auth`]: operator routes behind a bearer token.
 //! - [`webhooks`]: Standard Webhooks signing and verification, and an SSRF guard.
 //! - [`ws`]: a WebSocket hub with bounded per-client queues.
@@ -47,10 +48,11 @@
 pub mod auth;
 pub mod error;
 pub mod extract;
-#[cfg(feature = "sqlx")]
 pub mod jobs;
 pub mod layers;
 pub mod request_id;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 pub mod tasks;
 pub mod validate;
 pub mod webhooks;

@@ -65,6 +65,12 @@ impl RequestId {
         CURRENT.scope(self, fut)
     }
 
+    /// Runs `f` with `self` as the [`RequestId::current`] id, on whatever thread calls it:
+    /// for synchronous work done for a request elsewhere (a database writer thread).
+    pub fn sync_scope<T>(self, f: impl FnOnce() -> T) -> T {
+        CURRENT.sync_scope(self, f)
+    }
+
     /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -2,38 +2,36 @@
 //! unknown kinds, bad payloads, `Retry-After`, and leases that ran out.
 #![allow(clippy::unwrap_used)]
 
-use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use keel::jobs::sqlite::{SqliteQueue, SCHEMA};
 use keel::jobs::{Backend, Job, JobError, JobMeta, Outcome, Registry, Worker, WorkerConfig};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
-use sqlx::SqlitePool;
+use keel::sqlite::{Database, Migration, Options};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 struct Flaky;
 impl Job for Flaky {
     const KIND: &'static str = "flaky";
 }
 
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 struct Steady;
 impl Job for Steady {
     const KIND: &'static str = "steady";
 }
 
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 struct Orphan;
 impl Job for Orphan {
     const KIND: &'static str = "orphan";
 }
 
 struct Db {
-    pool: SqlitePool,
+    db: Database,
     queue: SqliteQueue,
     _dir: PathGuard,
 }
@@ -48,37 +46,50 @@ impl Drop for PathGuard {
 async fn db(max_attempts: u32) -> Db {
     let dir = std::env::temp_dir().join(format!("keel-jobs-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
-    let url = format!("sqlite://{}", dir.join("jobs.db").display());
-    let options = SqliteConnectOptions::from_str(&url)
-        .unwrap()
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal);
-    let pool = SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(options)
-        .await
-        .unwrap();
-    sqlx::raw_sql(SCHEMA).execute(&pool).await.unwrap();
-    let queue = SqliteQueue::new(pool.clone(), max_attempts);
+    let schema = [Migration {
+        version: 1,
+        name: "keel jobs",
+        sql: SCHEMA,
+    }];
+    let db = Database::open(dir.join("jobs.db"), Options::default(), &schema).unwrap();
+    let queue = SqliteQueue::new(db.clone(), max_attempts);
     Db {
-        pool,
+        db,
         queue,
         _dir: PathGuard(dir),
     }
 }
 
-async fn enqueue<J: Job>(db: &Db, job: &J) -> i64 {
-    let mut conn = db.pool.acquire().await.unwrap();
-    db.queue.enqueue(&mut conn, job).await.unwrap()
+async fn enqueue<J: Job + Clone + Sync>(db: &Db, job: &J) -> i64 {
+    let (queue, job) = (db.queue.clone(), job.clone());
+    db.db
+        .writer()
+        .write(move |conn| queue.enqueue(conn, &job))
+        .await
+        .unwrap()
+}
+
+/// Runs `sql` with `id` as `?1` through the writer.
+async fn execute(db: &Db, sql: &'static str, id: i64) {
+    db.db
+        .writer()
+        .write(move |conn| conn.execute(sql, [id]).map_err(keel::sqlite::Error::from))
+        .await
+        .unwrap();
 }
 
 type Row = (String, i64, Option<String>);
 
 async fn job(db: &Db, id: i64) -> Row {
-    sqlx::query_as("SELECT state, attempts, last_error FROM keel_jobs WHERE id = ?1")
-        .bind(id)
-        .fetch_one(&db.pool)
-        .await
+    db.db
+        .readers()
+        .read(|conn| {
+            conn.query_row(
+                "SELECT state, attempts, last_error FROM keel_jobs WHERE id = ?1",
+                [id],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
+        })
         .unwrap()
 }
 
@@ -151,11 +162,12 @@ async fn unknown_kinds_bad_payloads_and_permanent_errors_are_dead_at_once() {
     let orphan = enqueue(&db, &Orphan).await;
     let permanent = enqueue(&db, &Flaky).await;
     let bad = enqueue(&db, &Steady).await;
-    sqlx::query("UPDATE keel_jobs SET payload = '[1, 2' WHERE id = ?1")
-        .bind(bad)
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    execute(
+        &db,
+        "UPDATE keel_jobs SET payload = '[1, 2' WHERE id = ?1",
+        bad,
+    )
+    .await;
     let _worker = start(&db, registry);
 
     let (_, attempts, error) = until_state(&db, orphan, "dead").await;
@@ -189,10 +201,14 @@ async fn retry_after_sets_the_next_attempt_time() {
     // Pending again, once the first failure is recorded.
     let (_, _, error) = until(&db, id, |row| row.0 == "pending" && row.1 == 1).await;
     assert_eq!(error.as_deref(), Some("429 from the receiver"));
-    let run_at: i64 = sqlx::query_scalar("SELECT run_at FROM keel_jobs WHERE id = ?1")
-        .bind(id)
-        .fetch_one(&db.pool)
-        .await
+    let run_at: i64 = db
+        .db
+        .readers()
+        .read(|conn| {
+            conn.query_row("SELECT run_at FROM keel_jobs WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+        })
         .unwrap();
     let delay = run_at - before.as_millis() as i64;
     assert!((29_000..=31_000).contains(&delay), "{delay} ms");

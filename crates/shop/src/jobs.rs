@@ -82,7 +82,7 @@ pub fn registry(ctx: Context) -> Registry {
         })
 }
 
-fn db_error(err: sqlx::Error) -> JobError {
+fn db_error(err: crate::store::StoreError) -> JobError {
     JobError::retry(format!("database: {err}"))
 }
 

@@ -2,7 +2,7 @@
 //! business write commits or rolls back with it, and survives a crash once committed.
 //!
 //! - A job is a serde payload with a [`Job::KIND`] (and a [`Job::QUEUE`]). Enqueue it with
-//!   [`sqlite::SqliteQueue::enqueue`] on the connection of the transaction that makes the
+//!   `sqlite::SqliteQueue::enqueue` on the connection of the write that makes the
 //!   business change: if the transaction rolls back, the job never existed; if it commits, the
 //!   job will run even if the process dies the next instant.
 //! - A [`Registry`] maps each kind to its handler. [`Worker`]s claim due jobs in batches
@@ -20,6 +20,7 @@
 //!
 //! States: `pending` → `running` → `succeeded`, or back to `pending` (retry), or `dead`.
 
+#[cfg(feature = "sqlite")]
 pub mod sqlite;
 mod worker;
 
@@ -32,7 +33,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-pub use worker::{Backend, Claimed, Lease, Outcome, Worker, WorkerConfig};
+pub use worker::{Backend, BackendError, Claimed, Lease, Outcome, Worker, WorkerConfig};
 
 /// A kind of durable job: its payload is the implementing type.
 ///

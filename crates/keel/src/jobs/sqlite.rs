@@ -11,11 +11,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::{SqliteConnection, SqlitePool};
+use rusqlite::{Connection, OptionalExtension, Row};
 use tokio::sync::Notify;
 
-use super::worker::{Backend, Claimed, Lease, Outcome};
+use super::worker::{Backend, BackendError, Claimed, Lease, Outcome};
 use super::{ms, now_ms, Job};
+use crate::sqlite::{Database, Error};
 use crate::RequestId;
 
 /// The `keel_jobs` table and its indexes.
@@ -46,58 +47,61 @@ const NOW_TEXT: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 /// Longest `last_error` kept, in bytes: enough for a cause, not for a response body.
 const MAX_ERROR_LEN: usize = 1000;
 
-/// A handle on the queue: enqueue into a transaction, and the backend of the workers.
+/// A handle on the queue: enqueue into a write, and the backend of the workers. Cheap to
+/// clone.
 #[derive(Debug, Clone)]
 pub struct SqliteQueue {
-    pool: SqlitePool,
+    db: Database,
     max_attempts: u32,
     wake: Arc<Notify>,
 }
 
 impl SqliteQueue {
-    /// The queue in `pool`'s database (which must have [`SCHEMA`]); jobs enqueued through it
-    /// get `max_attempts` attempts.
-    pub fn new(pool: SqlitePool, max_attempts: u32) -> Self {
+    /// The queue in `db` (which must have [`SCHEMA`]); jobs enqueued through it get
+    /// `max_attempts` attempts.
+    pub fn new(db: Database, max_attempts: u32) -> Self {
         SqliteQueue {
-            pool,
+            db,
             max_attempts: max_attempts.max(1),
             wake: Arc::new(Notify::new()),
         }
     }
 
-    /// Adds `job` to the queue on `conn`, which is normally the transaction of the business
-    /// change: the job exists if and only if that transaction commits. The id of the current
-    /// request, if any, is stored with it. Call [`SqliteQueue::wake`] after the commit to have
-    /// a worker start at once rather than at its next poll.
-    pub async fn enqueue<J: Job>(
-        &self,
-        conn: &mut SqliteConnection,
-        job: &J,
-    ) -> Result<i64, sqlx::Error> {
-        self.enqueue_at(conn, job, Duration::ZERO).await
+    /// Adds `job` to the queue on `conn`, the writer's connection inside the closure of the
+    /// business change ([`crate::sqlite::Writer::write`]): the job exists if and only if that
+    /// change commits. The id of the current request, if any, is stored with it. Call
+    /// [`SqliteQueue::wake`] once the write has returned to have a worker start at once rather
+    /// than at its next poll.
+    pub fn enqueue<J: Job>(&self, conn: &Connection, job: &J) -> Result<i64, Error> {
+        self.enqueue_at(conn, job, Duration::ZERO)
     }
 
     /// Like [`SqliteQueue::enqueue`], due `delay` from now.
-    pub async fn enqueue_at<J: Job>(
+    pub fn enqueue_at<J: Job>(
         &self,
-        conn: &mut SqliteConnection,
+        conn: &Connection,
         job: &J,
         delay: Duration,
-    ) -> Result<i64, sqlx::Error> {
-        let payload = serde_json::to_string(job).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    ) -> Result<i64, Error> {
+        let payload = serde_json::to_string(job)?;
         let request_id = RequestId::current();
-        sqlx::query_scalar(
-            "INSERT INTO keel_jobs (queue, kind, payload, max_attempts, run_at, request_id) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
-        )
-        .bind(J::QUEUE)
-        .bind(J::KIND)
-        .bind(payload)
-        .bind(self.max_attempts)
-        .bind(now_ms().saturating_add(ms(delay)))
-        .bind(request_id.as_ref().map(RequestId::as_str))
-        .fetch_one(&mut *conn)
-        .await
+        let id = conn
+            .prepare_cached(
+                "INSERT INTO keel_jobs (queue, kind, payload, max_attempts, run_at, request_id) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
+            )?
+            .query_row(
+                rusqlite::params![
+                    J::QUEUE,
+                    J::KIND,
+                    payload,
+                    self.max_attempts,
+                    now_ms().saturating_add(ms(delay)),
+                    request_id.as_ref().map(RequestId::as_str),
+                ],
+                |row| row.get(0),
+            )?;
+        Ok(id)
     }
 
     /// Tells one idle worker that jobs are due.
@@ -105,21 +109,25 @@ impl SqliteQueue {
         self.wake.notify_one();
     }
 
-    /// Number of jobs by queue and state.
-    pub async fn counts(&self) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
-        sqlx::query_as("SELECT queue, state, COUNT(*) FROM keel_jobs GROUP BY queue, state")
-            .fetch_all(&self.pool)
-            .await
+    /// Number of jobs by queue and state (read inline, never through the writer).
+    pub async fn counts(&self) -> Result<Vec<(String, String, i64)>, Error> {
+        self.db.readers().read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT queue, state, COUNT(*) FROM keel_jobs GROUP BY queue, state",
+            )?;
+            let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+            rows.collect()
+        })
     }
 }
 
 /// `[[id, lease], …]` for `json_each`.
-fn leases_json(pairs: &[(i64, i64)]) -> Result<String, sqlx::Error> {
-    serde_json::to_string(pairs).map_err(|e| sqlx::Error::Encode(Box::new(e)))
+fn leases_json(pairs: &[(i64, i64)]) -> Result<String, Error> {
+    Ok(serde_json::to_string(pairs)?)
 }
 
 /// A job as operators see it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct JobView {
     pub id: i64,
     pub queue: String,
@@ -133,6 +141,23 @@ pub struct JobView {
     pub created_at: String,
     /// The request that enqueued it.
     pub request_id: Option<String>,
+}
+
+impl JobView {
+    fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(JobView {
+            id: row.get(0)?,
+            queue: row.get(1)?,
+            kind: row.get(2)?,
+            state: row.get(3)?,
+            attempts: row.get(4)?,
+            max_attempts: row.get(5)?,
+            last_error: row.get(6)?,
+            run_at: row.get(7)?,
+            created_at: row.get(8)?,
+            request_id: row.get(9)?,
+        })
+    }
 }
 
 /// Which jobs [`SqliteQueue::list`] returns.
@@ -157,7 +182,7 @@ pub enum RetryOutcome {
 }
 
 /// Jobs finished in one minute.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct MinuteCount {
     /// The minute, `YYYY-MM-DDTHH:MMZ`.
     pub minute: String,
@@ -170,46 +195,53 @@ const VIEW_COLUMNS: &str = "id, queue, kind, state, attempts, max_attempts, last
 
 impl SqliteQueue {
     /// Jobs newest first, filtered; keyset pagination by `before_id`.
-    pub async fn list(&self, filter: &JobFilter) -> Result<Vec<JobView>, sqlx::Error> {
-        sqlx::query_as(&format!(
-            "SELECT {VIEW_COLUMNS} FROM keel_jobs \
-             WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR queue = ?2) \
-               AND (?3 IS NULL OR id < ?3) \
-             ORDER BY id DESC LIMIT ?4"
-        ))
-        .bind(filter.state.as_deref())
-        .bind(filter.queue.as_deref())
-        .bind(filter.before_id)
-        .bind(filter.limit)
-        .fetch_all(&self.pool)
-        .await
+    pub async fn list(&self, filter: &JobFilter) -> Result<Vec<JobView>, Error> {
+        self.db.readers().read(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {VIEW_COLUMNS} FROM keel_jobs \
+                 WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR queue = ?2) \
+                   AND (?3 IS NULL OR id < ?3) \
+                 ORDER BY id DESC LIMIT ?4"
+            ))?;
+            let rows = stmt.query_map(
+                rusqlite::params![
+                    filter.state.as_deref(),
+                    filter.queue.as_deref(),
+                    filter.before_id,
+                    filter.limit
+                ],
+                JobView::from_row,
+            )?;
+            rows.collect()
+        })
     }
 
     /// Puts a dead job back to pending, due now, its attempts reset.
-    pub async fn retry(&self, id: i64) -> Result<RetryOutcome, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        let retried: Option<JobView> = sqlx::query_as(&format!(
-            "UPDATE keel_jobs SET state = 'pending', attempts = 0, run_at = ?2, \
-             locked_until = NULL, finished_at = NULL WHERE id = ?1 AND state = 'dead' \
-             RETURNING {VIEW_COLUMNS}"
-        ))
-        .bind(id)
-        .bind(now_ms())
-        .fetch_optional(&mut *tx)
-        .await?;
-        let outcome = match retried {
-            Some(job) => RetryOutcome::Retried(job),
-            None => {
-                let current: Option<JobView> = sqlx::query_as(&format!(
-                    "SELECT {VIEW_COLUMNS} FROM keel_jobs WHERE id = ?1"
-                ))
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-                current.map_or(RetryOutcome::NotFound, RetryOutcome::NotDead)
-            }
-        };
-        tx.commit().await?;
+    pub async fn retry(&self, id: i64) -> Result<RetryOutcome, Error> {
+        let outcome = self
+            .db
+            .writer()
+            .write(move |conn| {
+                let retried = conn
+                    .prepare_cached(&format!(
+                        "UPDATE keel_jobs SET state = 'pending', attempts = 0, run_at = ?2, \
+                         locked_until = NULL, finished_at = NULL WHERE id = ?1 AND state = 'dead' \
+                         RETURNING {VIEW_COLUMNS}"
+                    ))?
+                    .query_row(rusqlite::params![id, now_ms()], JobView::from_row)
+                    .optional()?;
+                if let Some(job) = retried {
+                    return Ok(RetryOutcome::Retried(job));
+                }
+                let current = conn
+                    .prepare_cached(&format!(
+                        "SELECT {VIEW_COLUMNS} FROM keel_jobs WHERE id = ?1"
+                    ))?
+                    .query_row([id], JobView::from_row)
+                    .optional()?;
+                Ok::<_, Error>(current.map_or(RetryOutcome::NotFound, RetryOutcome::NotDead))
+            })
+            .await?;
         if matches!(outcome, RetryOutcome::Retried(_)) {
             self.wake();
         }
@@ -218,17 +250,24 @@ impl SqliteQueue {
 
     /// Jobs finished per minute over the last `minutes` minutes, oldest first (minutes with
     /// nothing finished are left out).
-    pub async fn finished_per_minute(&self, minutes: u32) -> Result<Vec<MinuteCount>, sqlx::Error> {
-        sqlx::query_as(
-            "SELECT substr(finished_at, 1, 16) || 'Z' AS minute, \
-               SUM(state = 'succeeded') AS succeeded, SUM(state = 'dead') AS dead \
-             FROM keel_jobs \
-             WHERE finished_at >= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-' || ?1 || ' minutes') \
-             GROUP BY minute ORDER BY minute",
-        )
-        .bind(minutes)
-        .fetch_all(&self.pool)
-        .await
+    pub async fn finished_per_minute(&self, minutes: u32) -> Result<Vec<MinuteCount>, Error> {
+        self.db.readers().read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT substr(finished_at, 1, 16) || 'Z' AS minute, \
+                   SUM(state = 'succeeded') AS succeeded, SUM(state = 'dead') AS dead \
+                 FROM keel_jobs \
+                 WHERE finished_at >= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-' || ?1 || ' minutes') \
+                 GROUP BY minute ORDER BY minute",
+            )?;
+            let rows = stmt.query_map([minutes], |row| {
+                Ok(MinuteCount {
+                    minute: row.get(0)?,
+                    succeeded: row.get(1)?,
+                    dead: row.get(2)?,
+                })
+            })?;
+            rows.collect()
+        })
     }
 }
 
@@ -243,106 +282,138 @@ fn truncate(message: &str) -> &str {
     &message[..end]
 }
 
+/// Takes up to `limit` due jobs on the writer's connection, leased until `now + lease`.
+fn claim(conn: &Connection, limit: usize, lease: Duration) -> Result<Vec<Claimed>, Error> {
+    // The lease is computed here, when the claim is written, not before waiting for the writer.
+    let now = now_ms();
+    // Jobs whose lease ran out as often as they may run were lost by a worker each time
+    // (a crash, or a job outliving its lease): stop there rather than loop forever.
+    conn.prepare_cached(&format!(
+        "UPDATE keel_jobs SET state = 'dead', locked_until = NULL, finished_at = {NOW_TEXT}, \
+         last_error = 'lease expired on the last attempt: the worker stopped or outlived its lease' \
+         WHERE state = 'running' AND locked_until <= ?1 AND attempts >= max_attempts"
+    ))?
+    .execute([now])?;
+    let mut stmt = conn.prepare_cached(
+        "UPDATE keel_jobs SET state = 'running', attempts = attempts + 1, locked_until = ?2 \
+         WHERE id IN ( \
+           SELECT id FROM ( \
+             SELECT id, run_at AS due FROM keel_jobs WHERE state = 'pending' AND run_at <= ?1 \
+             UNION ALL \
+             SELECT id, locked_until AS due FROM keel_jobs \
+               WHERE state = 'running' AND locked_until <= ?1 \
+           ) ORDER BY due LIMIT ?3) \
+         RETURNING id, locked_until, queue, kind, payload, attempts, max_attempts, request_id",
+    )?;
+    let rows = stmt.query_map(
+        rusqlite::params![
+            now,
+            now.saturating_add(ms(lease)),
+            i64::try_from(limit).unwrap_or(i64::MAX)
+        ],
+        |row| {
+            Ok(Claimed {
+                id: row.get(0)?,
+                lease_until: row.get(1)?,
+                queue: row.get(2)?,
+                kind: row.get(3)?,
+                payload: row.get(4)?,
+                attempts: row.get(5)?,
+                max_attempts: row.get(6)?,
+                request_id: row.get(7)?,
+            })
+        },
+    )?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+// Every statement below matches the lease as well as the id: a worker whose lease ran out
+// (and whose job another worker has claimed since) must not overwrite that worker's work.
+fn finish(conn: &Connection, outcomes: &[(Lease, Outcome)]) -> Result<(), Error> {
+    let succeeded: Vec<(i64, i64)> = outcomes
+        .iter()
+        .filter(|(_, o)| matches!(o, Outcome::Succeeded))
+        .map(|(lease, _)| (lease.id, lease.until))
+        .collect();
+    if !succeeded.is_empty() {
+        conn.prepare_cached(&format!(
+            "UPDATE keel_jobs SET state = 'succeeded', locked_until = NULL, \
+             finished_at = {NOW_TEXT} WHERE state = 'running' AND (id, locked_until) IN \
+             (SELECT value ->> 0, value ->> 1 FROM json_each(?1))"
+        ))?
+        .execute([leases_json(&succeeded)?])?;
+    }
+    for (lease, outcome) in outcomes {
+        match outcome {
+            Outcome::Succeeded => {}
+            Outcome::Retry { run_at_ms, error } => {
+                conn.prepare_cached(
+                    "UPDATE keel_jobs SET state = 'pending', locked_until = NULL, \
+                     run_at = ?3, last_error = ?4 \
+                     WHERE id = ?1 AND state = 'running' AND locked_until = ?2",
+                )?
+                .execute(rusqlite::params![
+                    lease.id,
+                    lease.until,
+                    run_at_ms,
+                    truncate(error)
+                ])?;
+            }
+            Outcome::Dead { error } => {
+                conn.prepare_cached(&format!(
+                    "UPDATE keel_jobs SET state = 'dead', locked_until = NULL, \
+                     finished_at = {NOW_TEXT}, last_error = ?3 \
+                     WHERE id = ?1 AND state = 'running' AND locked_until = ?2"
+                ))?
+                .execute(rusqlite::params![
+                    lease.id,
+                    lease.until,
+                    truncate(error)
+                ])?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn release(conn: &Connection, leases: &[Lease]) -> Result<(), Error> {
+    let pairs: Vec<(i64, i64)> = leases.iter().map(|l| (l.id, l.until)).collect();
+    conn.prepare_cached(
+        "UPDATE keel_jobs SET state = 'pending', attempts = MAX(attempts - 1, 0), \
+         locked_until = NULL, run_at = ?2 \
+         WHERE state = 'running' AND (id, locked_until) IN \
+         (SELECT value ->> 0, value ->> 1 FROM json_each(?1))",
+    )?
+    .execute(rusqlite::params![leases_json(&pairs)?, now_ms()])?;
+    Ok(())
+}
+
 impl Backend for SqliteQueue {
-    async fn claim(&self, limit: usize, lease: Duration) -> Result<Vec<Claimed>, sqlx::Error> {
-        let now = now_ms();
-        let mut tx = self.pool.begin().await?;
-        // Jobs whose lease ran out as often as they may run were lost by a worker each time
-        // (a crash, or a job outliving its lease): stop there rather than loop forever.
-        sqlx::query(&format!(
-            "UPDATE keel_jobs SET state = 'dead', locked_until = NULL, finished_at = {NOW_TEXT}, \
-             last_error = 'lease expired on the last attempt: the worker stopped or outlived its lease' \
-             WHERE state = 'running' AND locked_until <= ?1 AND attempts >= max_attempts"
-        ))
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        let claimed = sqlx::query_as::<_, Claimed>(
-            "UPDATE keel_jobs SET state = 'running', attempts = attempts + 1, locked_until = ?2 \
-             WHERE id IN ( \
-               SELECT id FROM ( \
-                 SELECT id, run_at AS due FROM keel_jobs WHERE state = 'pending' AND run_at <= ?1 \
-                 UNION ALL \
-                 SELECT id, locked_until AS due FROM keel_jobs \
-                   WHERE state = 'running' AND locked_until <= ?1 \
-               ) ORDER BY due LIMIT ?3) \
-             RETURNING id, locked_until AS lease_until, queue, kind, payload, attempts, \
-             max_attempts, request_id",
-        )
-        .bind(now)
-        .bind(now.saturating_add(ms(lease)))
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
+    async fn claim(&self, limit: usize, lease: Duration) -> Result<Vec<Claimed>, BackendError> {
+        let claimed = self
+            .db
+            .writer()
+            .write(move |conn| claim(conn, limit, lease))
+            .await?;
         Ok(claimed)
     }
 
-    // Every statement below matches the lease as well as the id: a worker whose lease ran out
-    // (and whose job another worker has claimed since) must not overwrite that worker's work.
-    async fn finish(&self, outcomes: &[(Lease, Outcome)]) -> Result<(), sqlx::Error> {
-        let succeeded: Vec<(i64, i64)> = outcomes
-            .iter()
-            .filter(|(_, o)| matches!(o, Outcome::Succeeded))
-            .map(|(lease, _)| (lease.id, lease.until))
-            .collect();
-        let mut tx = self.pool.begin().await?;
-        if !succeeded.is_empty() {
-            sqlx::query(&format!(
-                "UPDATE keel_jobs SET state = 'succeeded', locked_until = NULL, \
-                 finished_at = {NOW_TEXT} WHERE state = 'running' AND (id, locked_until) IN \
-                 (SELECT value ->> 0, value ->> 1 FROM json_each(?1))"
-            ))
-            .bind(leases_json(&succeeded)?)
-            .execute(&mut *tx)
+    async fn finish(&self, outcomes: &[(Lease, Outcome)]) -> Result<(), BackendError> {
+        let outcomes = outcomes.to_vec();
+        self.db
+            .writer()
+            .write(move |conn| finish(conn, &outcomes))
             .await?;
-        }
-        for (lease, outcome) in outcomes {
-            match outcome {
-                Outcome::Succeeded => {}
-                Outcome::Retry { run_at_ms, error } => {
-                    sqlx::query(
-                        "UPDATE keel_jobs SET state = 'pending', locked_until = NULL, \
-                         run_at = ?3, last_error = ?4 \
-                         WHERE id = ?1 AND state = 'running' AND locked_until = ?2",
-                    )
-                    .bind(lease.id)
-                    .bind(lease.until)
-                    .bind(run_at_ms)
-                    .bind(truncate(error))
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                Outcome::Dead { error } => {
-                    sqlx::query(&format!(
-                        "UPDATE keel_jobs SET state = 'dead', locked_until = NULL, \
-                         finished_at = {NOW_TEXT}, last_error = ?3 \
-                         WHERE id = ?1 AND state = 'running' AND locked_until = ?2"
-                    ))
-                    .bind(lease.id)
-                    .bind(lease.until)
-                    .bind(truncate(error))
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            }
-        }
-        tx.commit().await
+        Ok(())
     }
 
-    async fn release(&self, leases: &[Lease]) -> Result<(), sqlx::Error> {
-        let pairs: Vec<(i64, i64)> = leases.iter().map(|l| (l.id, l.until)).collect();
-        sqlx::query(
-            "UPDATE keel_jobs SET state = 'pending', attempts = MAX(attempts - 1, 0), \
-             locked_until = NULL, run_at = ?2 \
-             WHERE state = 'running' AND (id, locked_until) IN \
-             (SELECT value ->> 0, value ->> 1 FROM json_each(?1))",
-        )
-        .bind(leases_json(&pairs)?)
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await
-        .map(drop)
+    async fn release(&self, leases: &[Lease]) -> Result<(), BackendError> {
+        let leases = leases.to_vec();
+        self.db
+            .writer()
+            .write(move |conn| release(conn, &leases))
+            .await?;
+        Ok(())
     }
 
     fn woken(&self) -> impl std::future::Future<Output = ()> + Send {

@@ -25,26 +25,34 @@ use super::{backoff, ms, now_ms, JobError, JobMeta, Registry, Retry};
 use crate::error::panic_message;
 use crate::RequestId;
 
-/// A job taken from the queue by a worker.
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// A job taken from the queue by a worker, as a [`Backend`] returns it.
+#[derive(Debug, Clone)]
 pub struct Claimed {
-    pub(crate) id: i64,
-    /// The lease's expiry as claimed: with the id, the proof that this worker still holds it.
-    pub(crate) lease_until: i64,
-    pub(crate) queue: String,
-    pub(crate) kind: String,
-    pub(crate) payload: String,
-    pub(crate) attempts: u32,
-    pub(crate) max_attempts: u32,
-    pub(crate) request_id: Option<String>,
+    /// The job's id.
+    pub id: i64,
+    /// The lease's expiry as claimed (ms since the epoch): with the id, the proof that this
+    /// worker still holds the job.
+    pub lease_until: i64,
+    pub queue: String,
+    pub kind: String,
+    /// The job's serde payload, as JSON.
+    pub payload: String,
+    /// Attempts so far, this one included.
+    pub attempts: u32,
+    pub max_attempts: u32,
+    /// The request that enqueued the job.
+    pub request_id: Option<String>,
 }
 
 /// A claimed job as its worker knows it: id and lease expiry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lease {
-    pub(crate) id: i64,
-    pub(crate) until: i64,
+    pub id: i64,
+    pub until: i64,
 }
+
+/// Whatever a [`Backend`] fails with; workers log it and try again.
+pub type BackendError = Box<dyn std::error::Error + Send + Sync>;
 
 impl Claimed {
     /// The job's id.
@@ -80,17 +88,17 @@ pub trait Backend: Clone + Send + Sync + 'static {
         &self,
         limit: usize,
         lease: Duration,
-    ) -> impl Future<Output = Result<Vec<Claimed>, sqlx::Error>> + Send;
+    ) -> impl Future<Output = Result<Vec<Claimed>, BackendError>> + Send;
 
     /// Records the outcomes of a batch, for the jobs whose lease is still the one given.
     fn finish(
         &self,
         outcomes: &[(Lease, Outcome)],
-    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
 
     /// Hands running jobs back to the queue, due now, their attempt not counted, if their
     /// lease is still the one given.
-    fn release(&self, leases: &[Lease]) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+    fn release(&self, leases: &[Lease]) -> impl Future<Output = Result<(), BackendError>> + Send;
 
     /// Completes when an enqueue asks for a worker.
     fn woken(&self) -> impl Future<Output = ()> + Send;

@@ -1,68 +1,68 @@
 //! Migrations, embedded in the binary so that `shop` runs from anywhere.
+//!
+//! The applied version lives in `PRAGMA user_version`. Databases created before that, whose
+//! versions sqlx recorded in `_sqlx_migrations`, start from the highest version recorded there.
 
-use std::borrow::Cow;
-use std::future::Future;
-use std::pin::Pin;
+use keel::sqlite::{migrate, MigrateError, Migration};
+use rusqlite::{Connection, OptionalExtension};
 
-use sqlx::error::BoxDynError;
-use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
-use sqlx::SqlitePool;
-
-/// `(version, description, sql)`, in order. Append; never edit one that has shipped.
-const SQLITE: &[(i64, &str, &str)] = &[
-    (
-        1,
-        "users products orders",
-        include_str!("../../migrations/sqlite/0001_init.sql"),
-    ),
-    (
-        2,
-        "keel jobs",
-        include_str!("../../migrations/sqlite/0002_keel_jobs.sql"),
-    ),
-    (
-        3,
-        "analytics events",
-        include_str!("../../migrations/sqlite/0003_analytics.sql"),
-    ),
-    (
-        4,
-        "webhooks",
-        include_str!("../../migrations/sqlite/0004_webhooks.sql"),
-    ),
-    (
-        5,
-        "jobs finished index",
-        include_str!("../../migrations/sqlite/0005_jobs_finished_index.sql"),
-    ),
+/// In order. Append; never edit one that has shipped.
+const SQLITE: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "users products orders",
+        sql: include_str!("../../migrations/sqlite/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "keel jobs",
+        sql: include_str!("../../migrations/sqlite/0002_keel_jobs.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "analytics events",
+        sql: include_str!("../../migrations/sqlite/0003_analytics.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "webhooks",
+        sql: include_str!("../../migrations/sqlite/0004_webhooks.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "jobs finished index",
+        sql: include_str!("../../migrations/sqlite/0005_jobs_finished_index.sql"),
+    },
 ];
 
-#[derive(Debug)]
-struct Embedded(&'static [(i64, &'static str, &'static str)]);
-
-impl<'s> MigrationSource<'s> for Embedded {
-    fn resolve(
-        self,
-    ) -> Pin<Box<dyn Future<Output = Result<Vec<Migration>, BoxDynError>> + Send + 's>> {
-        let migrations = self
-            .0
-            .iter()
-            .map(|&(version, description, sql)| {
-                Migration::new(
-                    version,
-                    Cow::Borrowed(description),
-                    MigrationType::Simple,
-                    Cow::Borrowed(sql),
-                    false,
-                )
-            })
-            .collect();
-        Box::pin(async move { Ok(migrations) })
-    }
+pub(super) fn run(conn: &mut Connection) -> Result<(), MigrateError> {
+    adopt_sqlx_history(conn).map_err(MigrateError::Version)?;
+    migrate(conn, SQLITE)
 }
 
-pub(super) async fn run(pool: &SqlitePool) -> Result<(), sqlx::migrate::MigrateError> {
-    Migrator::new(Embedded(SQLITE)).await?.run(pool).await
+/// Carries the version of a database migrated by sqlx over to `user_version`.
+fn adopt_sqlx_history(conn: &Connection) -> rusqlite::Result<()> {
+    let current: u32 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if current != 0 {
+        return Ok(());
+    }
+    let recorded: Option<u32> = conn
+        .query_row(
+            "SELECT MAX(version) FROM _sqlx_migrations WHERE success",
+            [],
+            |row| row.get(0),
+        )
+        .optional()
+        .or_else(|err| match err {
+            // No such table: a database that sqlx never migrated.
+            rusqlite::Error::SqliteFailure(..) => Ok(None),
+            other => Err(other),
+        })?
+        .flatten();
+    if let Some(version) = recorded {
+        conn.pragma_update(None, "user_version", version)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,10 +1,13 @@
-//! The SQL, behind one [`Store`] that handlers call: they never see a pool or a query.
+//! The service's storage, behind one [`Store`] that handlers and jobs call: they never see a
+//! connection, a query or which engine runs it.
 //!
-//! SQLite allows one writer at a time. Rather than let concurrent writers collide on the file
-//! lock and spin on `SQLITE_BUSY`, the store keeps two pools: readers (several connections,
-//! WAL lets them run beside the writer) and a single writer connection, so that writes queue in
-//! the pool, in order, and every write transaction holds the lock from its first statement.
-//! This is also what makes the order's stock check and decrement atomic: see [`orders`].
+//! `Store`'s public methods are the seam: named after what the service needs (`create_user`,
+//! `place_order`, `receive_payment` …), with the same answers whatever the engine. The SQLite
+//! engine is keel's [`Database`]: every write is a closure handed to the one writer thread,
+//! which commits many callers' closures in one transaction (each in its own savepoint) and
+//! answers after the commit; every read runs inline on the calling thread's read-only
+//! connection. This is also what makes the order's stock check and decrement atomic: see
+//! [`orders`].
 
 pub mod analytics;
 mod migrations;
@@ -13,69 +16,63 @@ pub mod products;
 pub mod users;
 pub mod webhooks;
 
-use std::str::FromStr;
-use std::time::Duration;
+use std::path::PathBuf;
 
 use keel::jobs::sqlite::SqliteQueue;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::SqlitePool;
-
-/// How long a request waits for a connection before the database counts as unavailable (503).
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long SQLite waits on a lock held by another process before `SQLITE_BUSY` (503).
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-/// Reader connections: enough to keep both cores busy while one waits on the disk.
-const READERS: u32 = 8;
+use keel::sqlite::{Database, Options};
+use keel::ApiError;
 
 /// Why the store could not open.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     #[error("unsupported DATABASE_URL {0:?}: expected sqlite://PATH (a file)")]
     UnsupportedUrl(String),
-    #[error("cannot open the database: {0}")]
-    Connect(#[from] sqlx::Error),
-    #[error("cannot migrate the database: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(transparent)]
+    Open(#[from] keel::sqlite::OpenError),
+}
+
+/// A read or write that failed. Handlers turn it into the envelope with `?`.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Sqlite(#[from] keel::sqlite::Error),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(err: rusqlite::Error) -> Self {
+        StoreError::Sqlite(err.into())
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(err: serde_json::Error) -> Self {
+        StoreError::Sqlite(err.into())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Sqlite(err) => err.into(),
+        }
+    }
 }
 
 /// The service's database, and the job queue inside it.
 #[derive(Debug, Clone)]
 pub struct Store {
-    read: SqlitePool,
-    write: SqlitePool,
+    db: Database,
     jobs: SqliteQueue,
 }
 
 impl Store {
     /// Opens (creating it if needed) and migrates the database at `url`; jobs enqueued through
-    /// it get `job_max_attempts` attempts.
+    /// it get `job_max_attempts` attempts. Fails at once if another process has it open.
     pub async fn open(url: &str, job_max_attempts: u32) -> Result<Self, OpenError> {
-        // An in-memory database would be a different, empty database on every connection.
-        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-        if !url.starts_with("sqlite:") || in_memory {
-            return Err(OpenError::UnsupportedUrl(url.to_owned()));
-        }
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // WAL with NORMAL is durable across process crashes; only a power loss can take
-            // the last commits.
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(BUSY_TIMEOUT);
-        let write = SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options.clone())
-            .await?;
-        migrations::run(&write).await?;
-        let read = SqlitePoolOptions::new()
-            .max_connections(READERS)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options.read_only(true))
-            .await?;
-        let jobs = SqliteQueue::new(write.clone(), job_max_attempts);
-        Ok(Store { read, write, jobs })
+        let path = sqlite_path(url).ok_or_else(|| OpenError::UnsupportedUrl(url.to_owned()))?;
+        let db = Database::open_with(path, Options::default(), migrations::run)?;
+        let jobs = SqliteQueue::new(db.clone(), job_max_attempts);
+        Ok(Store { db, jobs })
     }
 
     /// The durable job queue, in the same database.
@@ -83,14 +80,39 @@ impl Store {
         &self.jobs
     }
 
-    /// Succeeds when the database answers a query.
-    pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        sqlx::query("SELECT 1").execute(&self.read).await.map(drop)
+    /// Succeeds when a read and a round trip through the writer both do.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.db
+            .readers()
+            .read(|conn| conn.prepare_cached("SELECT 1")?.query_row([], |_| Ok(())))?;
+        self.db.writer().ping().await?;
+        Ok(())
     }
 
-    /// Closes both pools, waiting for connections in use.
+    /// Commits what was handed to the writer, then closes the database and releases its lock.
     pub async fn close(&self) {
-        self.read.close().await;
-        self.write.close().await;
+        self.db.close().await;
     }
+
+    fn writer(&self) -> &keel::sqlite::Writer {
+        self.db.writer()
+    }
+
+    fn readers(&self) -> &keel::sqlite::Readers {
+        self.db.readers()
+    }
+}
+
+/// The file of `sqlite://PATH` or `sqlite:PATH` (query parameters ignored); `None` for any
+/// other URL or an in-memory database, which would be a different, empty database on every
+/// connection.
+fn sqlite_path(url: &str) -> Option<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" || url.contains("mode=memory") {
+        return None;
+    }
+    Some(PathBuf::from(path))
 }

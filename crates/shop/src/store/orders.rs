@@ -6,13 +6,14 @@
 //! orders can never sell more than the stock, and the order and the stock change commit
 //! together or not at all.
 
+use rusqlite::{Connection, OptionalExtension, Row};
 use serde::Serialize;
 
-use super::Store;
+use super::{webhooks, Store, StoreError};
 use crate::domain::{Id, Quantity};
 
 /// An order as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Order {
     pub id: i64,
     pub user_id: i64,
@@ -21,6 +22,20 @@ pub struct Order {
     pub total_cents: i64,
     pub status: String,
     pub created_at: String,
+}
+
+impl Order {
+    pub(super) fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Order {
+            id: row.get(0)?,
+            user_id: row.get(1)?,
+            product_id: row.get(2)?,
+            quantity: row.get(3)?,
+            total_cents: row.get(4)?,
+            status: row.get(5)?,
+            created_at: row.get(6)?,
+        })
+    }
 }
 
 /// An order to place: every field already valid.
@@ -43,74 +58,98 @@ pub enum PlaceOrderError {
     #[error("the order's total does not fit in 64 bits")]
     TotalOutOfRange,
     #[error(transparent)]
-    Database(#[from] sqlx::Error),
+    Database(#[from] StoreError),
 }
 
-const ORDER_COLUMNS: &str = "id, user_id, product_id, quantity, total_cents, status, created_at";
+impl From<keel::sqlite::Error> for PlaceOrderError {
+    fn from(err: keel::sqlite::Error) -> Self {
+        PlaceOrderError::Database(err.into())
+    }
+}
+
+impl From<rusqlite::Error> for PlaceOrderError {
+    fn from(err: rusqlite::Error) -> Self {
+        PlaceOrderError::Database(err.into())
+    }
+}
+
+pub(super) const ORDER_COLUMNS: &str =
+    "id, user_id, product_id, quantity, total_cents, status, created_at";
 
 impl Store {
     /// Places an order: refused for an unknown user or product or a short stock, otherwise
-    /// the stock is decremented and the order inserted, atomically.
+    /// the stock is decremented, the order inserted and `order.created` fanned out, in one
+    /// write.
     pub async fn place_order(&self, new: NewOrder) -> Result<Order, PlaceOrderError> {
-        let mut tx = self.write.begin().await?;
-
-        let user_exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM users WHERE id = ?1")
-            .bind(new.user_id.get())
-            .fetch_optional(&mut *tx)
+        let jobs = self.jobs.clone();
+        let order = self
+            .writer()
+            .write(move |conn| {
+                let order = insert_order(conn, new)?;
+                let data = serde_json::to_value(&order).map_err(StoreError::from)?;
+                webhooks::fan_out(conn, &jobs, "order.created", &data)?;
+                Ok::<_, PlaceOrderError>(order)
+            })
             .await?;
-        if user_exists.is_none() {
-            return Err(PlaceOrderError::UnknownUser(new.user_id));
-        }
-
-        let quantity = new.quantity.get();
-        let price: Option<i64> = sqlx::query_scalar(
-            "UPDATE products SET stock = stock - ?1 WHERE id = ?2 AND stock >= ?1 \
-             RETURNING price_cents",
-        )
-        .bind(quantity)
-        .bind(new.product_id.get())
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(price) = price else {
-            let available: Option<i64> =
-                sqlx::query_scalar("SELECT stock FROM products WHERE id = ?1")
-                    .bind(new.product_id.get())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            return Err(match available {
-                None => PlaceOrderError::UnknownProduct(new.product_id),
-                Some(available) => PlaceOrderError::InsufficientStock {
-                    available,
-                    requested: quantity,
-                },
-            });
-        };
-
-        let Some(total_cents) = price.checked_mul(quantity) else {
-            return Err(PlaceOrderError::TotalOutOfRange);
-        };
-        let order: Order = sqlx::query_as(&format!(
-            "INSERT INTO orders (user_id, product_id, quantity, total_cents) \
-             VALUES (?1, ?2, ?3, ?4) RETURNING {ORDER_COLUMNS}"
-        ))
-        .bind(new.user_id.get())
-        .bind(new.product_id.get())
-        .bind(quantity)
-        .bind(total_cents)
-        .fetch_one(&mut *tx)
-        .await?;
-        let data = serde_json::to_value(&order).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-        self.fan_out(&mut tx, "order.created", &data).await?;
-        tx.commit().await?;
         self.jobs.wake();
         Ok(order)
     }
 
     /// The order with this id, if any.
-    pub async fn order(&self, id: Id) -> Result<Option<Order>, sqlx::Error> {
-        sqlx::query_as(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ?1"))
-            .bind(id.get())
-            .fetch_optional(&self.read)
-            .await
+    pub async fn order(&self, id: Id) -> Result<Option<Order>, StoreError> {
+        Ok(self.readers().read(|conn| {
+            conn.prepare_cached(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ?1"))?
+                .query_row([id.get()], Order::from_row)
+                .optional()
+        })?)
     }
+}
+
+fn insert_order(conn: &Connection, new: NewOrder) -> Result<Order, PlaceOrderError> {
+    let user_exists = conn
+        .prepare_cached("SELECT 1 FROM users WHERE id = ?1")?
+        .exists([new.user_id.get()])?;
+    if !user_exists {
+        return Err(PlaceOrderError::UnknownUser(new.user_id));
+    }
+    let quantity = new.quantity.get();
+    let price: Option<i64> = conn
+        .prepare_cached(
+            "UPDATE products SET stock = stock - ?1 WHERE id = ?2 AND stock >= ?1 \
+             RETURNING price_cents",
+        )?
+        .query_row([quantity, new.product_id.get()], |row| row.get(0))
+        .optional()?;
+    let Some(price) = price else {
+        let available: Option<i64> = conn
+            .prepare_cached("SELECT stock FROM products WHERE id = ?1")?
+            .query_row([new.product_id.get()], |row| row.get(0))
+            .optional()?;
+        return Err(match available {
+            None => PlaceOrderError::UnknownProduct(new.product_id),
+            Some(available) => PlaceOrderError::InsufficientStock {
+                available,
+                requested: quantity,
+            },
+        });
+    };
+    // The savepoint of this write is rolled back on any error below: the stock comes back.
+    let Some(total_cents) = price.checked_mul(quantity) else {
+        return Err(PlaceOrderError::TotalOutOfRange);
+    };
+    let order = conn
+        .prepare_cached(&format!(
+            "INSERT INTO orders (user_id, product_id, quantity, total_cents) \
+             VALUES (?1, ?2, ?3, ?4) RETURNING {ORDER_COLUMNS}"
+        ))?
+        .query_row(
+            [
+                new.user_id.get(),
+                new.product_id.get(),
+                quantity,
+                total_cents,
+            ],
+            Order::from_row,
+        )?;
+    Ok(order)
 }

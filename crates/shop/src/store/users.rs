@@ -1,18 +1,30 @@
 //! The `users` table.
 
+use rusqlite::{OptionalExtension, Row};
 use serde::Serialize;
 
-use super::Store;
+use super::{webhooks, Store, StoreError};
 use crate::domain::{Email, Id, Username};
 use crate::jobs::WelcomeEmail;
 
 /// A user as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct User {
     pub id: i64,
     pub email: String,
     pub username: String,
     pub created_at: String,
+}
+
+impl User {
+    fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(User {
+            id: row.get(0)?,
+            email: row.get(1)?,
+            username: row.get(2)?,
+            created_at: row.get(3)?,
+        })
+    }
 }
 
 /// A user to create: every field already valid.
@@ -23,37 +35,41 @@ pub struct NewUser {
 }
 
 impl Store {
-    /// Inserts a user and enqueues its welcome mail in the same transaction: both or neither.
-    /// A taken email or username (in any case) is a unique violation, which keel maps to 409
-    /// naming the column.
-    pub async fn create_user(&self, new: &NewUser) -> Result<User, sqlx::Error> {
-        let mut tx = self.write.begin().await?;
-        let user: User = sqlx::query_as(
-            "INSERT INTO users (email, username) VALUES (?1, ?2) \
-             RETURNING id, email, username, created_at",
-        )
-        .bind(new.email.as_str())
-        .bind(new.username.as_str())
-        .fetch_one(&mut *tx)
-        .await?;
-        let welcome = WelcomeEmail {
-            user_id: user.id,
-            email: user.email.clone(),
-            username: user.username.clone(),
-        };
-        self.jobs.enqueue(&mut tx, &welcome).await?;
-        let data = serde_json::to_value(&user).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-        self.fan_out(&mut tx, "user.created", &data).await?;
-        tx.commit().await?;
+    /// Inserts a user, enqueues its welcome mail and fans out `user.created`, in one write:
+    /// all or nothing. A taken email or username (in any case) is a unique violation, which
+    /// keel maps to 409 naming the column.
+    pub async fn create_user(&self, new: &NewUser) -> Result<User, StoreError> {
+        let new = new.clone();
+        let jobs = self.jobs.clone();
+        let user = self
+            .writer()
+            .write(move |conn| {
+                let user = conn
+                    .prepare_cached(
+                        "INSERT INTO users (email, username) VALUES (?1, ?2) \
+                         RETURNING id, email, username, created_at",
+                    )?
+                    .query_row([new.email.as_str(), new.username.as_str()], User::from_row)?;
+                let welcome = WelcomeEmail {
+                    user_id: user.id,
+                    email: user.email.clone(),
+                    username: user.username.clone(),
+                };
+                jobs.enqueue(conn, &welcome)?;
+                webhooks::fan_out(conn, &jobs, "user.created", &serde_json::to_value(&user)?)?;
+                Ok::<_, StoreError>(user)
+            })
+            .await?;
         self.jobs.wake();
         Ok(user)
     }
 
     /// The user with this id, if any.
-    pub async fn user(&self, id: Id) -> Result<Option<User>, sqlx::Error> {
-        sqlx::query_as("SELECT id, email, username, created_at FROM users WHERE id = ?1")
-            .bind(id.get())
-            .fetch_optional(&self.read)
-            .await
+    pub async fn user(&self, id: Id) -> Result<Option<User>, StoreError> {
+        Ok(self.readers().read(|conn| {
+            conn.prepare_cached("SELECT id, email, username, created_at FROM users WHERE id = ?1")?
+                .query_row([id.get()], User::from_row)
+                .optional()
+        })?)
     }
 }

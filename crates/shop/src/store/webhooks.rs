@@ -4,11 +4,13 @@
 //! delivery row and one durable job per subscribed endpoint, so that the event is delivered if
 //! and only if the change committed.
 
+use keel::jobs::sqlite::SqliteQueue;
+use rusqlite::{Connection, OptionalExtension, Row};
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::SqliteConnection;
 
-use super::Store;
+use super::orders::{Order, ORDER_COLUMNS};
+use super::{Store, StoreError};
 use crate::jobs::{DeliverWebhook, ProcessPayment};
 
 /// A subscriber as the API shows it (with its secret, shown once at creation).
@@ -22,7 +24,7 @@ pub struct Endpoint {
 }
 
 /// A delivery as the API lists it.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Delivery {
     pub id: i64,
     pub event: String,
@@ -44,7 +46,7 @@ pub struct EndpointSummary {
 }
 
 /// What one attempt of a delivery needs.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Outgoing {
     pub url: String,
     pub secret: String,
@@ -65,6 +67,20 @@ pub enum PaymentOutcome {
 
 const NOW_TEXT: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 
+impl Delivery {
+    fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Delivery {
+            id: row.get(0)?,
+            event: row.get(1)?,
+            status: row.get(2)?,
+            attempts: row.get(3)?,
+            last_status_code: row.get(4)?,
+            last_error: row.get(5)?,
+            next_attempt_at: row.get(6)?,
+        })
+    }
+}
+
 impl Store {
     /// Adds a subscriber.
     pub async fn create_endpoint(
@@ -72,138 +88,96 @@ impl Store {
         url: &str,
         events: &[String],
         secret: &str,
-    ) -> Result<Endpoint, sqlx::Error> {
-        let events_json =
-            serde_json::to_string(events).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-        let (id, created_at): (i64, String) = sqlx::query_as(
-            "INSERT INTO webhook_endpoints (url, events, secret) VALUES (?1, ?2, ?3) \
-             RETURNING id, created_at",
-        )
-        .bind(url)
-        .bind(events_json)
-        .bind(secret)
-        .fetch_one(&self.write)
-        .await?;
-        Ok(Endpoint {
-            id,
-            url: url.to_owned(),
-            events: events.to_vec(),
-            secret: secret.to_owned(),
-            created_at,
-        })
+    ) -> Result<Endpoint, StoreError> {
+        let events_json = serde_json::to_string(events)?;
+        let (url, secret) = (url.to_owned(), secret.to_owned());
+        let events = events.to_vec();
+        self.writer()
+            .write(move |conn| {
+                let (id, created_at) = conn
+                    .prepare_cached(
+                        "INSERT INTO webhook_endpoints (url, events, secret) VALUES (?1, ?2, ?3) \
+                         RETURNING id, created_at",
+                    )?
+                    .query_row([&url, &events_json, &secret], |row| {
+                        Ok((row.get(0)?, row.get(1)?))
+                    })?;
+                Ok(Endpoint {
+                    id,
+                    url,
+                    events,
+                    secret,
+                    created_at,
+                })
+            })
+            .await
     }
 
-    /// Every subscriber with its `latest` deliveries, newest subscribers first.
+    /// Every subscriber (the 100 newest) with its `latest` deliveries, newest first.
     pub async fn endpoint_summaries(
         &self,
         latest: usize,
-    ) -> Result<Vec<EndpointSummary>, sqlx::Error> {
-        let endpoints: Vec<(i64, String, String, String)> = sqlx::query_as(
-            "SELECT id, url, events, created_at FROM webhook_endpoints ORDER BY id DESC LIMIT 100",
-        )
-        .fetch_all(&self.read)
-        .await?;
-        let mut summaries = Vec::with_capacity(endpoints.len());
-        for (id, url, events, created_at) in endpoints {
-            let deliveries = self.latest_deliveries(id, latest).await?;
-            summaries.push(EndpointSummary {
-                id,
-                url,
-                events: serde_json::from_str(&events).unwrap_or_default(),
-                created_at,
-                latest_deliveries: deliveries,
-            });
-        }
-        Ok(summaries)
+    ) -> Result<Vec<EndpointSummary>, StoreError> {
+        Ok(self.readers().read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, url, events, created_at FROM webhook_endpoints \
+                 ORDER BY id DESC LIMIT 100",
+            )?;
+            let endpoints = stmt
+                .query_map([], |row| {
+                    Ok((
+                        row.get(0)?,
+                        row.get(1)?,
+                        row.get::<_, String>(2)?,
+                        row.get(3)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<(i64, String, String, String)>>>()?;
+            let mut summaries = Vec::with_capacity(endpoints.len());
+            for (id, url, events, created_at) in endpoints {
+                summaries.push(EndpointSummary {
+                    id,
+                    url,
+                    events: serde_json::from_str(&events).unwrap_or_default(),
+                    created_at,
+                    latest_deliveries: latest_deliveries(conn, id, latest)?,
+                });
+            }
+            Ok(summaries)
+        })?)
     }
 
     /// The deliveries of an endpoint, newest first; `None` when the endpoint does not exist.
-    pub async fn deliveries(&self, endpoint_id: i64) -> Result<Option<Vec<Delivery>>, sqlx::Error> {
-        let exists: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM webhook_endpoints WHERE id = ?1")
-                .bind(endpoint_id)
-                .fetch_optional(&self.read)
-                .await?;
-        if exists.is_none() {
-            return Ok(None);
-        }
-        self.latest_deliveries(endpoint_id, 500).await.map(Some)
-    }
-
-    /// The `limit` newest deliveries of an endpoint.
-    async fn latest_deliveries(
-        &self,
-        endpoint_id: i64,
-        limit: usize,
-    ) -> Result<Vec<Delivery>, sqlx::Error> {
-        sqlx::query_as(
-            "SELECT d.id, d.event, \
-               CASE j.state WHEN 'succeeded' THEN 'succeeded' WHEN 'dead' THEN 'dead' \
-                 ELSE 'pending' END AS status, \
-               COALESCE(j.attempts, 0) AS attempts, d.last_status_code, d.last_error, \
-               CASE WHEN j.state = 'pending' \
-                 THEN strftime('%Y-%m-%dT%H:%M:%fZ', j.run_at / 1000.0, 'unixepoch') \
-               END AS next_attempt_at \
-             FROM webhook_deliveries d LEFT JOIN keel_jobs j ON j.id = d.job_id \
-             WHERE d.endpoint_id = ?1 ORDER BY d.id DESC LIMIT ?2",
-        )
-        .bind(endpoint_id)
-        .bind(i64::try_from(limit).unwrap_or(500))
-        .fetch_all(&self.read)
-        .await
-    }
-
-    /// Queues `event` with `data` for every endpoint subscribed to it, on `conn` (the
-    /// transaction of the change).
-    pub(crate) async fn fan_out(
-        &self,
-        conn: &mut SqliteConnection,
-        event: &str,
-        data: &Value,
-    ) -> Result<(), sqlx::Error> {
-        let endpoints: Vec<i64> = sqlx::query_scalar(
-            "SELECT id FROM webhook_endpoints \
-             WHERE EXISTS (SELECT 1 FROM json_each(events) WHERE value = ?1) ORDER BY id",
-        )
-        .bind(event)
-        .fetch_all(&mut *conn)
-        .await?;
-        for endpoint_id in endpoints {
-            let message_id = format!("msg_{}", uuid::Uuid::new_v4().simple());
-            let delivery_id: i64 = sqlx::query_scalar(&format!(
-                "INSERT INTO webhook_deliveries (endpoint_id, event, message_id, payload) \
-                 VALUES (?1, ?2, ?3, json_object('type', ?2, 'timestamp', {NOW_TEXT}, \
-                   'data', json(?4))) RETURNING id"
-            ))
-            .bind(endpoint_id)
-            .bind(event)
-            .bind(&message_id)
-            .bind(data.to_string())
-            .fetch_one(&mut *conn)
-            .await?;
-            let job_id = self
-                .jobs
-                .enqueue(&mut *conn, &DeliverWebhook { delivery_id })
-                .await?;
-            sqlx::query("UPDATE webhook_deliveries SET job_id = ?2 WHERE id = ?1")
-                .bind(delivery_id)
-                .bind(job_id)
-                .execute(&mut *conn)
-                .await?;
-        }
-        Ok(())
+    pub async fn deliveries(&self, endpoint_id: i64) -> Result<Option<Vec<Delivery>>, StoreError> {
+        Ok(self.readers().read(|conn| {
+            let exists = conn
+                .prepare_cached("SELECT 1 FROM webhook_endpoints WHERE id = ?1")?
+                .exists([endpoint_id])?;
+            if !exists {
+                return Ok(None);
+            }
+            latest_deliveries(conn, endpoint_id, 500).map(Some)
+        })?)
     }
 
     /// What an attempt of delivery `id` sends, and where.
-    pub async fn outgoing(&self, id: i64) -> Result<Option<Outgoing>, sqlx::Error> {
-        sqlx::query_as(
-            "SELECT e.url, e.secret, d.message_id, d.payload \
-             FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id \
-             WHERE d.id = ?1",
-        )
-        .bind(id)
-        .fetch_optional(&self.read)
-        .await
+    pub async fn outgoing(&self, id: i64) -> Result<Option<Outgoing>, StoreError> {
+        Ok(self.readers().read(|conn| {
+            conn.prepare_cached(
+                "SELECT e.url, e.secret, d.message_id, d.payload \
+                 FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id \
+                 WHERE d.id = ?1",
+            )?
+            .query_row([id], |row| {
+                Ok(Outgoing {
+                    url: row.get(0)?,
+                    secret: row.get(1)?,
+                    message_id: row.get(2)?,
+                    payload: row.get(3)?,
+                })
+            })
+            .optional()
+        })?)
     }
 
     /// Records the answer of the last attempt of delivery `id`.
@@ -212,16 +186,22 @@ impl Store {
         id: i64,
         status_code: Option<u16>,
         error: Option<&str>,
-    ) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "UPDATE webhook_deliveries SET last_status_code = ?2, last_error = ?3 WHERE id = ?1",
-        )
-        .bind(id)
-        .bind(status_code.map(i64::from))
-        .bind(error)
-        .execute(&self.write)
-        .await
-        .map(drop)
+    ) -> Result<(), StoreError> {
+        let error = error.map(str::to_owned);
+        self.writer()
+            .write(move |conn| {
+                conn.prepare_cached(
+                    "UPDATE webhook_deliveries SET last_status_code = ?2, last_error = ?3 \
+                     WHERE id = ?1",
+                )?
+                .execute(rusqlite::params![
+                    id,
+                    status_code.map(i64::from),
+                    error
+                ])?;
+                Ok(())
+            })
+            .await
     }
 
     /// Stores an inbound payment webhook and queues its processing, once per `message_id`:
@@ -231,109 +211,174 @@ impl Store {
         message_id: &str,
         kind: &str,
         order_id: i64,
-    ) -> Result<bool, sqlx::Error> {
-        let mut tx = self.write.begin().await?;
-        let inbound: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO inbound_webhooks (message_id, type, order_id) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (message_id) DO NOTHING RETURNING id",
-        )
-        .bind(message_id)
-        .bind(kind)
-        .bind(order_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(inbound_id) = inbound else {
-            return Ok(false);
-        };
-        self.jobs
-            .enqueue(&mut tx, &ProcessPayment { inbound_id })
+    ) -> Result<bool, StoreError> {
+        let (message_id, kind) = (message_id.to_owned(), kind.to_owned());
+        let jobs = self.jobs.clone();
+        let new = self
+            .writer()
+            .write(move |conn| {
+                let inbound: Option<i64> = conn
+                    .prepare_cached(
+                        "INSERT INTO inbound_webhooks (message_id, type, order_id) \
+                         VALUES (?1, ?2, ?3) ON CONFLICT (message_id) DO NOTHING RETURNING id",
+                    )?
+                    .query_row(rusqlite::params![message_id, kind, order_id], |row| {
+                        row.get(0)
+                    })
+                    .optional()?;
+                let Some(inbound_id) = inbound else {
+                    return Ok(false);
+                };
+                jobs.enqueue(conn, &ProcessPayment { inbound_id })?;
+                Ok::<_, StoreError>(true)
+            })
             .await?;
-        tx.commit().await?;
-        self.jobs.wake();
-        Ok(true)
+        if new {
+            self.jobs.wake();
+        }
+        Ok(new)
     }
 
-    /// Applies inbound payment webhook `inbound_id` to its order, in one transaction with the
+    /// Applies inbound payment webhook `inbound_id` to its order, in one write with the
     /// order's outbound webhooks: `payment.succeeded` marks a pending order paid;
     /// `payment.failed` cancels it and puts its stock back.
-    pub async fn process_payment(&self, inbound_id: i64) -> Result<PaymentOutcome, sqlx::Error> {
-        let mut tx = self.write.begin().await?;
-        let inbound: Option<(String, i64, String)> =
-            sqlx::query_as("SELECT type, order_id, status FROM inbound_webhooks WHERE id = ?1")
-                .bind(inbound_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some((kind, order_id, status)) = inbound else {
-            return Ok(PaymentOutcome::Failed("inbound webhook not found".into()));
-        };
-        if status != "received" {
-            return Ok(PaymentOutcome::Unchanged);
-        }
-        let order: Option<(String, i64, i64)> =
-            sqlx::query_as("SELECT status, product_id, quantity FROM orders WHERE id = ?1")
-                .bind(order_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let outcome = match (kind.as_str(), order) {
-            (_, None) => PaymentOutcome::Failed(format!("unknown order {order_id}")),
-            ("payment.succeeded", Some((status, _, _))) => match status.as_str() {
-                "pending" => {
-                    self.set_status(&mut tx, order_id, "paid", "order.paid")
-                        .await?
-                }
-                "paid" => PaymentOutcome::Unchanged,
-                other => PaymentOutcome::Failed(format!("order {order_id} is {other}")),
-            },
-            ("payment.failed", Some((status, product_id, quantity))) => match status.as_str() {
-                "pending" => {
-                    sqlx::query("UPDATE products SET stock = stock + ?2 WHERE id = ?1")
-                        .bind(product_id)
-                        .bind(quantity)
-                        .execute(&mut *tx)
-                        .await?;
-                    self.set_status(&mut tx, order_id, "cancelled", "order.cancelled")
-                        .await?
-                }
-                "cancelled" => PaymentOutcome::Unchanged,
-                other => PaymentOutcome::Failed(format!("order {order_id} is {other}")),
-            },
-            (other, Some(_)) => PaymentOutcome::Failed(format!("unknown event type {other}")),
-        };
-        let (status, error) = match &outcome {
-            PaymentOutcome::Failed(error) => ("failed", Some(error.as_str())),
-            _ => ("processed", None),
-        };
-        sqlx::query(&format!(
-            "UPDATE inbound_webhooks SET status = ?2, error = ?3, processed_at = {NOW_TEXT} \
-             WHERE id = ?1"
-        ))
-        .bind(inbound_id)
-        .bind(status)
-        .bind(error)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
+    pub async fn process_payment(&self, inbound_id: i64) -> Result<PaymentOutcome, StoreError> {
+        let jobs = self.jobs.clone();
+        let outcome = self
+            .writer()
+            .write(move |conn| process_payment(conn, &jobs, inbound_id))
+            .await?;
         self.jobs.wake();
         Ok(outcome)
     }
+}
 
-    async fn set_status(
-        &self,
-        conn: &mut SqliteConnection,
-        order_id: i64,
-        status: &str,
-        event: &'static str,
-    ) -> Result<PaymentOutcome, sqlx::Error> {
-        let order: super::orders::Order = sqlx::query_as(
-            "UPDATE orders SET status = ?2 WHERE id = ?1 \
-             RETURNING id, user_id, product_id, quantity, total_cents, status, created_at",
-        )
-        .bind(order_id)
-        .bind(status)
-        .fetch_one(&mut *conn)
-        .await?;
-        let order = serde_json::to_value(order).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-        self.fan_out(conn, event, &order).await?;
-        Ok(PaymentOutcome::Changed { event, order })
+/// The `limit` newest deliveries of an endpoint.
+fn latest_deliveries(
+    conn: &Connection,
+    endpoint_id: i64,
+    limit: usize,
+) -> rusqlite::Result<Vec<Delivery>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT d.id, d.event, \
+           CASE j.state WHEN 'succeeded' THEN 'succeeded' WHEN 'dead' THEN 'dead' \
+             ELSE 'pending' END AS status, \
+           COALESCE(j.attempts, 0) AS attempts, d.last_status_code, d.last_error, \
+           CASE WHEN j.state = 'pending' \
+             THEN strftime('%Y-%m-%dT%H:%M:%fZ', j.run_at / 1000.0, 'unixepoch') \
+           END AS next_attempt_at \
+         FROM webhook_deliveries d LEFT JOIN keel_jobs j ON j.id = d.job_id \
+         WHERE d.endpoint_id = ?1 ORDER BY d.id DESC LIMIT ?2",
+    )?;
+    let limit = i64::try_from(limit).unwrap_or(500);
+    let rows = stmt.query_map([endpoint_id, limit], Delivery::from_row)?;
+    rows.collect()
+}
+
+/// Queues `event` with `data` for every endpoint subscribed to it, inside the write of the
+/// change: one delivery row and one job per endpoint.
+pub(crate) fn fan_out(
+    conn: &Connection,
+    jobs: &SqliteQueue,
+    event: &str,
+    data: &Value,
+) -> Result<(), StoreError> {
+    let endpoints = conn
+        .prepare_cached(
+            "SELECT id FROM webhook_endpoints \
+             WHERE EXISTS (SELECT 1 FROM json_each(events) WHERE value = ?1) ORDER BY id",
+        )?
+        .query_map([event], |row| row.get::<_, i64>(0))?
+        .collect::<rusqlite::Result<Vec<i64>>>()?;
+    if endpoints.is_empty() {
+        return Ok(());
     }
+    let data = data.to_string();
+    for endpoint_id in endpoints {
+        let message_id = format!("msg_{}", uuid::Uuid::new_v4().simple());
+        let delivery_id: i64 = conn
+            .prepare_cached(&format!(
+                "INSERT INTO webhook_deliveries (endpoint_id, event, message_id, payload) \
+                 VALUES (?1, ?2, ?3, json_object('type', ?2, 'timestamp', {NOW_TEXT}, \
+                   'data', json(?4))) RETURNING id"
+            ))?
+            .query_row(
+                rusqlite::params![endpoint_id, event, message_id, data],
+                |row| row.get(0),
+            )?;
+        let job_id = jobs.enqueue(conn, &DeliverWebhook { delivery_id })?;
+        conn.prepare_cached("UPDATE webhook_deliveries SET job_id = ?2 WHERE id = ?1")?
+            .execute([delivery_id, job_id])?;
+    }
+    Ok(())
+}
+
+fn process_payment(
+    conn: &Connection,
+    jobs: &SqliteQueue,
+    inbound_id: i64,
+) -> Result<PaymentOutcome, StoreError> {
+    let inbound: Option<(String, i64, String)> = conn
+        .prepare_cached("SELECT type, order_id, status FROM inbound_webhooks WHERE id = ?1")?
+        .query_row([inbound_id], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
+        .optional()?;
+    let Some((kind, order_id, status)) = inbound else {
+        return Ok(PaymentOutcome::Failed("inbound webhook not found".into()));
+    };
+    if status != "received" {
+        return Ok(PaymentOutcome::Unchanged);
+    }
+    let order: Option<(String, i64, i64)> = conn
+        .prepare_cached("SELECT status, product_id, quantity FROM orders WHERE id = ?1")?
+        .query_row([order_id], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
+        .optional()?;
+    let outcome = match (kind.as_str(), order) {
+        (_, None) => PaymentOutcome::Failed(format!("unknown order {order_id}")),
+        ("payment.succeeded", Some((status, _, _))) => match status.as_str() {
+            "pending" => set_status(conn, jobs, order_id, "paid", "order.paid")?,
+            "paid" => PaymentOutcome::Unchanged,
+            other => PaymentOutcome::Failed(format!("order {order_id} is {other}")),
+        },
+        ("payment.failed", Some((status, product_id, quantity))) => match status.as_str() {
+            "pending" => {
+                conn.prepare_cached("UPDATE products SET stock = stock + ?2 WHERE id = ?1")?
+                    .execute([product_id, quantity])?;
+                set_status(conn, jobs, order_id, "cancelled", "order.cancelled")?
+            }
+            "cancelled" => PaymentOutcome::Unchanged,
+            other => PaymentOutcome::Failed(format!("order {order_id} is {other}")),
+        },
+        (other, Some(_)) => PaymentOutcome::Failed(format!("unknown event type {other}")),
+    };
+    let (status, error) = match &outcome {
+        PaymentOutcome::Failed(error) => ("failed", Some(error.as_str())),
+        _ => ("processed", None),
+    };
+    conn.prepare_cached(&format!(
+        "UPDATE inbound_webhooks SET status = ?2, error = ?3, processed_at = {NOW_TEXT} \
+         WHERE id = ?1"
+    ))?
+    .execute(rusqlite::params![inbound_id, status, error])?;
+    Ok(outcome)
+}
+
+fn set_status(
+    conn: &Connection,
+    jobs: &SqliteQueue,
+    order_id: i64,
+    status: &str,
+    event: &'static str,
+) -> Result<PaymentOutcome, StoreError> {
+    let order: Order = conn
+        .prepare_cached(&format!(
+            "UPDATE orders SET status = ?2 WHERE id = ?1 RETURNING {ORDER_COLUMNS}"
+        ))?
+        .query_row(rusqlite::params![order_id, status], Order::from_row)?;
+    let order = serde_json::to_value(order)?;
+    fan_out(conn, jobs, event, &order)?;
+    Ok(PaymentOutcome::Changed { event, order })
 }
