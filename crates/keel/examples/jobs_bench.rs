@@ -83,7 +83,7 @@ fn workers(queue: &SqliteQueue, workers: usize) -> (CancellationToken, TaskTrack
     let registry = Registry::new().register(|_: Noop, _: JobMeta| async { Ok::<(), JobError>(()) });
     let config = WorkerConfig {
         workers,
-        batch_size: BATCH,
+        concurrency: BATCH,
         poll_interval: Duration::from_millis(5),
         ..WorkerConfig::default()
     };

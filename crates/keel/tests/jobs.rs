@@ -218,10 +218,14 @@ async fn retry_after_sets_the_next_attempt_time() {
 async fn a_worker_whose_lease_ran_out_cannot_overwrite_the_next_claim() {
     let db = db(5).await;
     let id = enqueue(&db, &Steady).await;
-    let first = db.queue.claim(10, Duration::ZERO).await.unwrap();
+    let first = db.queue.claim(10, Duration::ZERO, &[]).await.unwrap();
     assert_eq!(first.len(), 1);
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let second = db.queue.claim(10, Duration::from_secs(60)).await.unwrap();
+    let second = db
+        .queue
+        .claim(10, Duration::from_secs(60), &[])
+        .await
+        .unwrap();
     assert_eq!(second.iter().map(|c| c.id()).collect::<Vec<_>>(), vec![id]);
 
     // The first worker comes back late: its outcome and its release are ignored.
@@ -236,28 +240,185 @@ async fn a_worker_whose_lease_ran_out_cannot_overwrite_the_next_claim() {
         .await
         .unwrap();
     db.queue.release(&[late]).await.unwrap();
-    assert_eq!(job(&db, id).await, ("running".to_owned(), 2, None));
+    let expired = Some(
+        "lease expired: the worker stopped, or lost its lease, before recording an outcome"
+            .to_owned(),
+    );
+    assert_eq!(
+        job(&db, id).await,
+        ("running".to_owned(), 2, expired.clone())
+    );
 
     db.queue
         .finish(&[(second[0].lease(), Outcome::Succeeded)])
         .await
         .unwrap();
-    assert_eq!(job(&db, id).await, ("succeeded".to_owned(), 2, None));
+    assert_eq!(job(&db, id).await, ("succeeded".to_owned(), 2, expired));
 }
 
 #[tokio::test]
 async fn a_job_lost_on_its_last_attempt_is_dead_not_retried_forever() {
     let db = db(1).await;
     let id = enqueue(&db, &Steady).await;
-    assert_eq!(db.queue.claim(10, Duration::ZERO).await.unwrap().len(), 1);
+    assert_eq!(
+        db.queue.claim(10, Duration::ZERO, &[]).await.unwrap().len(),
+        1
+    );
     tokio::time::sleep(Duration::from_millis(5)).await;
     assert!(db
         .queue
-        .claim(10, Duration::from_secs(60))
+        .claim(10, Duration::from_secs(60), &[])
         .await
         .unwrap()
         .is_empty());
     let (state, attempts, error) = job(&db, id).await;
     assert_eq!((state.as_str(), attempts), ("dead", 1));
     assert!(error.unwrap().starts_with("lease expired"));
+}
+
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+struct Sleep {
+    ms: u64,
+}
+impl Job for Sleep {
+    const KIND: &'static str = "sleep";
+}
+
+fn sleeper(calls: Arc<AtomicUsize>, done: Arc<AtomicUsize>) -> Registry {
+    Registry::new().register(move |job: Sleep, _: JobMeta| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        let done = done.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(job.ms)).await;
+            done.fetch_add(1, Ordering::SeqCst);
+            Ok::<(), JobError>(())
+        }
+    })
+}
+
+fn start_with(
+    db: &Db,
+    registry: Registry,
+    config: WorkerConfig,
+) -> (CancellationToken, TaskTracker) {
+    let (stop, tracker) = (CancellationToken::new(), TaskTracker::new());
+    Worker::spawn(db.queue.clone(), registry, config, stop.clone(), &tracker);
+    (stop, tracker)
+}
+
+#[tokio::test]
+async fn a_slow_job_does_not_keep_the_finished_ones_of_its_worker_running() {
+    let db = db(5).await;
+    let (calls, done) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let slow = enqueue(&db, &Sleep { ms: 3_000 }).await;
+    let mut quick = Vec::new();
+    for _ in 0..10 {
+        quick.push(enqueue(&db, &Sleep { ms: 10 }).await);
+    }
+    let _worker = start(&db, sleeper(calls, done));
+    for id in quick {
+        until_state(&db, id, "succeeded").await;
+    }
+    assert_eq!(job(&db, slow).await.0, "running");
+}
+
+#[tokio::test]
+async fn a_job_longer_than_its_lease_keeps_it_and_runs_once() {
+    let db = db(5).await;
+    let (calls, done) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let id = enqueue(&db, &Sleep { ms: 1_500 }).await;
+    let config = WorkerConfig {
+        workers: 2,
+        lease: Duration::from_millis(300),
+        ..config()
+    };
+    let _worker = start_with(&db, sleeper(calls.clone(), done.clone()), config);
+    let (_, attempts, error) = until_state(&db, id, "succeeded").await;
+    assert_eq!((attempts, error), (1, None));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn an_attempt_whose_lease_was_taken_is_stopped() {
+    let db = db(5).await;
+    let (calls, done) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let id = enqueue(&db, &Sleep { ms: 1_500 }).await;
+    let config = WorkerConfig {
+        lease: Duration::from_millis(300),
+        ..config()
+    };
+    let _worker = start_with(&db, sleeper(calls.clone(), done.clone()), config);
+    until_state(&db, id, "running").await;
+    // Another claim took it: the lease the worker holds is no longer the row's.
+    execute(
+        &db,
+        "UPDATE keel_jobs SET locked_until = locked_until + 3600000 WHERE id = ?1",
+        id,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        done.load(Ordering::SeqCst),
+        0,
+        "the attempt went on without its lease"
+    );
+}
+
+#[tokio::test]
+async fn jobs_running_in_this_process_are_not_claimed_again_whatever_the_clock_says() {
+    let db = db(5).await;
+    let id = enqueue(&db, &Steady).await;
+    assert_eq!(
+        db.queue.claim(10, Duration::ZERO, &[]).await.unwrap().len(),
+        1
+    );
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    // Its lease has run out, but this process still runs it.
+    assert!(db
+        .queue
+        .claim(10, Duration::ZERO, &[id])
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        db.queue.claim(10, Duration::ZERO, &[]).await.unwrap().len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn jobs_left_running_by_a_dead_process_run_again_at_once_as_retries() {
+    let db = db(2).await;
+    let retried = enqueue(&db, &Steady).await;
+    let last = enqueue(&db, &Flaky).await;
+    execute(
+        &db,
+        "UPDATE keel_jobs SET attempts = max_attempts WHERE id = ?1",
+        last,
+    )
+    .await;
+    let claimed = db
+        .queue
+        .claim(10, Duration::from_secs(60), &[])
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+
+    assert_eq!(db.queue.recover_interrupted().await.unwrap(), 2);
+    let interrupted = Some("interrupted: the process stopped while the job ran".to_owned());
+    assert_eq!(
+        job(&db, retried).await,
+        ("pending".to_owned(), 1, interrupted.clone())
+    );
+    assert_eq!(job(&db, last).await, ("dead".to_owned(), 3, interrupted));
+    let again = db
+        .queue
+        .claim(10, Duration::from_secs(60), &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        again.iter().map(|c| (c.id, c.attempts)).collect::<Vec<_>>(),
+        vec![(retried, 2)]
+    );
 }

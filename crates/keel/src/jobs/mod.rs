@@ -5,11 +5,11 @@
 //!   `sqlite::SqliteQueue::enqueue` on the connection of the write that makes the
 //!   business change: if the transaction rolls back, the job never existed; if it commits, the
 //!   job will run even if the process dies the next instant.
-//! - A [`Registry`] maps each kind to its handler. [`Worker`]s claim due jobs in batches
-//!   under a lease, run them with a per-job timeout, record successes in one statement per batch,
-//!   and retry failures with exponential backoff and jitter until `max_attempts`, when the job
-//!   becomes `dead` with its last error. A job whose worker died is claimed again when its lease
-//!   expires.
+//! - A [`Registry`] maps each kind to its handler. [`Worker`]s keep up to `concurrency` jobs
+//!   running under short, renewed leases, run each with a per-job timeout, record outcomes as
+//!   jobs finish, and retry failures with exponential backoff and jitter until `max_attempts`,
+//!   when the job becomes `dead` with its last error. A job whose worker died is claimed again
+//!   when its lease expires.
 //! - Delivery is **at least once**: a job can run again after a crash between its work and the
 //!   record of its success. Handlers keep their own idempotency (a delivery id, a unique key).
 //! - On shutdown workers stop claiming, give running jobs a grace period, and hand the rest back

@@ -42,6 +42,13 @@ CREATE INDEX keel_jobs_leased ON keel_jobs (locked_until) WHERE state = 'running
 CREATE INDEX keel_jobs_queue_state ON keel_jobs (queue, state);
 "#;
 
+/// The `last_error` of a job claimed again because its lease ran out.
+const LEASE_EXPIRED: &str =
+    "lease expired: the worker stopped, or lost its lease, before recording an outcome";
+
+/// The `last_error` of a job found running when the queue opens.
+const INTERRUPTED: &str = "interrupted: the process stopped while the job ran";
+
 const NOW_TEXT: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 
 /// Longest `last_error` kept, in bytes: enough for a cause, not for a response body.
@@ -102,6 +109,35 @@ impl SqliteQueue {
                 |row| row.get(0),
             )?;
         Ok(id)
+    }
+
+    /// Puts back every job left `running` by a process that stopped without handing it back
+    /// (killed, or the machine lost power), due now, its attempt counted: the next attempt is
+    /// a retry. Jobs that had used their last attempt are `dead`.
+    ///
+    /// Only for a database no other process can be working on, which is what
+    /// [`Database::open`]'s lock makes sure of: call it once, before starting the workers.
+    pub async fn recover_interrupted(&self) -> Result<usize, Error> {
+        let now = now_ms();
+        self.db
+            .writer()
+            .write(move |conn| {
+                let dead = conn
+                    .prepare_cached(&format!(
+                        "UPDATE keel_jobs SET state = 'dead', locked_until = NULL, \
+                         finished_at = {NOW_TEXT}, last_error = ?1 \
+                         WHERE state = 'running' AND attempts >= max_attempts"
+                    ))?
+                    .execute([INTERRUPTED])?;
+                let pending = conn
+                    .prepare_cached(
+                        "UPDATE keel_jobs SET state = 'pending', locked_until = NULL, \
+                         run_at = ?2, last_error = ?1 WHERE state = 'running'",
+                    )?
+                    .execute(rusqlite::params![INTERRUPTED, now])?;
+                Ok::<_, Error>(dead + pending)
+            })
+            .await
     }
 
     /// Tells one idle worker that jobs are due.
@@ -282,8 +318,14 @@ fn truncate(message: &str) -> &str {
     &message[..end]
 }
 
-/// Takes up to `limit` due jobs on the writer's connection, leased until `now + lease`.
-fn claim(conn: &Connection, limit: usize, lease: Duration) -> Result<Vec<Claimed>, Error> {
+/// Takes up to `limit` due jobs on the writer's connection, leased until `now + lease`; jobs
+/// in `running_here` (running in this process) are never taken, whatever their lease says.
+fn claim(
+    conn: &Connection,
+    limit: usize,
+    lease: Duration,
+    running_here: &str,
+) -> Result<Vec<Claimed>, Error> {
     // The lease is computed here, when the claim is written, not before waiting for the writer.
     let now = now_ms();
     // Jobs whose lease ran out as often as they may run were lost by a worker each time
@@ -291,17 +333,21 @@ fn claim(conn: &Connection, limit: usize, lease: Duration) -> Result<Vec<Claimed
     conn.prepare_cached(&format!(
         "UPDATE keel_jobs SET state = 'dead', locked_until = NULL, finished_at = {NOW_TEXT}, \
          last_error = 'lease expired on the last attempt: the worker stopped or outlived its lease' \
-         WHERE state = 'running' AND locked_until <= ?1 AND attempts >= max_attempts"
+         WHERE state = 'running' AND locked_until <= ?1 AND attempts >= max_attempts \
+           AND id NOT IN (SELECT value FROM json_each(?2))"
     ))?
-    .execute([now])?;
+    .execute(rusqlite::params![now, running_here])?;
     let mut stmt = conn.prepare_cached(
-        "UPDATE keel_jobs SET state = 'running', attempts = attempts + 1, locked_until = ?2 \
+        "UPDATE keel_jobs SET attempts = attempts + 1, locked_until = ?2, \
+           last_error = CASE WHEN state = 'running' THEN ?4 ELSE last_error END, \
+           state = 'running' \
          WHERE id IN ( \
            SELECT id FROM ( \
              SELECT id, run_at AS due FROM keel_jobs WHERE state = 'pending' AND run_at <= ?1 \
              UNION ALL \
              SELECT id, locked_until AS due FROM keel_jobs \
                WHERE state = 'running' AND locked_until <= ?1 \
+                 AND id NOT IN (SELECT value FROM json_each(?5)) \
            ) ORDER BY due LIMIT ?3) \
          RETURNING id, locked_until, queue, kind, payload, attempts, max_attempts, request_id",
     )?;
@@ -309,7 +355,9 @@ fn claim(conn: &Connection, limit: usize, lease: Duration) -> Result<Vec<Claimed
         rusqlite::params![
             now,
             now.saturating_add(ms(lease)),
-            i64::try_from(limit).unwrap_or(i64::MAX)
+            i64::try_from(limit).unwrap_or(i64::MAX),
+            LEASE_EXPIRED,
+            running_here,
         ],
         |row| {
             Ok(Claimed {
@@ -376,6 +424,24 @@ fn finish(conn: &Connection, outcomes: &[(Lease, Outcome)]) -> Result<(), Error>
     Ok(())
 }
 
+fn renew(conn: &Connection, leases: &[Lease], lease: Duration) -> Result<Vec<Lease>, Error> {
+    let pairs: Vec<(i64, i64)> = leases.iter().map(|l| (l.id, l.until)).collect();
+    let until = now_ms().saturating_add(ms(lease));
+    let mut stmt = conn.prepare_cached(
+        "UPDATE keel_jobs SET locked_until = ?2 \
+         WHERE state = 'running' AND (id, locked_until) IN \
+         (SELECT value ->> 0, value ->> 1 FROM json_each(?1)) \
+         RETURNING id, locked_until",
+    )?;
+    let rows = stmt.query_map(rusqlite::params![leases_json(&pairs)?, until], |row| {
+        Ok(Lease {
+            id: row.get(0)?,
+            until: row.get(1)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
 fn release(conn: &Connection, leases: &[Lease]) -> Result<(), Error> {
     let pairs: Vec<(i64, i64)> = leases.iter().map(|l| (l.id, l.until)).collect();
     conn.prepare_cached(
@@ -389,13 +455,29 @@ fn release(conn: &Connection, leases: &[Lease]) -> Result<(), Error> {
 }
 
 impl Backend for SqliteQueue {
-    async fn claim(&self, limit: usize, lease: Duration) -> Result<Vec<Claimed>, BackendError> {
+    async fn claim(
+        &self,
+        limit: usize,
+        lease: Duration,
+        running_here: &[i64],
+    ) -> Result<Vec<Claimed>, BackendError> {
+        let running_here = serde_json::to_string(running_here)?;
         let claimed = self
             .db
             .writer()
-            .write(move |conn| claim(conn, limit, lease))
+            .write(move |conn| claim(conn, limit, lease, &running_here))
             .await?;
         Ok(claimed)
+    }
+
+    async fn renew(&self, leases: &[Lease], lease: Duration) -> Result<Vec<Lease>, BackendError> {
+        let leases = leases.to_vec();
+        let renewed = self
+            .db
+            .writer()
+            .write(move |conn| renew(conn, &leases, lease))
+            .await?;
+        Ok(renewed)
     }
 
     async fn finish(&self, outcomes: &[(Lease, Outcome)]) -> Result<(), BackendError> {

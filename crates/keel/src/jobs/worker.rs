@@ -1,22 +1,28 @@
-//! Workers: claim a batch, run it, record the outcomes, repeat.
+//! Workers: keep up to `concurrency` jobs running, record each outcome as it finishes, claim
+//! more as slots free.
 //!
 //! Each worker is one loop owned by the caller's [`TaskTracker`] and stopped by its
-//! [`CancellationToken`]. A loop claims up to `batch_size` due jobs under a lease, runs them
-//! concurrently (each in its own tokio task, so a panic fails that job only, and under the
-//! per-job timeout), then records every outcome of the batch in one transaction. When nothing
-//! is due it sleeps until the poll interval passes or an enqueue wakes it.
+//! [`CancellationToken`]. A loop claims due jobs for its free slots, runs each in its own tokio
+//! task (a panic fails that job only) under the per-job timeout, and records outcomes as jobs
+//! finish: whatever has finished by the time the previous record is written goes in the next
+//! one, so a slow job never keeps finished ones in `running`. When nothing is due it sleeps
+//! until the poll interval passes or an enqueue wakes it.
 //!
-//! The lease is twice the job timeout plus a second: a job cannot outlive its timeout, so a
-//! lease that runs out means the worker is gone, and the job is claimed again. Shutdown: stop
-//! claiming, let the running batch finish within the grace period, abort what is left and hand
-//! it back to the queue with its attempt not counted.
+//! Leases are short (`lease`, 10 s by default) and renewed every third of it while the job
+//! runs, so a job whose process died is claimed again within about one lease. A job whose
+//! lease could not be renewed (another worker took it after the lease ran out) is aborted
+//! here: at least once, never twice at the same time. Jobs running in this process are never
+//! claimed by it again, whatever the clock says, so a clock step cannot start a second copy.
+//!
+//! Shutdown: stop claiming, let running jobs finish within the grace period, abort what is
+//! left and hand it back to the queue with its attempt not counted.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, Id as TaskId, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -82,15 +88,25 @@ pub enum Outcome {
 
 /// Where a worker takes jobs from and records what became of them.
 pub trait Backend: Clone + Send + Sync + 'static {
-    /// Takes up to `limit` due jobs (pending and due, or running with an expired lease),
-    /// counting an attempt and leasing them for `lease`.
+    /// Takes up to `limit` due jobs (pending and due, or running with an expired lease, except
+    /// those in `running_here`), counting an attempt and leasing them for `lease` from the
+    /// moment the claim is written.
     fn claim(
         &self,
         limit: usize,
         lease: Duration,
+        running_here: &[i64],
     ) -> impl Future<Output = Result<Vec<Claimed>, BackendError>> + Send;
 
-    /// Records the outcomes of a batch, for the jobs whose lease is still the one given.
+    /// Extends the leases still held to `lease` from now; returns the new leases of those
+    /// (a lease missing from the answer was lost).
+    fn renew(
+        &self,
+        leases: &[Lease],
+        lease: Duration,
+    ) -> impl Future<Output = Result<Vec<Lease>, BackendError>> + Send;
+
+    /// Records outcomes, for the jobs whose lease is still the one given.
     fn finish(
         &self,
         outcomes: &[(Lease, Outcome)],
@@ -109,10 +125,12 @@ pub trait Backend: Clone + Send + Sync + 'static {
 pub struct WorkerConfig {
     /// Worker loops in this process.
     pub workers: usize,
-    /// Most jobs one loop claims and runs at once.
-    pub batch_size: usize,
+    /// Most jobs one loop runs at once (and so claims at once).
+    pub concurrency: usize,
     /// Longest one attempt may run before it counts as failed.
     pub job_timeout: Duration,
+    /// How long a claim holds a job without renewal; renewed every third of it.
+    pub lease: Duration,
     /// How often an idle worker looks for due jobs (an enqueue in this process wakes it sooner).
     pub poll_interval: Duration,
     /// Delay before the first retry; each retry doubles it.
@@ -127,8 +145,9 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
             workers: 2,
-            batch_size: 64,
+            concurrency: 64,
             job_timeout: Duration::from_secs(30),
+            lease: Duration::from_secs(10),
             poll_interval: Duration::from_millis(500),
             backoff_base: Duration::from_secs(1),
             backoff_cap: Duration::from_secs(3600),
@@ -138,10 +157,8 @@ impl Default for WorkerConfig {
 }
 
 impl WorkerConfig {
-    fn lease(&self) -> Duration {
-        self.job_timeout
-            .saturating_mul(2)
-            .saturating_add(Duration::from_secs(1))
+    fn renew_every(&self) -> Duration {
+        (self.lease / 3).max(Duration::from_millis(10))
     }
 }
 
@@ -159,166 +176,266 @@ impl Worker {
         shutdown: CancellationToken,
         tracker: &TaskTracker,
     ) {
-        let registry = Arc::new(registry);
-        let config = Arc::new(config);
-        for n in 0..config.workers.max(1) {
-            let work = work_loop(
-                backend.clone(),
-                registry.clone(),
-                config.clone(),
-                shutdown.clone(),
-            );
+        let shared = Arc::new(Shared {
+            registry,
+            config,
+            running: Mutex::new(HashSet::new()),
+        });
+        for n in 0..shared.config.workers.max(1) {
+            let work = Loop::new(backend.clone(), shared.clone(), shutdown.clone()).run();
             tracker.spawn(work.instrument(tracing::info_span!("worker", n)));
         }
     }
 }
 
-async fn work_loop<B: Backend>(
+/// What the loops of one process share.
+struct Shared {
+    registry: Registry,
+    config: WorkerConfig,
+    /// Ids of the jobs running in this process, in any loop: never claimed again here.
+    running: Mutex<HashSet<i64>>,
+}
+
+/// What joining an attempt's task gives.
+type Joined = Result<(TaskId, Result<(), JobError>), tokio::task::JoinError>;
+
+/// A running job as its loop knows it.
+struct Running {
+    job: Claimed,
+    lease: Lease,
+    abort: AbortHandle,
+}
+
+struct Loop<B> {
     backend: B,
-    registry: Arc<Registry>,
-    config: Arc<WorkerConfig>,
+    shared: Arc<Shared>,
     shutdown: CancellationToken,
-) {
-    while !shutdown.is_cancelled() {
-        let batch = match backend.claim(config.batch_size, config.lease()).await {
+    tasks: JoinSet<Result<(), JobError>>,
+    running: HashMap<TaskId, Running>,
+    /// Outcomes finished and not yet recorded.
+    finished: Vec<(Lease, Outcome)>,
+}
+
+impl<B: Backend> Loop<B> {
+    fn new(backend: B, shared: Arc<Shared>, shutdown: CancellationToken) -> Self {
+        Loop {
+            backend,
+            shared,
+            shutdown,
+            tasks: JoinSet::new(),
+            running: HashMap::new(),
+            finished: Vec::new(),
+        }
+    }
+
+    async fn run(mut self) {
+        let config = self.shared.config.clone();
+        let mut renew = tokio::time::interval(config.renew_every());
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        renew.reset();
+        // Claim at once on start; after that, when woken, on the poll, or when a slot frees.
+        let mut claim_now = true;
+        while !self.shutdown.is_cancelled() {
+            if claim_now && self.running.len() < config.concurrency.max(1) {
+                claim_now = self.claim().await;
+            }
+            tokio::select! {
+                joined = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
+                    self.joined(joined);
+                    // Everything else that finished meanwhile goes in the same record.
+                    while let Some(joined) = self.tasks.try_join_next_with_id() {
+                        self.joined(Some(joined));
+                    }
+                    self.record().await;
+                    claim_now = true;
+                }
+                _ = renew.tick() => self.renew().await,
+                () = self.backend.woken() => claim_now = true,
+                () = tokio::time::sleep(config.poll_interval) => claim_now = true,
+                () = self.shutdown.cancelled() => {}
+            }
+        }
+        self.wind_down().await;
+    }
+
+    /// Claims for the free slots and starts the jobs; returns whether a full claim suggests
+    /// more are due.
+    async fn claim(&mut self) -> bool {
+        let config = &self.shared.config;
+        let free = config.concurrency.max(1) - self.running.len();
+        let here: Vec<i64> = match self.shared.running.lock() {
+            Ok(running) => running.iter().copied().collect(),
+            Err(_) => return false,
+        };
+        let batch = match self.backend.claim(free, config.lease, &here).await {
             Ok(batch) => batch,
             Err(err) => {
                 tracing::warn!(error = %err, "cannot claim jobs; trying again");
-                idle(&backend, &config, &shutdown).await;
-                continue;
+                return false;
             }
         };
-        if batch.is_empty() {
-            idle(&backend, &config, &shutdown).await;
-            continue;
+        let full = batch.len() == free;
+        for job in batch {
+            self.start(job);
         }
-        if shutdown.is_cancelled() {
-            // Claimed as shutdown began: back to the queue, untouched.
-            let leases: Vec<Lease> = batch.iter().map(Claimed::lease).collect();
-            record(&backend, &[], &leases, config.lease()).await;
-            break;
+        full
+    }
+
+    fn start(&mut self, job: Claimed) {
+        if let Ok(mut running) = self.shared.running.lock() {
+            running.insert(job.id);
         }
-        let (outcomes, unfinished) = run_batch(&registry, &config, batch, &shutdown).await;
-        record(&backend, &outcomes, &unfinished, config.lease()).await;
+        let attempt = run_one(&self.shared.registry, &self.shared.config, &job);
+        let abort = self.tasks.spawn(attempt);
+        let lease = job.lease();
+        self.running
+            .insert(abort.id(), Running { job, lease, abort });
+    }
+
+    /// Takes a finished task off the running set and keeps its outcome for the next record.
+    fn joined(&mut self, joined: Option<Joined>) {
+        let Some(joined) = joined else { return };
+        let (task, result) = match joined {
+            Ok((task, result)) => (task, result),
+            Err(join) if join.is_cancelled() => {
+                // Aborted: lease lost, or shutdown; its slot is free, nothing to record.
+                self.forget(join.id());
+                return;
+            }
+            Err(join) => {
+                let task = join.id();
+                let message = format!("job panicked: {}", panic_message(join.into_panic()));
+                (task, Err(JobError::retry(message)))
+            }
+        };
+        let Some(Running { job, lease, .. }) = self.forget(task) else {
+            return;
+        };
+        if let Err(err) = &result {
+            if err.message().starts_with("job panicked") {
+                tracing::warn!(
+                    job_id = job.id,
+                    kind = %job.kind,
+                    request_id = job.request_id.as_deref().unwrap_or(""),
+                    error = %err.message(),
+                    "job attempt failed"
+                );
+            }
+        }
+        let outcome = outcome(&job, result, &self.shared.config);
+        self.finished.push((lease, outcome));
+    }
+
+    fn forget(&mut self, task: TaskId) -> Option<Running> {
+        let running = self.running.remove(&task)?;
+        if let Ok(mut here) = self.shared.running.lock() {
+            here.remove(&running.job.id);
+        }
+        Some(running)
+    }
+
+    /// Writes the finished outcomes, trying again for up to a third of the lease: past that the
+    /// jobs would be claimed again anyway (at least once allows it).
+    async fn record(&mut self) {
+        if self.finished.is_empty() {
+            return;
+        }
+        let outcomes = std::mem::take(&mut self.finished);
+        let backend = self.backend.clone();
+        retry_for(self.shared.config.lease / 3, "record job outcomes", || {
+            backend.finish(&outcomes)
+        })
+        .await;
+    }
+
+    /// Extends the leases of the running jobs; aborts those whose lease was lost.
+    async fn renew(&mut self) {
+        if self.running.is_empty() {
+            return;
+        }
+        let held: Vec<Lease> = self.running.values().map(|r| r.lease).collect();
+        let renewed = match self.backend.renew(&held, self.shared.config.lease).await {
+            Ok(renewed) => renewed,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot renew job leases; trying at the next tick");
+                return;
+            }
+        };
+        let renewed: HashMap<i64, Lease> = renewed.into_iter().map(|l| (l.id, l)).collect();
+        for running in self.running.values_mut() {
+            match renewed.get(&running.job.id) {
+                Some(lease) => running.lease = *lease,
+                None => {
+                    tracing::warn!(
+                        job_id = running.job.id,
+                        kind = %running.job.kind,
+                        "job lease lost; the attempt is stopped here and runs elsewhere"
+                    );
+                    running.abort.abort();
+                }
+            }
+        }
+    }
+
+    /// Shutdown: no more claims; running jobs get the grace period, renewed meanwhile, and
+    /// what is left goes back to the queue.
+    async fn wind_down(mut self) {
+        let config = self.shared.config.clone();
+        let grace = tokio::time::sleep(config.shutdown_grace.min(Duration::from_secs(86_400)));
+        tokio::pin!(grace);
+        let mut renew = tokio::time::interval(config.renew_every());
+        renew.reset();
+        while !self.tasks.is_empty() {
+            tokio::select! {
+                joined = self.tasks.join_next_with_id() => {
+                    self.joined(joined);
+                    self.record().await;
+                }
+                _ = renew.tick() => self.renew().await,
+                () = &mut grace => break,
+            }
+        }
+        self.tasks.abort_all();
+        // Keep what finished in the meantime: only the jobs really cut short go back.
+        while let Some(joined) = self.tasks.join_next_with_id().await {
+            if matches!(&joined, Err(join) if join.is_cancelled()) {
+                continue;
+            }
+            self.joined(Some(joined));
+        }
+        self.record().await;
+        let unfinished: Vec<Lease> = self.running.values().map(|r| r.lease).collect();
+        if !unfinished.is_empty() {
+            let backend = self.backend.clone();
+            retry_for(config.lease / 3, "hand back unfinished jobs", || {
+                backend.release(&unfinished)
+            })
+            .await;
+        }
     }
 }
 
-async fn idle<B: Backend>(backend: &B, config: &WorkerConfig, shutdown: &CancellationToken) {
-    tokio::select! {
-        () = shutdown.cancelled() => {}
-        () = backend.woken() => {}
-        () = tokio::time::sleep(config.poll_interval) => {}
-    }
-}
-
-/// Writes a batch's outcomes, trying again for up to half the lease: past that the jobs
-/// would be claimed again anyway (at-least-once allows it), and a success recorded late must
-/// not be mistaken for a lost job.
-async fn record<B: Backend>(
-    backend: &B,
-    outcomes: &[(Lease, Outcome)],
-    unfinished: &[Lease],
-    lease: Duration,
-) {
-    let deadline = tokio::time::Instant::now() + lease / 2;
+/// Runs `write` until it succeeds or `budget` has passed, backing off between tries.
+async fn retry_for<F, Fut>(budget: Duration, what: &str, mut write: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), BackendError>>,
+{
+    let deadline = tokio::time::Instant::now() + budget;
     let mut pause = Duration::from_millis(50);
     loop {
-        let finished = if outcomes.is_empty() {
-            Ok(())
-        } else {
-            backend.finish(outcomes).await
-        };
-        let released = if unfinished.is_empty() {
-            Ok(())
-        } else {
-            backend.release(unfinished).await
-        };
-        let err = match finished.and(released) {
+        let err = match write().await {
             Ok(()) => return,
             Err(err) => err,
         };
         if tokio::time::Instant::now() + pause > deadline {
-            break;
+            tracing::error!(error = %err, "cannot {what}: the jobs will run again when their lease expires");
+            return;
         }
-        tracing::warn!(error = %err, "cannot record job outcomes; trying again");
+        tracing::warn!(error = %err, "cannot {what}; trying again");
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(2));
     }
-    tracing::error!(
-        jobs = outcomes.len() + unfinished.len(),
-        "job outcomes not recorded: the jobs will run again when their lease expires"
-    );
-}
-
-/// Runs a claimed batch; returns the outcomes and the leases of jobs cut short by shutdown.
-async fn run_batch(
-    registry: &Registry,
-    config: &WorkerConfig,
-    batch: Vec<Claimed>,
-    shutdown: &CancellationToken,
-) -> (Vec<(Lease, Outcome)>, Vec<Lease>) {
-    let mut running = JoinSet::new();
-    let mut jobs = HashMap::with_capacity(batch.len());
-    for job in batch {
-        let attempt = run_one(registry, config, &job);
-        let handle = running.spawn(attempt);
-        jobs.insert(handle.id(), job);
-    }
-
-    let mut outcomes = Vec::with_capacity(jobs.len());
-    // Armed only once shutdown is asked; until then it is a year away and never selected.
-    let grace = tokio::time::sleep(Duration::from_secs(86_400 * 365));
-    tokio::pin!(grace);
-    let mut grace_started = false;
-    loop {
-        tokio::select! {
-            next = running.join_next_with_id() => {
-                let Some(next) = next else { break };
-                let (task, result) = match next {
-                    Ok((task, result)) => (task, result),
-                    // Cancellation only follows `abort_all`, after which the loop has ended.
-                    Err(join) if !join.is_panic() => continue,
-                    Err(join) => {
-                        let task = join.id();
-                        let message = format!("job panicked: {}", panic_message(join.into_panic()));
-                        (task, Err(JobError::retry(message)))
-                    }
-                };
-                let Some(job) = jobs.remove(&task) else { continue };
-                if let Err(err) = &result {
-                    if err.message().starts_with("job panicked") {
-                        tracing::warn!(
-                            job_id = job.id,
-                            kind = %job.kind,
-                            request_id = job.request_id.as_deref().unwrap_or(""),
-                            error = %err.message(),
-                            "job attempt failed"
-                        );
-                    }
-                }
-                outcomes.push((job.lease(), outcome(&job, result, config)));
-            }
-            () = shutdown.cancelled(), if !grace_started => {
-                grace_started = true;
-                let grace_period = config.shutdown_grace.min(Duration::from_secs(86_400));
-                grace.as_mut().reset(tokio::time::Instant::now() + grace_period);
-            }
-            () = &mut grace, if grace_started => {
-                running.abort_all();
-                // Keep what finished in the meantime: only the jobs really cut short go back.
-                while let Some(next) = running.join_next_with_id().await {
-                    if let Ok((task, result)) = next {
-                        if let Some(job) = jobs.remove(&task) {
-                            outcomes.push((job.lease(), outcome(&job, result, config)));
-                        }
-                    }
-                }
-                break;
-            }
-        }
-    }
-    let unfinished = jobs.into_values().map(|job| job.lease()).collect();
-    (outcomes, unfinished)
 }
 
 /// One attempt of one job, in its span and its request's id scope, under the job timeout.

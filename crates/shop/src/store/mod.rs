@@ -29,6 +29,8 @@ pub enum OpenError {
     UnsupportedUrl(String),
     #[error(transparent)]
     Open(#[from] keel::sqlite::OpenError),
+    #[error("cannot recover interrupted jobs: {0}")]
+    Recover(#[from] keel::sqlite::Error),
 }
 
 /// A read or write that failed. Handlers turn it into the envelope with `?`.
@@ -72,6 +74,15 @@ impl Store {
         let path = sqlite_path(url).ok_or_else(|| OpenError::UnsupportedUrl(url.to_owned()))?;
         let db = Database::open_with(path, Options::default(), migrations::run)?;
         let jobs = SqliteQueue::new(db.clone(), job_max_attempts);
+        // The lock says no other process works on this file: whatever is `running` was left
+        // by one that died, and runs again now rather than when its lease would run out.
+        let interrupted = jobs.recover_interrupted().await?;
+        if interrupted > 0 {
+            tracing::warn!(
+                jobs = interrupted,
+                "jobs interrupted by the last stop run again"
+            );
+        }
         Ok(Store { db, jobs })
     }
 
