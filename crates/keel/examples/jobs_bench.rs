@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use keel::jobs::sqlite::{SqliteQueue, SCHEMA};
+use keel::jobs::sqlite::{SqliteQueue, SCHEMA, SCHEMA_COUNTS};
 use keel::jobs::{Job, JobError, JobMeta, Registry, Worker, WorkerConfig};
 use keel::sqlite::{Database, Error, Migration, Options};
 use tokio::task::JoinSet;
@@ -36,6 +36,11 @@ fn open(path: &std::path::Path) -> Database {
         },
         Migration {
             version: 2,
+            name: "keel job counts",
+            sql: SCHEMA_COUNTS,
+        },
+        Migration {
+            version: 3,
             name: "things",
             sql: "CREATE TABLE things (id INTEGER PRIMARY KEY, name TEXT NOT NULL)",
         },

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use keel::jobs::sqlite::{SqliteQueue, SCHEMA};
+use keel::jobs::sqlite::{SqliteQueue, SCHEMA, SCHEMA_COUNTS};
 use keel::jobs::{Backend, Job, JobError, JobMeta, Outcome, Registry, Worker, WorkerConfig};
 use keel::sqlite::{Database, Migration, Options};
 use tokio_util::sync::CancellationToken;
@@ -46,11 +46,18 @@ impl Drop for PathGuard {
 async fn db(max_attempts: u32) -> Db {
     let dir = std::env::temp_dir().join(format!("keel-jobs-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
-    let schema = [Migration {
-        version: 1,
-        name: "keel jobs",
-        sql: SCHEMA,
-    }];
+    let schema = [
+        Migration {
+            version: 1,
+            name: "keel jobs",
+            sql: SCHEMA,
+        },
+        Migration {
+            version: 2,
+            name: "keel job counts",
+            sql: SCHEMA_COUNTS,
+        },
+    ];
     let db = Database::open(dir.join("jobs.db"), Options::default(), &schema).unwrap();
     let queue = SqliteQueue::new(db.clone(), max_attempts);
     Db {
@@ -421,4 +428,39 @@ async fn jobs_left_running_by_a_dead_process_run_again_at_once_as_retries() {
         again.iter().map(|c| (c.id, c.attempts)).collect::<Vec<_>>(),
         vec![(retried, 2)]
     );
+}
+
+#[tokio::test]
+async fn counts_follow_every_change_of_state() {
+    let db = db(5).await;
+    for _ in 0..3 {
+        enqueue(&db, &Steady).await;
+    }
+    let counts = |pending: i64, running: i64, succeeded: i64| {
+        let mut expected = Vec::new();
+        for (state, n) in [
+            ("pending", pending),
+            ("running", running),
+            ("succeeded", succeeded),
+        ] {
+            if n > 0 {
+                expected.push(("default".to_owned(), state.to_owned(), n));
+            }
+        }
+        expected
+    };
+    assert_eq!(db.queue.counts().await.unwrap(), counts(3, 0, 0));
+    let claimed = db
+        .queue
+        .claim(2, Duration::from_secs(60), &[])
+        .await
+        .unwrap();
+    assert_eq!(db.queue.counts().await.unwrap(), counts(1, 2, 0));
+    db.queue
+        .finish(&[(claimed[0].lease(), Outcome::Succeeded)])
+        .await
+        .unwrap();
+    assert_eq!(db.queue.counts().await.unwrap(), counts(1, 1, 1));
+    execute(&db, "DELETE FROM keel_jobs WHERE id = ?1", claimed[0].id).await;
+    assert_eq!(db.queue.counts().await.unwrap(), counts(1, 1, 0));
 }

@@ -87,6 +87,13 @@ impl App {
         let tracker = TaskTracker::new();
         let stop_background = CancellationToken::new();
         let analytics = Analytics::spawn(store.clone(), &tracker, stop_background.clone());
+        crate::retention::spawn(
+            store.clone(),
+            Duration::from_secs(u64::from(config.retention_days) * 86_400),
+            Duration::from_secs(config.retention_interval_secs),
+            &tracker,
+            stop_background.clone(),
+        );
         let state = AppState {
             store,
             analytics,

@@ -58,6 +58,17 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub job_timeout_secs: u64,
 
+    /// Days that finished jobs, webhook deliveries, processed inbound webhooks and analytics
+    /// events are kept; older ones are deleted.
+    #[arg(long, env = "SHOP_RETENTION_DAYS", default_value_t = 7,
+          value_parser = clap::value_parser!(u32).range(1..=36_500))]
+    pub retention_days: u32,
+
+    /// Seconds between two passes of the retention task.
+    #[arg(long, env = "SHOP_RETENTION_INTERVAL_SECS", default_value_t = 3_600,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub retention_interval_secs: u64,
+
     /// Seconds that running jobs and after-response tasks get to finish at shutdown.
     #[arg(long, env = "SHOP_SHUTDOWN_GRACE_SECS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(0..=3_600))]

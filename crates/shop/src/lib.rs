@@ -17,6 +17,7 @@ pub mod mail;
 pub mod metrics;
 pub mod openapi;
 pub mod outbound;
+pub mod retention;
 pub mod routes;
 pub mod store;
 pub mod telemetry;

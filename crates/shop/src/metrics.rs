@@ -1,8 +1,9 @@
 //! The Prometheus recorder behind `GET /metrics`, installed once per process.
 //!
 //! Metrics recorded elsewhere (keel's HTTP, task, WebSocket and analytics counters) land here;
-//! `background_jobs{queue,state}` is read from the queue table at each scrape, so that it is
-//! right across restarts and instances.
+//! `background_jobs{queue,state}` is read from the queue's count table at each scrape (a few
+//! rows, whatever the size of the queue), so that it is right across restarts and instances;
+//! every queue of shop's job kinds is there at 0 from the first scrape.
 
 use std::sync::OnceLock;
 
@@ -16,6 +17,13 @@ const LATENCY_BUCKETS: &[f64] = &[
 ];
 
 const JOB_STATES: &[&str] = &["pending", "running", "succeeded", "dead"];
+
+/// The queues of shop's job kinds: exported even before their first job.
+const QUEUES: &[&str] = &[
+    <crate::jobs::WelcomeEmail as keel::jobs::Job>::QUEUE,
+    <crate::jobs::DeliverWebhook as keel::jobs::Job>::QUEUE,
+    <crate::jobs::ProcessPayment as keel::jobs::Job>::QUEUE,
+];
 
 /// The process's recorder; the first call installs it.
 pub fn handle() -> &'static PrometheusHandle {
@@ -31,6 +39,9 @@ pub fn handle() -> &'static PrometheusHandle {
         // Counters that must be visible before their first event.
         metrics::counter!("websocket_messages_dropped_total").increment(0);
         metrics::counter!("background_tasks_failed_total").increment(0);
+        for path in [crate::routes::ws::CHAT, crate::routes::ws::EVENTS] {
+            metrics::gauge!("websocket_connections", "path" => path).increment(0.0);
+        }
         handle
     })
 }
@@ -41,6 +52,7 @@ pub async fn render(store: &Store) -> String {
     match store.jobs().counts().await {
         Ok(counts) => {
             let mut queues: Vec<&str> = counts.iter().map(|(q, _, _)| q.as_str()).collect();
+            queues.extend_from_slice(QUEUES);
             queues.sort_unstable();
             queues.dedup();
             for queue in queues {

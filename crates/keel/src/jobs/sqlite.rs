@@ -1,6 +1,7 @@
 //! The job queue in SQLite: one table, `keel_jobs`, in the service's own database.
 //!
-//! Add [`SCHEMA`] to the application's migrations. Times the worker compares (`run_at`,
+//! Add [`SCHEMA`], then [`SCHEMA_COUNTS`], to the application's migrations. Times the worker
+//! compares (`run_at`,
 //! `locked_until`) are integers of milliseconds since the Unix epoch; `created_at` and
 //! `finished_at` are RFC 3339 text for people.
 //!
@@ -40,6 +41,33 @@ CREATE TABLE keel_jobs (
 CREATE INDEX keel_jobs_due ON keel_jobs (run_at) WHERE state = 'pending';
 CREATE INDEX keel_jobs_leased ON keel_jobs (locked_until) WHERE state = 'running';
 CREATE INDEX keel_jobs_queue_state ON keel_jobs (queue, state);
+"#;
+
+/// `keel_job_counts`: the number of jobs per queue and state, kept by triggers in the same
+/// transaction as every change to `keel_jobs`, so that reading the counts (for `/metrics` at
+/// every scrape) costs a few rows whatever the size of the queue. Apply after [`SCHEMA`].
+pub const SCHEMA_COUNTS: &str = r#"
+CREATE TABLE keel_job_counts (
+    queue TEXT    NOT NULL,
+    state TEXT    NOT NULL,
+    n     INTEGER NOT NULL,
+    PRIMARY KEY (queue, state)
+) WITHOUT ROWID;
+INSERT INTO keel_job_counts (queue, state, n)
+    SELECT queue, state, COUNT(*) FROM keel_jobs WHERE true GROUP BY queue, state;
+CREATE TRIGGER keel_jobs_counted_insert AFTER INSERT ON keel_jobs BEGIN
+    INSERT INTO keel_job_counts (queue, state, n) VALUES (NEW.queue, NEW.state, 1)
+        ON CONFLICT (queue, state) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER keel_jobs_counted_update AFTER UPDATE OF queue, state ON keel_jobs
+    WHEN OLD.queue IS NOT NEW.queue OR OLD.state IS NOT NEW.state BEGIN
+    UPDATE keel_job_counts SET n = n - 1 WHERE queue = OLD.queue AND state = OLD.state;
+    INSERT INTO keel_job_counts (queue, state, n) VALUES (NEW.queue, NEW.state, 1)
+        ON CONFLICT (queue, state) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER keel_jobs_counted_delete AFTER DELETE ON keel_jobs BEGIN
+    UPDATE keel_job_counts SET n = n - 1 WHERE queue = OLD.queue AND state = OLD.state;
+END;
 "#;
 
 /// The `last_error` of a job claimed again because its lease ran out.
@@ -145,11 +173,12 @@ impl SqliteQueue {
         self.wake.notify_one();
     }
 
-    /// Number of jobs by queue and state (read inline, never through the writer).
+    /// Number of jobs by queue and state (read inline from [`SCHEMA_COUNTS`]'s table, never
+    /// through the writer, in a few rows whatever the size of the queue).
     pub async fn counts(&self) -> Result<Vec<(String, String, i64)>, Error> {
         self.db.readers().read(|conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT queue, state, COUNT(*) FROM keel_jobs GROUP BY queue, state",
+                "SELECT queue, state, n FROM keel_job_counts WHERE n > 0 ORDER BY queue, state",
             )?;
             let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
             rows.collect()
@@ -343,12 +372,15 @@ fn claim(
            state = 'running' \
          WHERE id IN ( \
            SELECT id FROM ( \
-             SELECT id, run_at AS due FROM keel_jobs WHERE state = 'pending' AND run_at <= ?1 \
-             UNION ALL \
-             SELECT id, locked_until AS due FROM keel_jobs \
-               WHERE state = 'running' AND locked_until <= ?1 \
-                 AND id NOT IN (SELECT value FROM json_each(?5)) \
-           ) ORDER BY due LIMIT ?3) \
+             SELECT id FROM keel_jobs \
+             WHERE state = 'running' AND locked_until <= ?1 \
+               AND id NOT IN (SELECT value FROM json_each(?5)) \
+             ORDER BY locked_until LIMIT ?3) \
+           UNION ALL \
+           SELECT id FROM ( \
+             SELECT id FROM keel_jobs WHERE state = 'pending' AND run_at <= ?1 \
+             ORDER BY run_at LIMIT ?3) \
+           LIMIT ?3) \
          RETURNING id, locked_until, queue, kind, payload, attempts, max_attempts, request_id",
     )?;
     let rows = stmt.query_map(

@@ -33,6 +33,16 @@ const SQLITE: &[Migration] = &[
         name: "jobs finished index",
         sql: include_str!("../../migrations/sqlite/0005_jobs_finished_index.sql"),
     },
+    Migration {
+        version: 6,
+        name: "retention indexes",
+        sql: include_str!("../../migrations/sqlite/0006_retention_indexes.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "keel job counts",
+        sql: include_str!("../../migrations/sqlite/0007_keel_job_counts.sql"),
+    },
 ];
 
 pub(super) fn run(conn: &mut Connection) -> Result<(), MigrateError> {
@@ -73,5 +83,8 @@ mod tests {
         let frozen = include_str!("../../migrations/sqlite/0002_keel_jobs.sql");
         let body = frozen.split_once('\n').map_or("", |(_, rest)| rest);
         assert_eq!(body.trim(), keel::jobs::sqlite::SCHEMA.trim());
+        let frozen = include_str!("../../migrations/sqlite/0007_keel_job_counts.sql");
+        let body = frozen.split_once('\n').map_or("", |(_, rest)| rest);
+        assert_eq!(body.trim(), keel::jobs::sqlite::SCHEMA_COUNTS.trim());
     }
 }

@@ -13,6 +13,7 @@ pub mod analytics;
 mod migrations;
 pub mod orders;
 pub mod products;
+pub mod retention;
 pub mod users;
 pub mod webhooks;
 
