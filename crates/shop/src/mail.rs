@@ -2,6 +2,7 @@
 //! `SHOP_MAIL_DIR`, which is what a developer reads on the embedded default.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use keel::jobs::JobError;
 use lettre::message::header::ContentType;
@@ -36,14 +37,23 @@ pub struct Mailer {
 #[derive(Clone)]
 enum Transport {
     Smtp(AsyncSmtpTransport<Tokio1Executor>),
-    Files(AsyncFileTransport<Tokio1Executor>),
+    /// Files are written two at a time: creating files in one folder from many threads at
+    /// once makes them queue on the folder's lock in the kernel, spinning, and at thousands of
+    /// mails a second that spinning took most of the machine.
+    Files(
+        AsyncFileTransport<Tokio1Executor>,
+        Arc<tokio::sync::Semaphore>,
+    ),
 }
+
+/// `.eml` files written at once.
+const FILE_WRITERS: usize = 2;
 
 impl std::fmt::Debug for Mailer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let transport = match self.transport {
             Transport::Smtp(_) => "smtp",
-            Transport::Files(_) => "files",
+            Transport::Files(..) => "files",
         };
         f.debug_struct("Mailer")
             .field("from", &self.from.to_string())
@@ -67,7 +77,10 @@ impl Mailer {
                     path: dir.to_owned(),
                     source,
                 })?;
-                Transport::Files(AsyncFileTransport::new(dir))
+                Transport::Files(
+                    AsyncFileTransport::new(dir),
+                    Arc::new(tokio::sync::Semaphore::new(FILE_WRITERS)),
+                )
             }
         };
         Ok(Mailer { from, transport })
@@ -94,11 +107,17 @@ impl Mailer {
                 Err(err) if err.is_permanent() => Err(JobError::permanent(format!("SMTP: {err}"))),
                 Err(err) => Err(JobError::retry(format!("SMTP: {err}"))),
             },
-            Transport::Files(files) => files
-                .send(message)
-                .await
-                .map(drop)
-                .map_err(|err| JobError::retry(format!("writing the .eml file: {err}"))),
+            Transport::Files(files, writers) => {
+                let _turn = writers
+                    .acquire()
+                    .await
+                    .map_err(|_| JobError::retry("the mailer is shutting down"))?;
+                files
+                    .send(message)
+                    .await
+                    .map(drop)
+                    .map_err(|err| JobError::retry(format!("writing the .eml file: {err}")))
+            }
         }
     }
 }

@@ -235,8 +235,13 @@ impl<B: Backend> Loop<B> {
         renew.reset();
         // Claim at once on start; after that, when woken, on the poll, or when a slot frees.
         let mut claim_now = true;
+        let slots = config.concurrency.max(1);
+        // Claims wait for a quarter of the slots to be free (or for none to be busy): a claim
+        // per finished job would be one write per job; a claim per quarter is one per batch.
+        let claim_at = (slots / 4).max(1);
         while !self.shutdown.is_cancelled() {
-            if claim_now && self.running.len() < config.concurrency.max(1) {
+            let free = slots - self.running.len();
+            if claim_now && (free >= claim_at || self.running.is_empty()) {
                 claim_now = self.claim().await;
             }
             tokio::select! {
