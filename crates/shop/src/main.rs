@@ -5,8 +5,13 @@ use shop::{app::App, config::Config, telemetry};
 async fn main() {
     let config = Config::parse();
     telemetry::init(&config);
-    let app = App::build(config)
-        .await
-        .expect("shop could not start: check DATABASE_URL and SHOP_ADDR");
+    let app = match App::build(config).await {
+        Ok(app) => app,
+        Err(err) => {
+            // Said on stderr whatever the log filter, for the operator who started it.
+            eprintln!("shop could not start: {err}");
+            std::process::exit(1);
+        }
+    };
     app.run(shop::app::shutdown_signal()).await;
 }

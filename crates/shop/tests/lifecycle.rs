@@ -345,3 +345,32 @@ async fn sigterm_finishes_the_request_in_flight_refuses_new_ones_and_exits_0() {
     let status = shop.terminate(15).await;
     assert_eq!(status.code(), Some(0));
 }
+
+#[tokio::test]
+async fn a_second_shop_on_the_same_database_file_exits_at_once_saying_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("shop.db");
+    let smtp = SmtpSink::start(Behaviour::default()).await;
+    let first = Shop::start(&db, smtp.port).await;
+
+    let second = Command::new(env!("CARGO_BIN_EXE_shop"))
+        .env("SHOP_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("DATABASE_URL", format!("sqlite://{}", db.display()))
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(
+        stderr.trim(),
+        format!(
+            "shop could not start: {} is in use by another process (lock file {}.lock is held): \
+             only one process may write a SQLite database; stop the other one or use another file",
+            db.display(),
+            db.display()
+        )
+    );
+    // The first one never noticed.
+    let res = reqwest::get(first.url("/readyz")).await.unwrap();
+    assert_eq!(res.status(), 200);
+}
