@@ -24,9 +24,26 @@ use crate::outbound::Sender;
 use crate::store::{OpenError, Store};
 use crate::{jobs, routes};
 
-/// What every handler shares: cheap to clone.
+/// What every handler shares: one pointer, so that extracting it costs one atomic increment.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+#[derive(Debug)]
+pub struct Shared {
     pub store: Store,
     pub analytics: Analytics,
     pub hub: Hub,
@@ -94,13 +111,13 @@ impl App {
             &tracker,
             stop_background.clone(),
         );
-        let state = AppState {
+        let state = AppState::new(crate::app::Shared {
             store,
             analytics,
             hub: Hub::new(config.ws_config()),
             payments_secret,
             webhook_allow_private: config.webhook_allow_private,
-        };
+        });
         // An attempt must end before its job's timeout cuts it off, or its outcome is lost.
         let webhook_timeout =
             Duration::from_secs(config.webhook_timeout_secs.min(config.job_timeout_secs));

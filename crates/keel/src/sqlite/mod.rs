@@ -44,6 +44,7 @@
 //! # Ok(()) }
 //! ```
 
+mod checkpoint;
 mod error;
 mod migrate;
 mod read;
@@ -111,12 +112,19 @@ pub enum OpenError {
     Thread(std::io::Error),
 }
 
-/// One SQLite database file: its [`Writer`], its [`Readers`] and its lock. Cheap to clone.
+/// One SQLite database file: its [`Writer`], its [`Readers`], its checkpointer and its lock.
+/// Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Database {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
     writer: Writer,
     readers: Readers,
-    lock: Arc<Mutex<Option<File>>>,
+    checkpointer: checkpoint::Checkpointer,
+    lock: Mutex<Option<File>>,
 }
 
 impl Database {
@@ -152,32 +160,42 @@ impl Database {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(open_err)?;
         setup(&mut conn)?;
+        // Checkpoints (copying the WAL back into the database, with an fsync) run on their own
+        // thread, so that the writer never stops for one while callers wait.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(open_err)?;
+        let checkpointer =
+            checkpoint::Checkpointer::start(&path, &options).map_err(OpenError::Thread)?;
         let writer = Writer::start(conn, &options).map_err(OpenError::Thread)?;
         let readers = Readers::new(path, options.busy_timeout);
         Ok(Database {
-            writer,
-            readers,
-            lock: Arc::new(Mutex::new(Some(lock))),
+            inner: Arc::new(Inner {
+                writer,
+                readers,
+                checkpointer,
+                lock: Mutex::new(Some(lock)),
+            }),
         })
     }
 
     /// The one writer.
     pub fn writer(&self) -> &Writer {
-        &self.writer
+        &self.inner.writer
     }
 
     /// The inline readers.
     pub fn readers(&self) -> &Readers {
-        &self.readers
+        &self.inner.readers
     }
 
     /// Stops the writer once the closures already handed to it are committed, closes the
     /// readers, and releases the lock so that another process (or a new `Database` in this
     /// one) can open the file.
     pub async fn close(&self) {
-        self.writer.close().await;
-        self.readers.close();
-        if let Ok(mut lock) = self.lock.lock() {
+        self.inner.writer.close().await;
+        self.inner.checkpointer.close().await;
+        self.inner.readers.close();
+        if let Ok(mut lock) = self.inner.lock.lock() {
             lock.take();
         }
     }

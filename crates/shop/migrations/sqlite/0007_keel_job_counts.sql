@@ -1,4 +1,5 @@
 -- keel's job counts, kept by triggers (keel::jobs::sqlite::SCHEMA_COUNTS, frozen here).
+DROP INDEX keel_jobs_queue_state;
 CREATE TABLE keel_job_counts (
     queue TEXT    NOT NULL,
     state TEXT    NOT NULL,

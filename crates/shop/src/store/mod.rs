@@ -18,6 +18,7 @@ pub mod users;
 pub mod webhooks;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use keel::jobs::sqlite::SqliteQueue;
 use keel::sqlite::{Database, Options};
@@ -61,9 +62,14 @@ impl From<StoreError> for ApiError {
     }
 }
 
-/// The service's database, and the job queue inside it.
+/// The service's database, and the job queue inside it. One pointer: cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
     db: Database,
     jobs: SqliteQueue,
 }
@@ -84,34 +90,37 @@ impl Store {
                 "jobs interrupted by the last stop run again"
             );
         }
-        Ok(Store { db, jobs })
+        Ok(Store {
+            inner: Arc::new(Inner { db, jobs }),
+        })
     }
 
     /// The durable job queue, in the same database.
     pub fn jobs(&self) -> &SqliteQueue {
-        &self.jobs
+        &self.inner.jobs
     }
 
     /// Succeeds when a read and a round trip through the writer both do.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.db
+        self.inner
+            .db
             .readers()
             .read(|conn| conn.prepare_cached("SELECT 1")?.query_row([], |_| Ok(())))?;
-        self.db.writer().ping().await?;
+        self.inner.db.writer().ping().await?;
         Ok(())
     }
 
     /// Commits what was handed to the writer, then closes the database and releases its lock.
     pub async fn close(&self) {
-        self.db.close().await;
+        self.inner.db.close().await;
     }
 
     fn writer(&self) -> &keel::sqlite::Writer {
-        self.db.writer()
+        self.inner.db.writer()
     }
 
     fn readers(&self) -> &keel::sqlite::Readers {
-        self.db.readers()
+        self.inner.db.readers()
     }
 }
 

@@ -81,7 +81,7 @@ impl Store {
     /// the stock is decremented, the order inserted and `order.created` fanned out, in one
     /// write.
     pub async fn place_order(&self, new: NewOrder) -> Result<Order, PlaceOrderError> {
-        let jobs = self.jobs.clone();
+        let jobs = self.inner.jobs.clone();
         let order = self
             .writer()
             .write(move |conn| {
@@ -91,7 +91,7 @@ impl Store {
                 Ok::<_, PlaceOrderError>(order)
             })
             .await?;
-        self.jobs.wake();
+        self.inner.jobs.wake();
         Ok(order)
     }
 

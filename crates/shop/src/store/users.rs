@@ -40,7 +40,7 @@ impl Store {
     /// keel maps to 409 naming the column.
     pub async fn create_user(&self, new: &NewUser) -> Result<User, StoreError> {
         let new = new.clone();
-        let jobs = self.jobs.clone();
+        let jobs = self.inner.jobs.clone();
         let user = self
             .writer()
             .write(move |conn| {
@@ -60,7 +60,7 @@ impl Store {
                 Ok::<_, StoreError>(user)
             })
             .await?;
-        self.jobs.wake();
+        self.inner.jobs.wake();
         Ok(user)
     }
 

@@ -213,7 +213,7 @@ impl Store {
         order_id: i64,
     ) -> Result<bool, StoreError> {
         let (message_id, kind) = (message_id.to_owned(), kind.to_owned());
-        let jobs = self.jobs.clone();
+        let jobs = self.inner.jobs.clone();
         let new = self
             .writer()
             .write(move |conn| {
@@ -234,7 +234,7 @@ impl Store {
             })
             .await?;
         if new {
-            self.jobs.wake();
+            self.inner.jobs.wake();
         }
         Ok(new)
     }
@@ -243,12 +243,12 @@ impl Store {
     /// order's outbound webhooks: `payment.succeeded` marks a pending order paid;
     /// `payment.failed` cancels it and puts its stock back.
     pub async fn process_payment(&self, inbound_id: i64) -> Result<PaymentOutcome, StoreError> {
-        let jobs = self.jobs.clone();
+        let jobs = self.inner.jobs.clone();
         let outcome = self
             .writer()
             .write(move |conn| process_payment(conn, &jobs, inbound_id))
             .await?;
-        self.jobs.wake();
+        self.inner.jobs.wake();
         Ok(outcome)
     }
 }
