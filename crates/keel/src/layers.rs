@@ -240,13 +240,38 @@ fn record(method: &'static str, route: &str, status: http::StatusCode, elapsed: 
 }
 
 type Handles = (metrics::Counter, metrics::Histogram);
-type HandleCache = HashMap<(&'static str, u16), HashMap<String, Handles>>;
+type Fnv = std::hash::BuildHasherDefault<FnvHasher>;
+type HandleCache = HashMap<(&'static str, u16), HashMap<String, Handles, Fnv>, Fnv>;
+
+/// FNV-1a: these keys are a handful of short labels chosen by the service, not by clients, so
+/// a hash this cheap is safe, and it runs twice per request.
+#[derive(Default)]
+struct FnvHasher(u64);
+
+impl std::hash::Hasher for FnvHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut hash = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for byte in bytes {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = hash;
+    }
+}
 
 thread_local! {
     /// Metric handles by (method, status) then route, per thread: looking a handle up by
     /// borrowed labels costs no allocation, where building the labels each time would cost
     /// three. Bounded: methods and routes are finite, statuses are three digits.
-    static METRICS: RefCell<HandleCache> = RefCell::new(HashMap::new());
+    static METRICS: RefCell<HandleCache> = RefCell::new(HashMap::default());
 }
 
 /// Standard methods by name; anything else is `OTHER`, so odd methods cannot grow the metrics.

@@ -83,6 +83,20 @@ async fn main() {
 
     let dir = std::env::temp_dir().join(format!("shop-webhooks-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a temporary folder");
+    // The .eml files go to tmpfs when there is one (see bench/http.sh: on virtual ext4 disks,
+    // creating thousands of files a second measures the kernel's inode allocator); the
+    // database stays on disk. MAIL_DIR=... to choose.
+    let mail_dir = std::env::var("MAIL_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| {
+            let shm = std::path::Path::new("/dev/shm");
+            let base = if shm.is_dir() {
+                shm.to_path_buf()
+            } else {
+                dir.clone()
+            };
+            base.join(format!("shop-webhooks-bench-mail-{}", std::process::id()))
+        });
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -95,7 +109,7 @@ async fn main() {
             "DATABASE_URL",
             format!("sqlite://{}/shop.db", dir.display()),
         )
-        .env("SHOP_MAIL_DIR", dir.join("mail"))
+        .env("SHOP_MAIL_DIR", &mail_dir)
         .env("SHOP_ADMIN_TOKEN", "bench")
         .env("SHOP_WEBHOOK_ALLOW_PRIVATE", "true")
         .env("SHOP_PAYMENTS_SECRET", secret.to_string())
@@ -191,4 +205,5 @@ async fn main() {
     let _ = shop.kill();
     let _ = shop.wait();
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&mail_dir);
 }

@@ -104,6 +104,7 @@ impl App {
         let tracker = TaskTracker::new();
         let stop_background = CancellationToken::new();
         let analytics = Analytics::spawn(store.clone(), &tracker, stop_background.clone());
+        crate::metrics::spawn_upkeep(&tracker, stop_background.clone());
         crate::retention::spawn(
             store.clone(),
             Duration::from_secs(u64::from(config.retention_days) * 86_400),

@@ -46,6 +46,27 @@ pub fn handle() -> &'static PrometheusHandle {
     })
 }
 
+/// How often histogram samples are folded into their buckets when nobody scrapes.
+const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Folds recorded histogram samples into their buckets every [`UPKEEP_INTERVAL`]. The recorder
+/// keeps each sample until then: without this, a service nobody scrapes would grow by every
+/// request's duration.
+pub fn spawn_upkeep(
+    tracker: &tokio_util::task::TaskTracker,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    tracker.spawn(async move {
+        let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => handle().run_upkeep(),
+            }
+        }
+    });
+}
+
 /// The Prometheus text, with the job gauges refreshed from the database.
 pub async fn render(store: &Store) -> String {
     let handle = handle();

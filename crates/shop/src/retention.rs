@@ -14,7 +14,7 @@ use crate::store::retention::Pruned;
 use crate::store::Store;
 
 /// Most rows of each kind deleted in one write: a few milliseconds of the writer's time.
-pub const BATCH: usize = 500;
+pub const BATCH: usize = 200;
 /// Pause between two writes of one pass.
 const PAUSE: Duration = Duration::from_millis(20);
 
