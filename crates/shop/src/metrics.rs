@@ -49,7 +49,7 @@ pub fn handle() -> &'static PrometheusHandle {
 /// How often histogram samples are folded into their buckets when nobody scrapes.
 const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Folds recorded histogram samples into their buckets every [`UPKEEP_INTERVAL`]. The recorder
+/// Folds recorded histogram samples into their buckets every 5 s. The recorder
 /// keeps each sample until then: without this, a service nobody scrapes would grow by every
 /// request's duration.
 pub fn spawn_upkeep(
