@@ -134,6 +134,15 @@ async fn a_failed_commit_answers_every_write_of_its_batch_with_503_and_the_next_
         );
         let response = axum::response::IntoResponse::into_response(api);
         assert_eq!(response.headers()[RETRY_AFTER], "1");
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"success": false, "error": "Service unavailable",
+                "code": "service_unavailable", "details": null, "request_id": null})
+        );
     }
     assert_eq!(count(&db, "users"), 0);
     assert_eq!(count(&db, "notes"), 0);
