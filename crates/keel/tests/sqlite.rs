@@ -226,3 +226,91 @@ fn migrations_apply_once_and_a_newer_database_is_refused() {
         "the database is at schema version 1, newer than this program knows (0): run a newer version"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_disk_full_in_a_batch_every_answer_matches_what_is_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(&dir);
+    let held = hold_writer(&db, 200);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    let mut writes = JoinSet::new();
+    for n in 0..4 {
+        let db = db.clone();
+        writes.spawn(async move {
+            (
+                n,
+                insert(&db, format!("before{n}@example.com")).await.is_ok(),
+            )
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // The disk fills up under this write: SQLite may roll the whole transaction back.
+    let full = db.clone();
+    writes.spawn(async move {
+        let result = full
+            .writer()
+            .write(|conn| {
+                let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+                conn.pragma_update(None, "max_page_count", pages)?;
+                conn.execute(
+                    "INSERT INTO users (email) VALUES (?1)",
+                    [format!("{}@example.com", "x".repeat(100_000))],
+                )?;
+                Ok::<i64, Error>(0)
+            })
+            .await;
+        (100, result.is_ok())
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    for n in 4..8 {
+        let db = db.clone();
+        writes.spawn(async move {
+            (
+                n,
+                insert(&db, format!("after{n}@example.com")).await.is_ok(),
+            )
+        });
+    }
+    let results = writes.join_all().await;
+    held.await.unwrap();
+    db.writer()
+        .write(|conn| {
+            conn.pragma_update(None, "max_page_count", 1_073_741_823)
+                .map_err(Error::from)
+        })
+        .await
+        .unwrap();
+
+    for (n, answered_ok) in results {
+        if n == 100 {
+            assert!(
+                !answered_ok,
+                "the write that filled the disk cannot succeed"
+            );
+            continue;
+        }
+        let email = if n < 4 {
+            format!("before{n}@example.com")
+        } else {
+            format!("after{n}@example.com")
+        };
+        let on_disk: bool = db
+            .readers()
+            .read(|c| {
+                c.query_row(
+                    "SELECT COUNT(*) FROM users WHERE email = ?1",
+                    [&email],
+                    |r| r.get::<_, i64>(0),
+                )
+            })
+            .unwrap()
+            == 1;
+        assert_eq!(
+            answered_ok, on_disk,
+            "{email}: answered {answered_ok}, on disk {on_disk}"
+        );
+    }
+    // And the writer goes on.
+    insert(&db, "later@example.com".into()).await.unwrap();
+}

@@ -184,9 +184,10 @@ impl App {
         self.state.hub.shutdown(Duration::from_secs(5)).await;
         stop_workers.cancel();
         self.tracker.close();
-        // The workers give their jobs `grace`, then hand back what is left; a little more
-        // covers that last write.
-        let limit = grace + Duration::from_secs(5);
+        // The workers give their jobs `grace`, then record what finished and hand back what
+        // is left, each write retried for up to a third of the 10 s lease if the database
+        // is busy; the margin covers both, so that the store is not closed under them.
+        let limit = grace + Duration::from_secs(15);
         if tokio::time::timeout(limit, self.tracker.wait())
             .await
             .is_err()

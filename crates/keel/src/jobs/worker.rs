@@ -233,16 +233,21 @@ impl<B: Backend> Loop<B> {
         let mut renew = tokio::time::interval(config.renew_every());
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         renew.reset();
-        // Claim at once on start; after that, when woken, on the poll, or when a slot frees.
-        let mut claim_now = true;
+        let mut poll = tokio::time::interval(config.poll_interval);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Claim at once on start; after that, when woken or when slots free (once a quarter
+        // of them is free, or none is busy: a claim per finished job would be one write per
+        // job, a claim per quarter is one per batch), and on every poll for any free slot, so
+        // that long jobs holding most slots never leave the rest idle for long.
+        let (mut claim_now, mut claim_any) = (true, false);
         let slots = config.concurrency.max(1);
-        // Claims wait for a quarter of the slots to be free (or for none to be busy): a claim
-        // per finished job would be one write per job; a claim per quarter is one per batch.
         let claim_at = (slots / 4).max(1);
         while !self.shutdown.is_cancelled() {
             let free = slots - self.running.len();
-            if claim_now && (free >= claim_at || self.running.is_empty()) {
+            let batch_ready = free >= claim_at || self.running.is_empty();
+            if (claim_now && batch_ready) || (claim_any && free > 0) {
                 claim_now = self.claim().await;
+                claim_any = false;
             }
             tokio::select! {
                 joined = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
@@ -256,7 +261,7 @@ impl<B: Backend> Loop<B> {
                 }
                 _ = renew.tick() => self.renew().await,
                 () = self.backend.woken() => claim_now = true,
-                () = tokio::time::sleep(config.poll_interval) => claim_now = true,
+                _ = poll.tick() => claim_any = true,
                 () = self.shutdown.cancelled() => {}
             }
         }
@@ -303,8 +308,11 @@ impl<B: Backend> Loop<B> {
         let (task, result) = match joined {
             Ok((task, result)) => (task, result),
             Err(join) if join.is_cancelled() => {
-                // Aborted: lease lost, or shutdown; its slot is free, nothing to record.
-                self.forget(join.id());
+                // Aborted because its lease was lost: nothing to record, and the job is no
+                // longer this process's.
+                if let Some(running) = self.forget(join.id()) {
+                    self.no_longer_here(&[running.job.id]);
+                }
                 return;
             }
             Err(join) => {
@@ -331,12 +339,18 @@ impl<B: Backend> Loop<B> {
         self.finished.push((lease, outcome));
     }
 
+    /// Takes a task off this loop's slots. Its job stays in the process's running set until
+    /// its outcome is written: until then its lease may run out, and a claim must not take it.
     fn forget(&mut self, task: TaskId) -> Option<Running> {
-        let running = self.running.remove(&task)?;
+        self.running.remove(&task)
+    }
+
+    fn no_longer_here(&self, ids: &[i64]) {
         if let Ok(mut here) = self.shared.running.lock() {
-            here.remove(&running.job.id);
+            for id in ids {
+                here.remove(id);
+            }
         }
-        Some(running)
     }
 
     /// Writes the finished outcomes, trying again for up to a third of the lease: past that the
@@ -351,6 +365,8 @@ impl<B: Backend> Loop<B> {
             backend.finish(&outcomes)
         })
         .await;
+        let ids: Vec<i64> = outcomes.iter().map(|(lease, _)| lease.id).collect();
+        self.no_longer_here(&ids);
     }
 
     /// Extends the leases of the running jobs; aborts those whose lease was lost.
@@ -416,6 +432,8 @@ impl<B: Backend> Loop<B> {
                 backend.release(&unfinished)
             })
             .await;
+            let ids: Vec<i64> = unfinished.iter().map(|lease| lease.id).collect();
+            self.no_longer_here(&ids);
         }
     }
 }

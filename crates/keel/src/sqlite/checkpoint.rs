@@ -26,14 +26,25 @@ pub(super) struct Checkpointer {
 }
 
 impl Checkpointer {
-    pub(super) fn start(path: &Path, options: &Options) -> std::io::Result<Self> {
+    /// Starts the thread; it holds `lock` (a handle on the database's lock file) until it ends.
+    pub(super) fn start(
+        path: &Path,
+        lock: std::fs::File,
+        options: &Options,
+    ) -> std::io::Result<Self> {
         let conn = Connection::open(path).map_err(std::io::Error::other)?;
         conn.busy_timeout(options.busy_timeout)
             .map_err(std::io::Error::other)?;
         let (stop, stopped) = std::sync::mpsc::channel::<oneshot::Sender<()>>();
         std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
-            .spawn(move || run(conn, stopped))?;
+            .spawn(move || {
+                let done = run(conn, stopped);
+                drop(lock);
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
+            })?;
         Ok(Checkpointer {
             stop: Arc::new(Mutex::new(Some(stop))),
         })
@@ -50,12 +61,16 @@ impl Checkpointer {
     }
 }
 
-fn run(conn: Connection, stop: std::sync::mpsc::Receiver<oneshot::Sender<()>>) {
+/// Checkpoints until asked to stop; returns the stop's answer, to send once the lock is gone.
+fn run(
+    conn: Connection,
+    stop: std::sync::mpsc::Receiver<oneshot::Sender<()>>,
+) -> Option<oneshot::Sender<()>> {
     loop {
         let done = match stop.recv_timeout(INTERVAL) {
             Ok(done) => Some(done),
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return None,
         };
         let mode = if done.is_some() {
             "TRUNCATE"
@@ -67,10 +82,8 @@ fn run(conn: Connection, stop: std::sync::mpsc::Receiver<oneshot::Sender<()>>) {
         if let Err(err) = checkpointed {
             tracing::warn!(error = %err, "checkpoint failed; the next one will try again");
         }
-        if let Some(done) = done {
-            drop(conn);
-            let _ = done.send(());
-            return;
+        if done.is_some() {
+            return done;
         }
     }
 }

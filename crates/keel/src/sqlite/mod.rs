@@ -52,7 +52,7 @@ mod writer;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
@@ -124,7 +124,6 @@ struct Inner {
     writer: Writer,
     readers: Readers,
     checkpointer: checkpoint::Checkpointer,
-    lock: Mutex<Option<File>>,
 }
 
 impl Database {
@@ -164,16 +163,21 @@ impl Database {
         // thread, so that the writer never stops for one while callers wait.
         conn.pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(open_err)?;
-        let checkpointer =
-            checkpoint::Checkpointer::start(&path, &options).map_err(OpenError::Thread)?;
-        let writer = Writer::start(conn, &options).map_err(OpenError::Thread)?;
+        // The two threads that write the file each hold the lock (one open file shared by two
+        // handles): it is released when both have ended, not when the handles are dropped.
+        let lock_for_checkpoints = lock.try_clone().map_err(|source| OpenError::Lock {
+            lock: lock_path(&path),
+            source,
+        })?;
+        let checkpointer = checkpoint::Checkpointer::start(&path, lock_for_checkpoints, &options)
+            .map_err(OpenError::Thread)?;
+        let writer = Writer::start(conn, lock, &options).map_err(OpenError::Thread)?;
         let readers = Readers::new(path, options.busy_timeout);
         Ok(Database {
             inner: Arc::new(Inner {
                 writer,
                 readers,
                 checkpointer,
-                lock: Mutex::new(Some(lock)),
             }),
         })
     }
@@ -188,16 +192,15 @@ impl Database {
         &self.inner.readers
     }
 
-    /// Stops the writer once the closures already handed to it are committed, closes the
-    /// readers, and releases the lock so that another process (or a new `Database` in this
-    /// one) can open the file.
+    /// Stops the writer once the closures already handed to it are committed, and the
+    /// checkpointer after a last checkpoint, and closes the readers. The lock is released when
+    /// both threads have ended, so that another process (or a new `Database` in this one) can
+    /// open the file; a `Database` dropped without `close` releases it the same way once its
+    /// last write is committed.
     pub async fn close(&self) {
         self.inner.writer.close().await;
         self.inner.checkpointer.close().await;
         self.inner.readers.close();
-        if let Ok(mut lock) = self.inner.lock.lock() {
-            lock.take();
-        }
     }
 }
 
@@ -220,12 +223,16 @@ fn open_read_only(path: &Path, busy_timeout: Duration) -> rusqlite::Result<Conne
     Ok(conn)
 }
 
+fn lock_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
 /// Takes the exclusive lock on `PATH.lock`, held until the returned file is closed. The lock
 /// is the operating system's (`flock`), so a process that dies releases it.
 fn lock(path: &Path) -> Result<File, OpenError> {
-    let mut name = path.as_os_str().to_owned();
-    name.push(".lock");
-    let lock = PathBuf::from(name);
+    let lock = lock_path(path);
     let file = File::options()
         .create(true)
         .truncate(false)

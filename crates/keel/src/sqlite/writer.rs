@@ -49,12 +49,21 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub(super) fn start(conn: Connection, options: &Options) -> std::io::Result<Writer> {
+    /// Starts the thread. It owns `lock` (the database's lock file) and drops it only when it
+    /// has committed its last write and closed the connection, however it is stopped.
+    pub(super) fn start(
+        conn: Connection,
+        lock: std::fs::File,
+        options: &Options,
+    ) -> std::io::Result<Writer> {
         let (queue, messages) = mpsc::channel(options.queue_depth.max(1));
         let max_batch = options.max_batch.max(1);
         let thread = std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || run(conn, messages, max_batch))?;
+            .spawn(move || {
+                run(conn, messages, max_batch);
+                drop(lock);
+            })?;
         Ok(Writer {
             queue,
             stopped: Arc::new(Mutex::new(Some(thread))),
@@ -122,14 +131,26 @@ impl Writer {
 
     /// Commits what was handed over before, then stops the thread. Later writes get
     /// [`Error::Closed`].
+    ///
+    /// Gives up after 30 s (the writer stuck on the disk): the thread then goes on alone, and
+    /// keeps the database's lock until it ends.
     pub async fn close(&self) {
         let (done, stopped) = oneshot::channel();
-        if self.queue.send(Message::Stop(done)).await.is_ok() {
-            let _ = tokio::time::timeout(Duration::from_secs(30), stopped).await;
+        let limit = Duration::from_secs(30);
+        let sent = tokio::time::timeout(limit, self.queue.send(Message::Stop(done))).await;
+        let acknowledged = match sent {
+            Ok(Ok(())) => matches!(tokio::time::timeout(limit, stopped).await, Ok(Ok(()))),
+            // The thread is gone already.
+            Ok(Err(_)) => true,
+            Err(_) => false,
+        };
+        if !acknowledged {
+            tracing::error!("the database writer did not stop within 30 s");
+            return;
         }
         let thread = self.stopped.lock().ok().and_then(|mut t| t.take());
         if let Some(thread) = thread {
-            // The thread has answered the stop (or is gone): joining does not block long.
+            // It has answered the stop: joining waits for the lock file to close, no more.
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
     }
@@ -137,17 +158,17 @@ impl Writer {
 
 fn run(conn: Connection, mut messages: mpsc::Receiver<Message>, max_batch: usize) {
     let mut batch: Vec<Work> = Vec::with_capacity(max_batch);
-    let mut stop = None;
-    while stop.is_none() {
+    let mut stops = Vec::new();
+    while stops.is_empty() {
         match messages.blocking_recv() {
             Some(Message::Work(work)) => batch.push(work),
-            Some(Message::Stop(done)) => stop = Some(done),
+            Some(Message::Stop(done)) => stops.push(done),
             None => break,
         }
-        while stop.is_none() && batch.len() < max_batch {
+        while stops.is_empty() && batch.len() < max_batch {
             match messages.try_recv() {
                 Ok(Message::Work(work)) => batch.push(work),
-                Ok(Message::Stop(done)) => stop = Some(done),
+                Ok(Message::Stop(done)) => stops.push(done),
                 Err(_) => break,
             }
         }
@@ -156,9 +177,12 @@ fn run(conn: Connection, mut messages: mpsc::Receiver<Message>, max_batch: usize
         }
     }
     messages.close();
-    // Written before the stop arrived but not yet taken: commit them too.
-    while let Ok(Message::Work(work)) = messages.try_recv() {
-        batch.push(work);
+    // Handed over before the stop but not yet taken: commit them too (and answer every stop).
+    while let Ok(message) = messages.try_recv() {
+        match message {
+            Message::Work(work) => batch.push(work),
+            Message::Stop(done) => stops.push(done),
+        }
         if batch.len() == max_batch {
             commit(&conn, &mut batch);
         }
@@ -167,42 +191,84 @@ fn run(conn: Connection, mut messages: mpsc::Receiver<Message>, max_batch: usize
         commit(&conn, &mut batch);
     }
     drop(conn);
-    if let Some(done) = stop {
+    for done in stops {
         let _ = done.send(());
     }
 }
 
-/// Runs a batch in one transaction and answers every caller.
+/// Runs a batch in as few transactions as it takes (one, unless SQLite rolls a transaction
+/// back by itself) and answers every caller.
 fn commit(conn: &Connection, batch: &mut Vec<Work>) {
+    let mut works = batch.drain(..);
+    loop {
+        match transaction(conn, &mut works) {
+            Ended::Done => return,
+            // Whatever the lost transaction held has been answered; the rest get a new one.
+            Ended::Lost => continue,
+        }
+    }
+}
+
+enum Ended {
+    /// Every closure has run and been answered.
+    Done,
+    /// The transaction was lost midway; closures remain.
+    Lost,
+}
+
+/// One transaction: runs closures from `works` until they are done or the transaction is
+/// lost, then commits and answers. A caller is answered `Ok` only after a `COMMIT` that held
+/// its write; every other outcome answers an error.
+fn transaction(conn: &Connection, works: &mut impl Iterator<Item = Work>) -> Ended {
+    // A transaction left open by a failure we could not clean up would make BEGIN fail for
+    // ever: end it first.
+    if !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
     if let Err(err) = conn.execute_batch("BEGIN IMMEDIATE") {
         tracing::error!(error = %err, "cannot begin a write transaction");
         let err = Arc::new(err);
-        for work in batch.drain(..) {
+        for work in works {
             work(Err(&err));
         }
-        return;
+        return Ended::Done;
     }
-    let mut answers = Vec::with_capacity(batch.len());
-    for work in batch.drain(..) {
+    let mut answers: Vec<Answer> = Vec::new();
+    for work in works.by_ref() {
         if let Err(err) = statement(conn, "SAVEPOINT keel_write") {
             tracing::error!(error = %err, "cannot open a savepoint");
             work(Err(&Arc::new(err)));
-            continue;
+            return abandon(conn, answers, "the savepoint could not open");
         }
         match catch_unwind(AssertUnwindSafe(|| work(Ok(conn)))) {
-            Ok(ran) => {
-                if ran.failed {
-                    undo(conn);
-                } else if let Err(err) = statement(conn, "RELEASE keel_write") {
-                    tracing::error!(error = %err, "cannot release a savepoint");
-                    undo(conn);
-                }
+            Ok(ran) if conn.is_autocommit() => {
+                // SQLite rolled the whole transaction back by itself (a full disk, an I/O
+                // error): the writes answered so far are gone with it.
                 answers.push(ran.answer);
+                return abandon(conn, answers, "SQLite rolled the transaction back");
             }
+            Ok(ran) if ran.failed => {
+                answers.push(ran.answer);
+                if !undo(conn) {
+                    return abandon(conn, answers, "a failed write could not be undone");
+                }
+            }
+            Ok(ran) => match statement(conn, "RELEASE keel_write") {
+                Ok(()) => answers.push(ran.answer),
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot release a savepoint");
+                    (ran.answer)(Some(&Arc::new(err)));
+                    if !undo(conn) {
+                        return abandon(conn, answers, "a savepoint could not be released");
+                    }
+                }
+            },
             // The panic is the closure's: its caller hears `Abandoned`, the rest go on.
             Err(_) => {
                 tracing::error!("a write closure panicked; its writes are rolled back");
-                undo(conn);
+                if conn.is_autocommit() || !undo(conn) {
+                    return abandon(conn, answers, "a panicking write could not be undone");
+                }
             }
         }
     }
@@ -210,12 +276,40 @@ fn commit(conn: &Connection, batch: &mut Vec<Work>) {
         Ok(()) => None,
         Err(err) => {
             tracing::error!(error = %err, writes = answers.len(), "commit failed");
-            let _ = conn.execute_batch("ROLLBACK");
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
             Some(Arc::new(err))
         }
     };
+    answer_all(answers, failed.as_ref());
+    Ended::Done
+}
+
+/// Rolls back what is left of the transaction and answers its callers with an error.
+fn abandon(conn: &Connection, answers: Vec<Answer>, why: &str) -> Ended {
+    tracing::error!(
+        writes = answers.len(),
+        "{why}; the transaction is rolled back"
+    );
+    if !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    let err = Arc::new(rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+        Some(format!("{why}; the transaction was rolled back")),
+    ));
+    answer_all(answers, Some(&err));
+    Ended::Lost
+}
+
+/// Answers callers; a panic while answering one (a `Drop` or conversion of the caller's
+/// types) does not keep the others waiting.
+fn answer_all(answers: Vec<Answer>, failed: Option<&Arc<rusqlite::Error>>) {
     for answer in answers {
-        answer(failed.as_ref());
+        if catch_unwind(AssertUnwindSafe(|| answer(failed))).is_err() {
+            tracing::error!("answering a write panicked");
+        }
     }
 }
 
@@ -223,11 +317,15 @@ fn statement(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(drop)
 }
 
-/// Rolls back to the current savepoint and closes it.
-fn undo(conn: &Connection) {
+/// Rolls back to the current savepoint and closes it; false if it could not.
+fn undo(conn: &Connection) -> bool {
     let undone = statement(conn, "ROLLBACK TO keel_write")
         .and_then(|()| statement(conn, "RELEASE keel_write"));
-    if let Err(err) = undone {
-        tracing::error!(error = %err, "cannot roll back a savepoint");
+    match undone {
+        Ok(()) => true,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot roll back a savepoint");
+            false
+        }
     }
 }
