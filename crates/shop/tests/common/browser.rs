@@ -27,8 +27,9 @@ pub struct Tab {
 }
 
 impl Browser {
-    pub async fn launch() -> Browser {
-        let path = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    /// Starts Chromium; `None` (the skip reported) when it is not installed.
+    pub async fn launch() -> Option<Browser> {
+        let path = super::tools::chromium()?;
         let profile = tempfile::tempdir().unwrap();
         let mut child = Command::new(&path)
             .args([
@@ -68,12 +69,12 @@ impl Browser {
             .recv_timeout(Duration::from_secs(30))
             .expect("Chromium's DevTools address within 30 s");
         let (devtools, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-        Browser {
+        Some(Browser {
             child,
             devtools,
             next_id: 0,
             _profile: profile,
-        }
+        })
     }
 
     /// Sends a DevTools command and returns its result (events in between are skipped).

@@ -5,6 +5,7 @@
 pub mod browser;
 pub mod receiver;
 pub mod smtp;
+pub mod tools;
 
 use std::net::SocketAddr;
 

@@ -1,0 +1,49 @@
+//! Tools some tests need beyond Rust: Chromium for the pages, Python's `standardwebhooks` for
+//! an independent check of webhook signatures.
+//!
+//! A test whose tool is missing says so on stderr and returns without checking anything, so
+//! that the rest of the suite runs on a machine with only the Rust toolchain. CI installs
+//! the tools and sets `KEEL_REQUIRE_TEST_TOOLS=1`, which turns a missing tool into a failure:
+//! there, nothing is skipped.
+
+use std::io::Write;
+
+/// Whether `tool` may be used; when not, reports the skip (or fails under CI).
+fn available(tool: &str, found: bool, install: &str) -> bool {
+    if found {
+        return true;
+    }
+    assert!(
+        std::env::var_os("KEEL_REQUIRE_TEST_TOOLS").is_none(),
+        "{tool} is missing ({install}) and KEEL_REQUIRE_TEST_TOOLS is set"
+    );
+    // Straight to the process's stderr: `eprintln!` in a passing test is captured and never
+    // shown, and a skip must be seen.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED: {tool} is missing ({install}); this test checked nothing"
+    );
+    false
+}
+
+/// The Chromium binary (`CHROMIUM`, or Debian's `/usr/bin/chromium`), if installed.
+pub fn chromium() -> Option<String> {
+    let path = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let found = std::path::Path::new(&path).exists();
+    available("Chromium", found, "apt-get install chromium").then_some(path)
+}
+
+/// Whether Python's `standardwebhooks` package can be imported.
+pub fn standardwebhooks() -> bool {
+    let found = std::process::Command::new("python3")
+        .args(["-c", "import standardwebhooks"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    available(
+        "Python's standardwebhooks",
+        found,
+        "python3 -m pip install standardwebhooks",
+    )
+}
