@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use keel::jobs::sqlite::{SqliteQueue, SCHEMA, SCHEMA_COUNTS};
+use keel::jobs::sqlite::{SqliteQueue, MIGRATIONS};
 use keel::jobs::{Job, JobError, JobMeta, Registry, Worker, WorkerConfig};
 use keel::sqlite::{Database, Error, Migration, Options};
 use tokio::task::JoinSet;
@@ -28,23 +28,12 @@ fn open(path: &std::path::Path) -> Database {
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
-    let schema = [
-        Migration {
-            version: 1,
-            name: "keel jobs",
-            sql: SCHEMA,
-        },
-        Migration {
-            version: 2,
-            name: "keel job counts",
-            sql: SCHEMA_COUNTS,
-        },
-        Migration {
-            version: 3,
-            name: "things",
-            sql: "CREATE TABLE things (id INTEGER PRIMARY KEY, name TEXT NOT NULL)",
-        },
-    ];
+    let mut schema = MIGRATIONS.to_vec();
+    schema.push(Migration {
+        version: 3,
+        name: "things",
+        sql: "CREATE TABLE things (id INTEGER PRIMARY KEY, name TEXT NOT NULL)",
+    });
     Database::open(path, Options::default(), &schema).expect("open the database")
 }
 

@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use keel::jobs::sqlite::{SqliteQueue, SCHEMA, SCHEMA_COUNTS};
+use keel::jobs::sqlite::{SqliteQueue, MIGRATIONS};
 use keel::jobs::{Backend, Job, JobError, JobMeta, Outcome, Registry, Worker, WorkerConfig};
-use keel::sqlite::{Database, Migration, Options};
+use keel::sqlite::{Database, Options};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -46,19 +46,7 @@ impl Drop for PathGuard {
 async fn db(max_attempts: u32) -> Db {
     let dir = std::env::temp_dir().join(format!("keel-jobs-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
-    let schema = [
-        Migration {
-            version: 1,
-            name: "keel jobs",
-            sql: SCHEMA,
-        },
-        Migration {
-            version: 2,
-            name: "keel job counts",
-            sql: SCHEMA_COUNTS,
-        },
-    ];
-    let db = Database::open(dir.join("jobs.db"), Options::default(), &schema).unwrap();
+    let db = Database::open(dir.join("jobs.db"), Options::default(), MIGRATIONS).unwrap();
     let queue = SqliteQueue::new(db.clone(), max_attempts);
     Db {
         db,
@@ -263,15 +251,18 @@ async fn a_worker_whose_lease_ran_out_cannot_overwrite_the_next_claim() {
     assert_eq!(job(&db, id).await, ("succeeded".to_owned(), 2, expired));
 }
 
+/// Claims the one due job with a lease that has already run out.
+async fn claim_and_lose_the_lease(db: &Db) {
+    let claimed = db.queue.claim(10, Duration::ZERO, &[]).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+}
+
 #[tokio::test]
 async fn a_job_lost_on_its_last_attempt_is_dead_not_retried_forever() {
     let db = db(1).await;
     let id = enqueue(&db, &Steady).await;
-    assert_eq!(
-        db.queue.claim(10, Duration::ZERO, &[]).await.unwrap().len(),
-        1
-    );
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    claim_and_lose_the_lease(&db).await;
     assert!(db
         .queue
         .claim(10, Duration::from_secs(60), &[])
@@ -376,11 +367,7 @@ async fn an_attempt_whose_lease_was_taken_is_stopped() {
 async fn jobs_running_in_this_process_are_not_claimed_again_whatever_the_clock_says() {
     let db = db(5).await;
     let id = enqueue(&db, &Steady).await;
-    assert_eq!(
-        db.queue.claim(10, Duration::ZERO, &[]).await.unwrap().len(),
-        1
-    );
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    claim_and_lose_the_lease(&db).await;
     // Its lease has run out, but this process still runs it.
     assert!(db
         .queue

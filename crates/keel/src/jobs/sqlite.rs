@@ -1,7 +1,7 @@
 //! The job queue in SQLite: one table, `keel_jobs`, in the service's own database.
 //!
-//! Add [`SCHEMA`], then [`SCHEMA_COUNTS`], to the application's migrations. Times the worker
-//! compares (`run_at`,
+//! Add [`SCHEMA`], then [`SCHEMA_COUNTS`], to the application's migrations ([`MIGRATIONS`]
+//! has both, for a database of the queue's own). Times the worker compares (`run_at`,
 //! `locked_until`) are integers of milliseconds since the Unix epoch; `created_at` and
 //! `finished_at` are RFC 3339 text for people.
 //!
@@ -72,6 +72,21 @@ CREATE TRIGGER keel_jobs_counted_delete AFTER DELETE ON keel_jobs BEGIN
     UPDATE keel_job_counts SET n = n - 1 WHERE queue = OLD.queue AND state = OLD.state;
 END;
 "#;
+
+/// [`SCHEMA`] and [`SCHEMA_COUNTS`] as versions 1 and 2, for a database whose only schema is
+/// the queue's (an application with its own tables includes both in its own migrations).
+pub const MIGRATIONS: &[crate::sqlite::Migration] = &[
+    crate::sqlite::Migration {
+        version: 1,
+        name: "keel jobs",
+        sql: SCHEMA,
+    },
+    crate::sqlite::Migration {
+        version: 2,
+        name: "keel job counts",
+        sql: SCHEMA_COUNTS,
+    },
+];
 
 /// The `last_error` of a job claimed again because its lease ran out.
 const LEASE_EXPIRED: &str =
