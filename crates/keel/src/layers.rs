@@ -184,12 +184,12 @@ where
         );
         let header = HeaderValue::from_str(id.as_str()).ok();
 
-        // The service that was polled ready is the one to call; leave a clone in its place.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        // Called here, on the service that was polled ready; its future owns what it needs,
+        // so no clone of the service is made per request.
+        let call = self.inner.call(req);
         let limit = self.timeout;
         let served = id.clone().scope(async move {
-            let response = match tokio::time::timeout(limit, inner.call(req)).await {
+            let response = match tokio::time::timeout(limit, call).await {
                 Ok(Ok(response)) => response.into_response(),
                 Ok(Err(never)) => match never {},
                 Err(_elapsed) => ApiError::timeout().into_response(),
