@@ -188,6 +188,18 @@ async fn endpoint_urls_and_events_are_validated() {
             "URL points to a loopback, private or link-local address",
         ),
         (
+            json!({"url": "http://example.com\\@127.0.0.1/", "events": ["user.created"]}),
+            "url",
+            "invalid_url",
+            "URL should be an absolute http:// or https:// URL",
+        ),
+        (
+            json!({"url": "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/", "events": ["user.created"]}),
+            "url",
+            "invalid_url",
+            "URL points to a loopback, private or link-local address",
+        ),
+        (
             json!({"url": "https://x.example.com", "events": []}),
             "events",
             "too_short",
@@ -215,6 +227,19 @@ async fn endpoint_urls_and_events_are_validated() {
         )
         .await;
     }
+
+    // Stored as the parser reads it: what operators see is what is called.
+    let res = app
+        .client
+        .post(app.url("/webhook-endpoints"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"url": "HTTPS://Hooks.Example.COM:443/a/../in", "events": ["user.created"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let endpoint: Value = res.json().await.unwrap();
+    assert_eq!(endpoint["url"], "https://hooks.example.com/in");
 }
 
 #[tokio::test]

@@ -32,6 +32,9 @@ pub struct Target {
     pub host: String,
     /// The explicit port, or the scheme's default.
     pub port: u16,
+    /// The URL as the parser normalised it (`HTTP://Example.COM:80/a/../b` is
+    /// `http://example.com/b`): what to store, so that what is shown is what is called.
+    pub url: String,
 }
 
 /// Parses a webhook URL and, unless private addresses are allowed, refuses a host that is a
@@ -45,8 +48,18 @@ pub struct Target {
 /// assert_eq!(check_url("http://[::ffff:10.0.0.1]/", false), Err(SsrfError::Forbidden));
 /// assert!(check_url("http://127.0.0.1:8080/", true).is_ok());
 /// assert_eq!(check_url("ftp://example.com/", false), Err(SsrfError::BadUrl));
+/// assert_eq!(check_url("http://example.com\\@127.0.0.1/", true), Err(SsrfError::BadUrl));
+/// assert_eq!(
+///     check_url("HTTP://Example.COM:80/a/../b", false).map(|t| t.url),
+///     Ok("http://example.com/b".to_owned())
+/// );
 /// ```
 pub fn check_url(url: &str, allow_private: bool) -> Result<Target, SsrfError> {
+    // Parsers disagree on a backslash (`http://example.com\@127.0.0.1/` is example.com to
+    // one and 127.0.0.1 to another): no webhook URL needs one.
+    if url.contains('\\') {
+        return Err(SsrfError::BadUrl);
+    }
     // The WHATWG parser, as HTTP clients use it: it reads `http://2130706433/` and
     // `http://0x7f.1/` as 127.0.0.1, so no spelling of an address slips through as a "name".
     let parsed = url::Url::parse(url).map_err(|_| SsrfError::BadUrl)?;
@@ -75,7 +88,12 @@ pub fn check_url(url: &str, allow_private: bool) -> Result<Target, SsrfError> {
         _ => return Err(SsrfError::BadUrl),
     };
     let port = parsed.port_or_known_default().ok_or(SsrfError::BadUrl)?;
-    Ok(Target { scheme, host, port })
+    Ok(Target {
+        scheme,
+        host,
+        port,
+        url: parsed.to_string(),
+    })
 }
 
 /// Resolves `host` and returns its addresses with `port`, refusing the lot when any address is
@@ -142,6 +160,11 @@ fn is_forbidden_v6(ip: Ipv6Addr) -> bool {
     if segments[..6] == [0, 0, 0, 0, 0xffff, 0] {
         let [.., hi, lo] = segments;
         return is_forbidden_v4(Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo)));
+    }
+    // Teredo (2001::/32) carries a client's IPv4 address, obfuscated, in its last 32 bits:
+    // refused whole rather than decoded.
+    if segments[..2] == [0x2001, 0] {
+        return true;
     }
     // Local-use NAT64 (64:ff9b:1::/48) translates inside a network.
     if segments[..3] == [0x64, 0xff9b, 1] {
@@ -221,6 +244,8 @@ mod tests {
             "64:ff9b::7f00:1",
             "::10.0.0.1",
             "::127.0.0.2",
+            "2001::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
         ] {
             assert!(forbidden(ip), "{ip} should be refused");
         }
@@ -252,7 +277,8 @@ mod tests {
             Ok(Target {
                 scheme: "https".into(),
                 host: "hooks.example.com".into(),
-                port: 8443
+                port: 8443,
+                url: "https://hooks.example.com:8443/x?y=1".into(),
             })
         );
         assert_eq!(

@@ -117,7 +117,8 @@ pub(crate) async fn create_endpoint(
             return Err(Problem::too_long(2048));
         }
         match check_url(&url, allow_private) {
-            Ok(_) => Ok(url),
+            // Stored as the parser normalised it: what operators see is what is called.
+            Ok(target) => Ok(target.url),
             Err(SsrfError::Forbidden) => Err(Problem::new(
                 "invalid_url",
                 "URL points to a loopback, private or link-local address",

@@ -13,8 +13,9 @@ use super::orders::{Order, ORDER_COLUMNS};
 use super::{Store, StoreError};
 use crate::jobs::{DeliverWebhook, ProcessPayment};
 
-/// A subscriber as the API shows it (with its secret, shown once at creation).
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+/// A subscriber as the API shows it (with its secret, shown once at creation). Its `Debug`
+/// leaves the secret out: logs must never carry it.
+#[derive(Clone, Serialize, utoipa::ToSchema)]
 pub struct Endpoint {
     pub id: i64,
     pub url: String,
@@ -45,13 +46,65 @@ pub struct EndpointSummary {
     pub latest_deliveries: Vec<Delivery>,
 }
 
-/// What one attempt of a delivery needs.
-#[derive(Debug, Clone)]
+/// What one attempt of a delivery needs. Its `Debug` leaves the secret out.
+#[derive(Clone)]
 pub struct Outgoing {
     pub url: String,
     pub secret: String,
     pub message_id: String,
     pub payload: String,
+}
+
+const REDACTED: &str = "[redacted]";
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("id", &self.id)
+            .field("url", &self.url)
+            .field("events", &self.events)
+            .field("secret", &REDACTED)
+            .field("created_at", &self.created_at)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Outgoing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outgoing")
+            .field("url", &self.url)
+            .field("secret", &REDACTED)
+            .field("message_id", &self.message_id)
+            .field("payload", &self.payload)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_show_in_debug() {
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned();
+        let endpoint = Endpoint {
+            id: 1,
+            url: "https://example.com/hook".into(),
+            events: vec!["user.created".into()],
+            secret: secret.clone(),
+            created_at: "2026-11-26T00:00:00.000Z".into(),
+        };
+        let outgoing = Outgoing {
+            url: endpoint.url.clone(),
+            secret: secret.clone(),
+            message_id: "msg_1".into(),
+            payload: "{}".into(),
+        };
+        for debug in [format!("{endpoint:?}"), format!("{outgoing:?}")] {
+            assert!(!debug.contains(&secret), "{debug}");
+            assert!(debug.contains(r#"secret: "[redacted]""#), "{debug}");
+        }
+    }
 }
 
 /// What became of an inbound payment webhook's processing.
