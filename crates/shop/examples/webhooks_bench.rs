@@ -110,7 +110,7 @@ async fn main() {
             format!("sqlite://{}/shop.db", dir.display()),
         )
         .env("SHOP_MAIL_DIR", &mail_dir)
-        .env("SHOP_ADMIN_TOKEN", "bench")
+        .env("SHOP_ADMIN_TOKEN", "bench-admin-token")
         .env("SHOP_WEBHOOK_ALLOW_PRIVATE", "true")
         .env("SHOP_PAYMENTS_SECRET", secret.to_string())
         .env("RUST_LOG", "error")
@@ -127,7 +127,7 @@ async fn main() {
     }
     let subscribed = http
         .post(format!("{base}/webhook-endpoints"))
-        .bearer_auth("bench")
+        .bearer_auth("bench-admin-token")
         .json(&json!({"url": hook_url, "events": ["user.created"]}))
         .send()
         .await

@@ -53,6 +53,9 @@ pub struct Shared {
     pub webhook_allow_private: bool,
 }
 
+/// The shortest operator token the service accepts.
+pub const MIN_ADMIN_TOKEN_CHARS: usize = 16;
+
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -60,6 +63,10 @@ pub enum StartError {
     Store(#[from] OpenError),
     #[error(transparent)]
     Mail(#[from] MailSetupError),
+    #[error(
+        "SHOP_ADMIN_TOKEN is {0} characters long: an operator token needs at least {MIN_ADMIN_TOKEN_CHARS}"
+    )]
+    AdminTokenTooShort(usize),
     #[error("invalid SHOP_PAYMENTS_SECRET: {0}")]
     PaymentsSecret(keel::webhooks::SecretError),
     #[error("cannot build the webhook HTTP client: {0}")]
@@ -88,6 +95,14 @@ pub struct App {
 impl App {
     /// Opens the database (migrating it), sets up mail and binds the listener.
     pub async fn build(config: Config) -> Result<Self, StartError> {
+        if let Some(token) = config.admin_token.as_deref() {
+            // Empty means unset (the routes answer 403); anything shorter than this is a
+            // token a guess can find.
+            let chars = token.chars().count();
+            if chars > 0 && chars < MIN_ADMIN_TOKEN_CHARS {
+                return Err(StartError::AdminTokenTooShort(chars));
+            }
+        }
         crate::metrics::handle();
         let store = Store::open(&config.database_url, config.job_max_attempts).await?;
         let mailer = Mailer::new(

@@ -105,8 +105,8 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub webhook_timeout_secs: u64,
 
-    /// Bearer token of the operator routes (`/webhook-endpoints…`, `/admin…`); unset, they
-    /// answer 403.
+    /// Bearer token of the operator routes (`/webhook-endpoints…`, `/admin…`), at least 16
+    /// characters; unset (or empty), they answer 403.
     #[arg(long, env = "SHOP_ADMIN_TOKEN")]
     pub admin_token: Option<String>,
 

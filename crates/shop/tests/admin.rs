@@ -9,7 +9,7 @@ use common::{assert_envelope, assert_validation_error, eventually, spawn_app_wit
 use reqwest::Method;
 use serde_json::{json, Value};
 
-const TOKEN: &str = "console-token";
+const TOKEN: &str = "console-token-0001";
 
 const OPERATOR_ROUTES: &[(&str, &str)] = &[
     ("GET", "/admin/jobs"),

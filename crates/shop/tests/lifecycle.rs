@@ -254,7 +254,7 @@ async fn webhook_deliveries_pending_at_kill_9_are_all_delivered_after_restart() 
     // The receiver fails everything at first, so the deliveries are pending when the process dies.
     let receiver = Receiver::start(vec![Reply::Status(503); 10]).await;
     let env = [
-        ("SHOP_ADMIN_TOKEN", "t"),
+        ("SHOP_ADMIN_TOKEN", "lifecycle-token-01"),
         ("SHOP_WEBHOOK_ALLOW_PRIVATE", "true"),
         ("SHOP_JOB_BACKOFF_BASE_MS", "300"),
     ];
@@ -262,7 +262,7 @@ async fn webhook_deliveries_pending_at_kill_9_are_all_delivered_after_restart() 
     let client = reqwest::Client::new();
     let res = client
         .post(first.url("/webhook-endpoints"))
-        .bearer_auth("t")
+        .bearer_auth("lifecycle-token-01")
         .json(&json!({"url": receiver.url(), "events": ["user.created"]}))
         .send()
         .await
@@ -373,4 +373,23 @@ async fn a_second_shop_on_the_same_database_file_exits_at_once_saying_why() {
     // The first one never noticed.
     let res = reqwest::get(first.url("/readyz")).await.unwrap();
     assert_eq!(res.status(), 200);
+}
+
+#[tokio::test]
+async fn an_admin_token_shorter_than_16_characters_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("shop.db");
+    let refused = Command::new(env!("CARGO_BIN_EXE_shop"))
+        .env("SHOP_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("DATABASE_URL", format!("sqlite://{}", db.display()))
+        .env("SHOP_ADMIN_TOKEN", "fifteen-chars-x")
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&refused.stderr).trim(),
+        "shop could not start: SHOP_ADMIN_TOKEN is 15 characters long: an operator token needs at least 16"
+    );
+    assert!(!db.exists(), "refused before touching the database");
 }
