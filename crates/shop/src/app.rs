@@ -51,6 +51,8 @@ pub struct Shared {
     pub payments_secret: Option<Arc<Secret>>,
     /// Whether webhook endpoints may point at loopback and private addresses.
     pub webhook_allow_private: bool,
+    /// Origins whose pages may open WebSockets besides the service's own.
+    pub allowed_origins: keel::ws::AllowedOrigins,
 }
 
 /// The shortest operator token the service accepts.
@@ -133,6 +135,7 @@ impl App {
             hub: Hub::new(config.ws_config()),
             payments_secret,
             webhook_allow_private: config.webhook_allow_private,
+            allowed_origins: keel::ws::AllowedOrigins::new(&config.allowed_origins),
         });
         // An attempt must end before its job's timeout cuts it off, or its outcome is lost.
         let webhook_timeout =

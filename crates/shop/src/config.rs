@@ -90,6 +90,11 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub ws_idle_timeout_secs: u64,
 
+    /// Origins (`https://app.example.com`, comma-separated) whose pages may open WebSockets
+    /// besides the service's own; a browser's handshake from any other is refused with 403.
+    #[arg(long, env = "SHOP_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
     /// Secret (`whsec_…`) of the payment provider's webhooks; unset, `/webhooks/payments`
     /// answers 503.
     #[arg(long, env = "SHOP_PAYMENTS_SECRET")]

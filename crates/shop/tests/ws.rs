@@ -269,9 +269,14 @@ async fn domain_events_are_pushed_to_ws_events_as_json() {
     // What clients send there is ignored.
     feed.send(Message::text("hello?")).await.unwrap();
 
+    // Anyone may listen: the user is named, the email is not sent.
     let user = app.create_user("ada@example.com", "ada").await;
     let event: Value = serde_json::from_str(&next_text(&mut feed).await).unwrap();
-    assert_eq!(event, json!({"type": "user.created", "data": user}));
+    assert_eq!(
+        event,
+        json!({"type": "user.created", "data": {
+            "id": user["id"], "username": "ada", "created_at": user["created_at"]}})
+    );
 
     app.create_product("Lamp", 250, 5).await;
     let res = app
@@ -283,4 +288,52 @@ async fn domain_events_are_pushed_to_ws_events_as_json() {
     let order: Value = res.json().await.unwrap();
     let event: Value = serde_json::from_str(&next_text(&mut feed).await).unwrap();
     assert_eq!(event, json!({"type": "order.created", "data": order}));
+}
+
+/// A handshake to `path` with `Origin: origin`: the status, and the body when refused.
+async fn handshake_from(app: &TestApp, path: &str, origin: &str) -> (u16, Option<Value>) {
+    let mut request = format!("ws://{}{path}", app.addr)
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("origin", origin.parse().unwrap());
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((_client, response)) => (response.status().as_u16(), None),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let body = response.body().as_deref().unwrap_or_default();
+            (
+                response.status().as_u16(),
+                serde_json::from_slice(body).ok(),
+            )
+        }
+        Err(other) => panic!("{other}"),
+    }
+}
+
+#[tokio::test]
+async fn browsers_may_open_sockets_only_from_the_services_own_or_allowed_origins() {
+    let app = spawn_app_with(|c| c.allowed_origins = vec!["https://app.example.com".into()]).await;
+    let own = format!("http://{}", app.addr);
+    for path in ["/ws", "/ws/events"] {
+        assert_eq!(handshake_from(&app, path, &own).await, (101, None));
+        assert_eq!(
+            handshake_from(&app, path, "https://app.example.com").await,
+            (101, None)
+        );
+        let (status, body) = handshake_from(&app, path, "https://evil.example").await;
+        assert_eq!(status, 403);
+        let body = body.unwrap();
+        assert_eq!(
+            (&body["code"], &body["error"], &body["success"]),
+            (
+                &json!("origin_not_allowed"),
+                &json!("Origin not allowed"),
+                &json!(false)
+            )
+        );
+        assert!(body["request_id"].is_string(), "{body}");
+    }
+    // Not a browser: no Origin, no check.
+    connect(&app, "/ws/events").await;
 }

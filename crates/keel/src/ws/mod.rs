@@ -13,6 +13,7 @@
 //! - pings go out at a third of the idle timeout; a peer silent past it is dropped;
 //! - a frame over the size limit closes that connection with 1009;
 //! - [`Hub::shutdown`] closes every socket with 1001 and waits for them;
+//! - [`AllowedOrigins`] refuses browsers' handshakes from other sites' pages;
 //! - a [`Broker`] carries broadcasts to the hubs of other instances; without one, delivery is
 //!   in-process.
 //!
@@ -34,6 +35,7 @@
 mod broker;
 mod connection;
 mod hub;
+mod origin;
 
 use std::time::Duration;
 
@@ -43,6 +45,7 @@ use http::request::Parts;
 
 pub use broker::Broker;
 pub use hub::Hub;
+pub use origin::AllowedOrigins;
 
 use crate::ApiError;
 

@@ -73,7 +73,13 @@ pub(crate) async fn create(
         "user_created",
         serde_json::json!({"user_id": user.id}),
     );
-    super::push_event(&tasks, &state, "user.created", &user);
+    // Anyone may listen on /ws/events: the event names the user, never their email.
+    let public = serde_json::json!({
+        "id": user.id,
+        "username": user.username,
+        "created_at": user.created_at,
+    });
+    super::push_event(&tasks, &state, "user.created", public);
     Ok(super::created(format!("/users/{}", user.id), user))
 }
 

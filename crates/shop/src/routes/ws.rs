@@ -1,9 +1,10 @@
 //! `GET /ws`, the chat room, and `GET /ws/events`, the feed of domain events.
 
 use axum::extract::State;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use http::HeaderMap;
 use keel::ws::WsUpgrade;
 
 use crate::app::AppState;
@@ -26,9 +27,17 @@ pub fn router() -> Router<AppState> {
     responses(
         (status = 101, description = "Switching to the WebSocket protocol"),
         (status = 400, description = "Not a WebSocket handshake (`Upgrade: websocket`)", body = ErrorEnvelope),
+        (status = 403, description = "A browser's handshake from an origin that is not allowed", body = ErrorEnvelope),
         (status = 426, description = "Upgrade required", body = ErrorEnvelope),
     ))]
-pub(crate) async fn chat(State(state): State<AppState>, WsUpgrade(ws): WsUpgrade) -> Response {
+pub(crate) async fn chat(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    WsUpgrade(ws): WsUpgrade,
+) -> Response {
+    if let Err(refused) = state.allowed_origins.check(&headers) {
+        return refused.into_response();
+    }
     let hub = state.hub.clone();
     state.hub.serve(ws, CHAT, move |text| {
         hub.publish(CHAT, format!("Client says: {text}"));
@@ -40,8 +49,16 @@ pub(crate) async fn chat(State(state): State<AppState>, WsUpgrade(ws): WsUpgrade
     responses(
         (status = 101, description = "Switching to the WebSocket protocol"),
         (status = 400, description = "Not a WebSocket handshake (`Upgrade: websocket`)", body = ErrorEnvelope),
+        (status = 403, description = "A browser's handshake from an origin that is not allowed", body = ErrorEnvelope),
         (status = 426, description = "Upgrade required", body = ErrorEnvelope),
     ))]
-pub(crate) async fn events(State(state): State<AppState>, WsUpgrade(ws): WsUpgrade) -> Response {
+pub(crate) async fn events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    WsUpgrade(ws): WsUpgrade,
+) -> Response {
+    if let Err(refused) = state.allowed_origins.check(&headers) {
+        return refused.into_response();
+    }
     state.hub.serve(ws, EVENTS, |_| {})
 }
