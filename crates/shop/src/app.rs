@@ -53,6 +53,8 @@ pub struct Shared {
     pub webhook_allow_private: bool,
     /// Origins whose pages may open WebSockets besides the service's own.
     pub allowed_origins: keel::ws::AllowedOrigins,
+    /// How long a pending order waits for its payment.
+    pub order_payment_window: Duration,
 }
 
 /// The shortest operator token the service accepts.
@@ -136,6 +138,7 @@ impl App {
             payments_secret,
             webhook_allow_private: config.webhook_allow_private,
             allowed_origins: keel::ws::AllowedOrigins::new(&config.allowed_origins),
+            order_payment_window: Duration::from_secs(config.order_payment_window_secs),
         });
         // An attempt must end before its job's timeout cuts it off, or its outcome is lost.
         let webhook_timeout =

@@ -58,6 +58,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub job_timeout_secs: u64,
 
+    /// Seconds a pending order waits for its payment; then it is cancelled and its stock put
+    /// back.
+    #[arg(long, env = "SHOP_ORDER_PAYMENT_WINDOW_SECS", default_value_t = 900,
+          value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
+    pub order_payment_window_secs: u64,
+
     /// Days that finished jobs, webhook deliveries, processed inbound webhooks and analytics
     /// events are kept; older ones are deleted.
     #[arg(long, env = "SHOP_RETENTION_DAYS", default_value_t = 7,

@@ -47,6 +47,18 @@ impl Job for ProcessPayment {
     const QUEUE: &'static str = "payments";
 }
 
+/// The end of an order's payment window, scheduled with the order: a pending order is
+/// cancelled and its stock put back.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExpireOrder {
+    pub order_id: i64,
+}
+
+impl Job for ExpireOrder {
+    const KIND: &'static str = "expire_order";
+    const QUEUE: &'static str = "orders";
+}
+
 /// What the handlers need.
 #[derive(Debug, Clone)]
 pub struct Context {
@@ -58,7 +70,7 @@ pub struct Context {
 
 /// Every job kind, with its handler.
 pub fn registry(ctx: Context) -> Registry {
-    let (mail, deliver, pay) = (ctx.clone(), ctx.clone(), ctx);
+    let (mail, deliver, pay, expire) = (ctx.clone(), ctx.clone(), ctx.clone(), ctx);
     Registry::new()
         .register(move |job: WelcomeEmail, meta: JobMeta| {
             let mailer = mail.mailer.clone();
@@ -79,6 +91,10 @@ pub fn registry(ctx: Context) -> Registry {
         .register(move |job: ProcessPayment, _meta: JobMeta| {
             let ctx = pay.clone();
             async move { process_payment(&ctx, job.inbound_id).await }
+        })
+        .register(move |job: ExpireOrder, _meta: JobMeta| {
+            let ctx = expire.clone();
+            async move { expire_order(&ctx, job.order_id).await }
         })
 }
 
@@ -101,6 +117,25 @@ async fn deliver_webhook(ctx: &Context, delivery_id: i64) -> Result<(), JobError
         .await
         .map_err(db_error)?;
     attempt.result
+}
+
+async fn expire_order(ctx: &Context, order_id: i64) -> Result<(), JobError> {
+    match ctx.store.expire_order(order_id).await.map_err(db_error)? {
+        PaymentOutcome::Changed { event, order } => {
+            let message = serde_json::json!({"type": event, "data": order});
+            ctx.hub.publish(EVENTS, message.to_string());
+            tracing::info!(
+                order_id,
+                "unpaid order cancelled at the end of its payment window"
+            );
+        }
+        // Paid (or cancelled) in time: nothing to do.
+        PaymentOutcome::Unchanged => {}
+        PaymentOutcome::Failed(reason) => {
+            return Err(JobError::permanent(reason));
+        }
+    }
+    Ok(())
 }
 
 async fn process_payment(ctx: &Context, inbound_id: i64) -> Result<(), JobError> {

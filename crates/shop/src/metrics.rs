@@ -23,6 +23,7 @@ const QUEUES: &[&str] = &[
     <crate::jobs::WelcomeEmail as keel::jobs::Job>::QUEUE,
     <crate::jobs::DeliverWebhook as keel::jobs::Job>::QUEUE,
     <crate::jobs::ProcessPayment as keel::jobs::Job>::QUEUE,
+    <crate::jobs::ExpireOrder as keel::jobs::Job>::QUEUE,
 ];
 
 /// The process's recorder; the first call installs it.

@@ -9,7 +9,7 @@ use common::spawn_app;
 async fn every_queue_state_and_socket_path_is_exported_at_0_from_the_first_scrape() {
     let app = spawn_app().await;
     let text = app.get("/metrics").await.text().await.unwrap();
-    for queue in ["email", "webhooks", "payments"] {
+    for queue in ["email", "webhooks", "payments", "orders"] {
         for state in ["pending", "running", "succeeded", "dead"] {
             let line = format!(r#"background_jobs{{queue="{queue}",state="{state}"}} 0"#);
             assert!(

@@ -598,3 +598,88 @@ async fn a_valid_signature_over_a_bad_event_is_422_and_without_a_secret_the_rout
     )
     .await;
 }
+
+#[tokio::test]
+async fn an_unpaid_order_is_cancelled_once_when_its_window_ends_and_a_late_payment_cannot_revive_it(
+) {
+    use futures_util::StreamExt;
+    let app = spawn_app_with(|c| {
+        c.admin_token = Some(TOKEN.into());
+        c.webhook_allow_private = true;
+        c.payments_secret = Some(PAYMENTS_SECRET.into());
+        c.order_payment_window_secs = 1;
+    })
+    .await;
+    let receiver = Receiver::start(vec![]).await;
+    subscribe(&app, &receiver.url(), &["order.cancelled"]).await;
+    let (mut feed, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws/events", app.addr))
+        .await
+        .unwrap();
+
+    let placed = order(&app, 4).await;
+    assert_eq!(stock(&app).await, 6);
+    let path = format!("/orders/{}", placed["id"]);
+    let cancelled = eventually(10, "the order to expire", || async {
+        let order: Value = app.get(&path).await.json().await.unwrap();
+        (order["status"] == "cancelled").then_some(order)
+    })
+    .await;
+    assert_eq!(stock(&app).await, 10);
+
+    // Announced once on the feed and once as a webhook.
+    let mut announced = Vec::new();
+    let quiet = tokio::time::sleep(Duration::from_secs(2));
+    tokio::pin!(quiet);
+    loop {
+        tokio::select! {
+            frame = feed.next() => {
+                let text = frame.unwrap().unwrap().into_text().unwrap();
+                announced.push(serde_json::from_str::<Value>(&text).unwrap()["type"].clone());
+            }
+            () = &mut quiet => break,
+        }
+    }
+    assert_eq!(
+        announced,
+        vec![
+            json!("user.created"),
+            json!("order.created"),
+            json!("order.cancelled")
+        ]
+    );
+    let delivered: Vec<Value> = receiver
+        .received()
+        .iter()
+        .map(|r| serde_json::from_str::<Value>(&r.body).unwrap())
+        .collect();
+    assert_eq!(delivered.len(), 1, "{delivered:?}");
+    assert_eq!(delivered[0]["type"], "order.cancelled");
+    assert_eq!(delivered[0]["data"], cancelled);
+
+    // A payment that comes too late is recorded as failed; the order stays cancelled.
+    let body = json!({"type": "payment.succeeded", "data": {"order_id": placed["id"]}}).to_string();
+    let ts = now();
+    let secret = keel::webhooks::Secret::parse(PAYMENTS_SECRET).unwrap();
+    let signature = keel::webhooks::sign(&secret, "msg_late_1", ts, body.as_bytes());
+    let res = send_payment(&app, "msg_late_1", ts, &body, &signature).await;
+    assert_eq!(res.status(), 202);
+    let (status, error): (String, Option<String>) = eventually(10, "the late payment", || async {
+        let mut db = app.db().await;
+        let row: (String, Option<String>) = sqlx::query_as(
+            "SELECT status, error FROM inbound_webhooks WHERE message_id = 'msg_late_1'",
+        )
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+        (row.0 != "received").then_some(row)
+    })
+    .await;
+    assert_eq!(status, "failed");
+    assert_eq!(
+        error.as_deref(),
+        Some(format!("order {} is cancelled", placed["id"]).as_str())
+    );
+    let order: Value = app.get(&path).await.json().await.unwrap();
+    assert_eq!(order, cancelled);
+    assert_eq!(stock(&app).await, 10);
+}

@@ -74,7 +74,11 @@ pub(crate) async fn create(
     Json(body): Json<NewOrderBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let new = NewOrder::try_from(body)?;
-    let order = state.store.place_order(new).await.map_err(refusal)?;
+    let order = state
+        .store
+        .place_order(new, state.order_payment_window)
+        .await
+        .map_err(refusal)?;
     let properties = serde_json::json!({
         "order_id": order.id, "user_id": order.user_id, "product_id": order.product_id,
         "quantity": order.quantity, "total_cents": order.total_cents,

@@ -9,8 +9,12 @@
 use rusqlite::{Connection, OptionalExtension, Row};
 use serde::Serialize;
 
-use super::{webhooks, Store, StoreError};
+use std::time::Duration;
+
+use super::webhooks::{self, PaymentOutcome};
+use super::{Store, StoreError};
 use crate::domain::{Id, Quantity};
+use crate::jobs::ExpireOrder;
 
 /// An order as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -78,9 +82,14 @@ pub(super) const ORDER_COLUMNS: &str =
 
 impl Store {
     /// Places an order: refused for an unknown user or product or a short stock, otherwise
-    /// the stock is decremented, the order inserted and `order.created` fanned out, in one
-    /// write.
-    pub async fn place_order(&self, new: NewOrder) -> Result<Order, PlaceOrderError> {
+    /// the stock is decremented, the order inserted, `order.created` fanned out and its
+    /// expiry scheduled `payment_window` later, in one write: an order that exists always
+    /// has the job that cancels it if it is not paid in time.
+    pub async fn place_order(
+        &self,
+        new: NewOrder,
+        payment_window: Duration,
+    ) -> Result<Order, PlaceOrderError> {
         let jobs = self.inner.jobs.clone();
         let order = self
             .writer()
@@ -88,11 +97,43 @@ impl Store {
                 let order = insert_order(conn, new)?;
                 let data = serde_json::to_value(&order).map_err(StoreError::from)?;
                 webhooks::fan_out(conn, &jobs, "order.created", &data)?;
+                let expiry = ExpireOrder { order_id: order.id };
+                jobs.enqueue_at(conn, &expiry, payment_window)
+                    .map_err(StoreError::from)?;
                 Ok::<_, PlaceOrderError>(order)
             })
             .await?;
         self.inner.jobs.wake();
         Ok(order)
+    }
+
+    /// Cancels order `order_id` if it is still pending (its payment window has ended): the
+    /// stock goes back and `order.cancelled` is fanned out, in one write. A paid or already
+    /// cancelled order is left as it is.
+    pub async fn expire_order(&self, order_id: i64) -> Result<PaymentOutcome, StoreError> {
+        let jobs = self.inner.jobs.clone();
+        let outcome = self
+            .writer()
+            .write(move |conn| {
+                let order: Option<(String, i64, i64)> = conn
+                    .prepare_cached(
+                        "SELECT status, product_id, quantity FROM orders WHERE id = ?1",
+                    )?
+                    .query_row([order_id], |row| {
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                    })
+                    .optional()?;
+                match order {
+                    Some((status, product_id, quantity)) if status == "pending" => {
+                        webhooks::cancel(conn, &jobs, order_id, product_id, quantity)
+                    }
+                    Some(_) => Ok(PaymentOutcome::Unchanged),
+                    None => Ok(PaymentOutcome::Failed(format!("unknown order {order_id}"))),
+                }
+            })
+            .await?;
+        self.inner.jobs.wake();
+        Ok(outcome)
     }
 
     /// The order with this id, if any.

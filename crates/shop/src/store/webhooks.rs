@@ -397,11 +397,7 @@ fn process_payment(
             other => PaymentOutcome::Failed(format!("order {order_id} is {other}")),
         },
         ("payment.failed", Some((status, product_id, quantity))) => match status.as_str() {
-            "pending" => {
-                conn.prepare_cached("UPDATE products SET stock = stock + ?2 WHERE id = ?1")?
-                    .execute([product_id, quantity])?;
-                set_status(conn, jobs, order_id, "cancelled", "order.cancelled")?
-            }
+            "pending" => cancel(conn, jobs, order_id, product_id, quantity)?,
             "cancelled" => PaymentOutcome::Unchanged,
             other => PaymentOutcome::Failed(format!("order {order_id} is {other}")),
         },
@@ -417,6 +413,19 @@ fn process_payment(
     ))?
     .execute(rusqlite::params![inbound_id, status, error])?;
     Ok(outcome)
+}
+
+/// Cancels pending order `order_id`: its stock goes back and `order.cancelled` is fanned out.
+pub(super) fn cancel(
+    conn: &Connection,
+    jobs: &SqliteQueue,
+    order_id: i64,
+    product_id: i64,
+    quantity: i64,
+) -> Result<PaymentOutcome, StoreError> {
+    conn.prepare_cached("UPDATE products SET stock = stock + ?2 WHERE id = ?1")?
+        .execute([product_id, quantity])?;
+    set_status(conn, jobs, order_id, "cancelled", "order.cancelled")
 }
 
 fn set_status(
