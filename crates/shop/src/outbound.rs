@@ -77,12 +77,27 @@ impl Sender {
                 JobError::permanent("invalid endpoint secret"),
             );
         };
-        let signature = sign(
+        let mut signature = sign(
             &secret,
             &outgoing.message_id,
             now_secs,
             outgoing.payload.as_bytes(),
         );
+        // During a rotation the old secret signs too: receivers that still hold it verify,
+        // and Standard Webhooks allows several signatures separated by spaces.
+        if let Some(previous) = outgoing
+            .previous_secret
+            .as_deref()
+            .and_then(|s| Secret::parse(s).ok())
+        {
+            signature.push(' ');
+            signature.push_str(&sign(
+                &previous,
+                &outgoing.message_id,
+                now_secs,
+                outgoing.payload.as_bytes(),
+            ));
+        }
         let sent = self
             .client
             .post(&outgoing.url)

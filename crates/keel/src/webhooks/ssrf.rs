@@ -67,8 +67,9 @@ pub fn check_url(url: &str, allow_private: bool) -> Result<Target, SsrfError> {
     if scheme != "http" && scheme != "https" {
         return Err(SsrfError::BadUrl);
     }
-    // Credentials in a URL would be sent along; a subscriber has no need for them.
-    if !parsed.username().is_empty() || parsed.password().is_some() {
+    // Credentials in a URL would be sent along; a subscriber has no need for them, nor for a
+    // fragment, which no request carries.
+    if !parsed.username().is_empty() || parsed.password().is_some() || parsed.fragment().is_some() {
         return Err(SsrfError::BadUrl);
     }
     let host = match parsed.host() {

@@ -7,13 +7,13 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use keel::validate::{Field, Problem, Validation};
 use keel::webhooks::ssrf::{check_url, SsrfError};
 use keel::webhooks::{verify, Secret};
 use keel::{ApiError, Json, Path};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 
@@ -36,6 +36,8 @@ pub const EVENTS: &[&str] = &[
 pub fn operator_router() -> Router<AppState> {
     Router::new()
         .route("/webhook-endpoints", post(create_endpoint))
+        .route("/webhook-endpoints/{id}", delete(delete_endpoint))
+        .route("/webhook-endpoints/{id}/rotate-secret", post(rotate_secret))
         .route("/webhook-endpoints/{id}/deliveries", get(deliveries))
 }
 
@@ -139,6 +141,73 @@ pub(crate) async fn create_endpoint(
         format!("/webhook-endpoints/{}", endpoint.id),
         endpoint,
     ))
+}
+
+/// Deletes a subscriber: no new deliveries; those still pending are `dead` with `last_error`
+/// "endpoint deleted".
+#[utoipa::path(delete, path = "/webhook-endpoints/{id}", tag = "webhooks",
+    security(("admin_token" = [])),
+    params(("id" = i64, Path, minimum = 1, description = "A positive integer")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "Missing or wrong bearer token; `WWW-Authenticate: Bearer`", body = ErrorEnvelope),
+        (status = 403, description = "Admin API disabled: SHOP_ADMIN_TOKEN is not set", body = ErrorEnvelope),
+        (status = 404, description = "No such endpoint", body = ErrorEnvelope),
+        (status = 422, description = "The id is not a positive integer", body = ErrorEnvelope),
+        (status = "default", description = "Any other error (500, 503 with Retry-After, 504), in the envelope", body = ErrorEnvelope)
+    ))]
+pub(crate) async fn delete_endpoint(
+    State(state): State<AppState>,
+    Path(id): Path<Id>,
+) -> Result<StatusCode, ApiError> {
+    if state.store.delete_endpoint(id.get()).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("webhook_endpoint", id))
+    }
+}
+
+/// A subscriber's new secret: for 24 hours deliveries carry signatures with both the old and
+/// the new one, then the old one is forgotten.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct RotatedSecret {
+    id: i64,
+    /// `whsec_…`, shown only here.
+    secret: String,
+}
+
+/// How long the old secret signs beside the new one after a rotation.
+const ROTATION_OVERLAP: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Gives a subscriber a new secret; the old one signs too for 24 hours.
+#[utoipa::path(post, path = "/webhook-endpoints/{id}/rotate-secret", tag = "webhooks",
+    security(("admin_token" = [])),
+    params(("id" = i64, Path, minimum = 1, description = "A positive integer")),
+    responses(
+        (status = 200, description = "The new secret", body = RotatedSecret),
+        (status = 401, description = "Missing or wrong bearer token; `WWW-Authenticate: Bearer`", body = ErrorEnvelope),
+        (status = 403, description = "Admin API disabled: SHOP_ADMIN_TOKEN is not set", body = ErrorEnvelope),
+        (status = 404, description = "No such endpoint", body = ErrorEnvelope),
+        (status = 422, description = "The id is not a positive integer", body = ErrorEnvelope),
+        (status = "default", description = "Any other error (500, 503 with Retry-After, 504), in the envelope", body = ErrorEnvelope)
+    ))]
+pub(crate) async fn rotate_secret(
+    State(state): State<AppState>,
+    Path(id): Path<Id>,
+) -> Result<Json<RotatedSecret>, ApiError> {
+    let secret = Secret::generate().to_string();
+    if state
+        .store
+        .rotate_secret(id.get(), &secret, ROTATION_OVERLAP)
+        .await?
+    {
+        Ok(Json(RotatedSecret {
+            id: id.get(),
+            secret,
+        }))
+    } else {
+        Err(ApiError::not_found("webhook_endpoint", id))
+    }
 }
 
 /// The deliveries of a subscriber, newest first (at most 500).

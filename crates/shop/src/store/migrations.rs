@@ -43,6 +43,11 @@ const SQLITE: &[Migration] = &[
         name: "keel job counts",
         sql: include_str!("../../migrations/sqlite/0007_keel_job_counts.sql"),
     },
+    Migration {
+        version: 8,
+        name: "endpoint rotation and deletion",
+        sql: include_str!("../../migrations/sqlite/0008_endpoint_rotation_deletion.sql"),
+    },
 ];
 
 pub(super) fn run(conn: &mut Connection) -> Result<(), MigrateError> {

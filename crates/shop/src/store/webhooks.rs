@@ -51,6 +51,8 @@ pub struct EndpointSummary {
 pub struct Outgoing {
     pub url: String,
     pub secret: String,
+    /// The secret before the last rotation, while it still signs (24 hours).
+    pub previous_secret: Option<String>,
     pub message_id: String,
     pub payload: String,
 }
@@ -74,6 +76,10 @@ impl std::fmt::Debug for Outgoing {
         f.debug_struct("Outgoing")
             .field("url", &self.url)
             .field("secret", &REDACTED)
+            .field(
+                "previous_secret",
+                &self.previous_secret.as_ref().map(|_| REDACTED),
+            )
             .field("message_id", &self.message_id)
             .field("payload", &self.payload)
             .finish()
@@ -97,6 +103,7 @@ mod tests {
         let outgoing = Outgoing {
             url: endpoint.url.clone(),
             secret: secret.clone(),
+            previous_secret: Some(secret.clone()),
             message_id: "msg_1".into(),
             payload: "{}".into(),
         };
@@ -174,7 +181,7 @@ impl Store {
         Ok(self.readers().read(|conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT id, url, events, created_at FROM webhook_endpoints \
-                 ORDER BY id DESC LIMIT 100",
+                 WHERE deleted_at IS NULL ORDER BY id DESC LIMIT 100",
             )?;
             let endpoints = stmt
                 .query_map([], |row| {
@@ -204,7 +211,9 @@ impl Store {
     pub async fn deliveries(&self, endpoint_id: i64) -> Result<Option<Vec<Delivery>>, StoreError> {
         Ok(self.readers().read(|conn| {
             let exists = conn
-                .prepare_cached("SELECT 1 FROM webhook_endpoints WHERE id = ?1")?
+                .prepare_cached(
+                    "SELECT 1 FROM webhook_endpoints WHERE id = ?1 AND deleted_at IS NULL",
+                )?
                 .exists([endpoint_id])?;
             if !exists {
                 return Ok(None);
@@ -216,17 +225,21 @@ impl Store {
     /// What an attempt of delivery `id` sends, and where.
     pub async fn outgoing(&self, id: i64) -> Result<Option<Outgoing>, StoreError> {
         Ok(self.readers().read(|conn| {
+            // A deleted endpoint has nothing more to send.
             conn.prepare_cached(
-                "SELECT e.url, e.secret, d.message_id, d.payload \
+                "SELECT e.url, e.secret, \
+                   CASE WHEN e.previous_secret_until > ?2 THEN e.previous_secret END, \
+                   d.message_id, d.payload \
                  FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id \
-                 WHERE d.id = ?1",
+                 WHERE d.id = ?1 AND e.deleted_at IS NULL",
             )?
-            .query_row([id], |row| {
+            .query_row([id, now_ms()], |row| {
                 Ok(Outgoing {
                     url: row.get(0)?,
                     secret: row.get(1)?,
-                    message_id: row.get(2)?,
-                    payload: row.get(3)?,
+                    previous_secret: row.get(2)?,
+                    message_id: row.get(3)?,
+                    payload: row.get(4)?,
                 })
             })
             .optional()
@@ -306,6 +319,74 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Deletes endpoint `id`: no new deliveries, and those still pending or running are
+    /// `dead` with `last_error` "endpoint deleted". False when there is no such endpoint.
+    pub async fn delete_endpoint(&self, id: i64) -> Result<bool, StoreError> {
+        self.writer()
+            .write(move |conn| {
+                let deleted = conn
+                    .prepare_cached(&format!(
+                        "UPDATE webhook_endpoints SET deleted_at = {NOW_TEXT} \
+                         WHERE id = ?1 AND deleted_at IS NULL"
+                    ))?
+                    .execute([id])?;
+                if deleted == 0 {
+                    return Ok(false);
+                }
+                conn.prepare_cached(&format!(
+                    "UPDATE keel_jobs SET state = 'dead', locked_until = NULL, \
+                       finished_at = {NOW_TEXT}, last_error = ?2 \
+                     WHERE state IN ('pending', 'running') AND id IN \
+                       (SELECT job_id FROM webhook_deliveries WHERE endpoint_id = ?1)"
+                ))?
+                .execute(rusqlite::params![id, ENDPOINT_DELETED])?;
+                conn.prepare_cached(
+                    "UPDATE webhook_deliveries SET last_error = ?2 \
+                     WHERE endpoint_id = ?1 AND job_id IN \
+                       (SELECT id FROM keel_jobs WHERE state = 'dead' AND last_error = ?2)",
+                )?
+                .execute(rusqlite::params![id, ENDPOINT_DELETED])?;
+                Ok::<_, StoreError>(true)
+            })
+            .await
+    }
+
+    /// Gives endpoint `id` the new secret `secret`; the current one goes on signing beside it
+    /// for `overlap`, then is forgotten. False when there is no such endpoint.
+    pub async fn rotate_secret(
+        &self,
+        id: i64,
+        secret: &str,
+        overlap: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let secret = secret.to_owned();
+        let until = now_ms().saturating_add(i64::try_from(overlap.as_millis()).unwrap_or(i64::MAX));
+        self.writer()
+            .write(move |conn| {
+                let rotated = conn
+                    .prepare_cached(
+                        "UPDATE webhook_endpoints \
+                         SET previous_secret = secret, previous_secret_until = ?3, secret = ?2 \
+                         WHERE id = ?1 AND deleted_at IS NULL",
+                    )?
+                    .execute(rusqlite::params![id, secret, until])?;
+                Ok(rotated == 1)
+            })
+            .await
+    }
+}
+
+/// The `last_error` of deliveries stopped by their endpoint's deletion.
+const ENDPOINT_DELETED: &str = "endpoint deleted";
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// The `limit` newest deliveries of an endpoint.
 fn latest_deliveries(
     conn: &Connection,
@@ -338,8 +419,8 @@ pub(crate) fn fan_out(
 ) -> Result<(), StoreError> {
     let endpoints = conn
         .prepare_cached(
-            "SELECT id FROM webhook_endpoints \
-             WHERE EXISTS (SELECT 1 FROM json_each(events) WHERE value = ?1) ORDER BY id",
+            "SELECT id FROM webhook_endpoints WHERE deleted_at IS NULL \
+             AND EXISTS (SELECT 1 FROM json_each(events) WHERE value = ?1) ORDER BY id",
         )?
         .query_map([event], |row| row.get::<_, i64>(0))?
         .collect::<rusqlite::Result<Vec<i64>>>()?;
