@@ -35,11 +35,8 @@ pub(crate) async fn chat(
     headers: HeaderMap,
     WsUpgrade(ws): WsUpgrade,
 ) -> Response {
-    if let Err(refused) = state.allowed_origins.check(&headers) {
-        return refused.into_response();
-    }
     let hub = state.hub.clone();
-    state.hub.serve(ws, CHAT, move |text| {
+    serve(&state, &headers, ws, CHAT, move |text| {
         hub.publish(CHAT, format!("Client says: {text}"));
     })
 }
@@ -57,8 +54,19 @@ pub(crate) async fn events(
     headers: HeaderMap,
     WsUpgrade(ws): WsUpgrade,
 ) -> Response {
-    if let Err(refused) = state.allowed_origins.check(&headers) {
-        return refused.into_response();
+    serve(&state, &headers, ws, EVENTS, |_| {})
+}
+
+/// Joins `topic` after checking the handshake's origin.
+fn serve(
+    state: &AppState,
+    headers: &HeaderMap,
+    ws: axum::extract::ws::WebSocketUpgrade,
+    topic: &str,
+    on_text: impl Fn(axum::extract::ws::Utf8Bytes) + Send + Sync + 'static,
+) -> Response {
+    match state.allowed_origins.check(headers) {
+        Ok(()) => state.hub.serve(ws, topic, on_text),
+        Err(refused) => refused.into_response(),
     }
-    state.hub.serve(ws, EVENTS, |_| {})
 }
