@@ -202,6 +202,12 @@ where
                 if let Some(header) = header {
                     response.headers_mut().insert(X_REQUEST_ID.clone(), header);
                 }
+                // No browser may guess a type other than the one declared (a JSON error
+                // rendered as HTML, say).
+                response.headers_mut().insert(
+                    http::header::X_CONTENT_TYPE_OPTIONS,
+                    HeaderValue::from_static("nosniff"),
+                );
                 let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
                 record(method, route, response.status(), started.elapsed());
                 Ok(response)

@@ -263,3 +263,17 @@ async fn domain_and_internal_errors_render_their_code_and_hide_their_cause() {
         "{logs}"
     );
 }
+
+#[tokio::test]
+async fn every_response_forbids_type_sniffing() {
+    let addr = spawn().await;
+    let client = reqwest::Client::new();
+    for path in ["/page?limit=5", "/domain", "/panic", "/no/such/route"] {
+        let res = client
+            .get(format!("http://{addr}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.headers()["x-content-type-options"], "nosniff", "{path}");
+    }
+}
