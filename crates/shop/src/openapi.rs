@@ -75,7 +75,24 @@ pub struct ApiDoc;
 
 /// Swagger UI at `/docs`, and the document at `/openapi.json`.
 pub fn router() -> axum::Router<crate::app::AppState> {
-    utoipa_swagger_ui::SwaggerUi::new("/docs")
+    let docs: axum::Router<crate::app::AppState> = utoipa_swagger_ui::SwaggerUi::new("/docs")
         .url("/openapi.json", ApiDoc::openapi())
-        .into()
+        .into();
+    docs.layer(axum::middleware::map_response(docs_policy))
+}
+
+/// The Swagger UI's pages get their Content-Security-Policy; the JSON document needs none.
+async fn docs_policy(mut response: axum::response::Response) -> axum::response::Response {
+    let is_html = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    if is_html {
+        response.headers_mut().insert(
+            http::header::CONTENT_SECURITY_POLICY,
+            http::HeaderValue::from_static(crate::routes::csp::DOCS),
+        );
+    }
+    response
 }

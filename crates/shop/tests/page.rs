@@ -113,3 +113,62 @@ async fn the_page_shows_a_restart_and_reconnects_by_itself() {
         )
         .await;
 }
+
+#[tokio::test]
+async fn the_pages_carry_a_strict_policy_and_chat_html_is_shown_as_text() {
+    let app = spawn_app().await;
+    for path in ["/", "/admin"] {
+        let res = app.get(path).await;
+        let policy = res.headers()["content-security-policy"].to_str().unwrap();
+        assert!(
+            policy.starts_with("default-src 'none'; script-src 'sha256-"),
+            "{path}: {policy}"
+        );
+        assert!(
+            policy.contains("frame-ancestors 'none'") && !policy.contains("unsafe"),
+            "{policy}"
+        );
+        assert_eq!(res.headers()["x-content-type-options"], "nosniff");
+    }
+    let docs = app.get("/docs/").await;
+    assert!(docs.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("frame-ancestors 'none'"));
+
+    let Some(mut browser) = Browser::launch().await else {
+        return;
+    };
+    let tab = browser.open(&app.url("/")).await;
+    browser
+        .wait_for(
+            &tab,
+            "document.querySelector('#chat-state')?.textContent === 'connected'",
+            20,
+        )
+        .await;
+    let (mut client, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", app.addr))
+        .await
+        .unwrap();
+    use futures_util::SinkExt;
+    let attack = r#"<img src=x onerror="document.title='pwned'"><b>bold</b>"#;
+    client
+        .send(tokio_tungstenite::tungstenite::Message::text(attack))
+        .await
+        .unwrap();
+    browser
+        .wait_for(
+            &tab,
+            "document.querySelector('#chat-log').textContent.includes('<img src=x onerror=')",
+            10,
+        )
+        .await;
+    let rendered = browser
+        .eval(
+            &tab,
+            "[document.title, document.querySelectorAll('#chat-log img, #chat-log b').length]",
+        )
+        .await;
+    assert_ne!(rendered[0], json!("pwned"));
+    assert_eq!(rendered[1], json!(0), "the message became elements");
+}

@@ -4,7 +4,7 @@
 //! it); `GET /admin` itself is a page without data and loads without one.
 
 use axum::extract::State;
-use axum::response::Html;
+use axum::response::{Html, IntoResponse};
 use axum::routing::{get, post};
 use axum::Router;
 use keel::jobs::sqlite::{JobFilter, JobView, MinuteCount, RetryOutcome};
@@ -40,8 +40,13 @@ pub fn operator_router() -> Router<AppState> {
 /// button, and the webhook subscribers with their latest deliveries.
 #[utoipa::path(get, path = "/admin", tag = "admin",
     responses((status = 200, description = "HTML; the token is typed into the page", content_type = "text/html", body = String)))]
-pub(crate) async fn page() -> Html<&'static str> {
-    Html(PAGE)
+pub(crate) async fn page() -> impl IntoResponse {
+    static POLICY: std::sync::LazyLock<http::HeaderValue> =
+        std::sync::LazyLock::new(|| super::csp::for_inline_page(PAGE));
+    (
+        [(http::header::CONTENT_SECURITY_POLICY, POLICY.clone())],
+        Html(PAGE),
+    )
 }
 
 /// Query of `GET /admin/jobs`.

@@ -2,6 +2,7 @@
 //! in [`router`], where keel's layers are applied once for all of them.
 
 pub(crate) mod admin;
+pub(crate) mod csp;
 pub(crate) mod ops;
 pub(crate) mod orders;
 pub(crate) mod pages;
