@@ -21,41 +21,9 @@ use crate::analytics::Analytics;
 use crate::config::Config;
 use crate::mail::{MailSetupError, Mailer};
 use crate::outbound::Sender;
+use crate::state::{AppState, Shared};
 use crate::store::{OpenError, Store};
 use crate::{jobs, routes};
-
-/// What every handler shares: one pointer, so that extracting it costs one atomic increment.
-#[derive(Debug, Clone)]
-pub struct AppState(Arc<Shared>);
-
-impl AppState {
-    pub fn new(shared: Shared) -> Self {
-        AppState(Arc::new(shared))
-    }
-}
-
-impl std::ops::Deref for AppState {
-    type Target = Shared;
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
-}
-
-/// The parts of [`AppState`].
-#[derive(Debug)]
-pub struct Shared {
-    pub store: Store,
-    pub analytics: Analytics,
-    pub hub: Hub,
-    /// The payment provider's webhook secret; `None` answers its route with 503.
-    pub payments_secret: Option<Arc<Secret>>,
-    /// Whether webhook endpoints may point at loopback and private addresses.
-    pub webhook_allow_private: bool,
-    /// Origins whose pages may open WebSockets besides the service's own.
-    pub allowed_origins: keel::ws::AllowedOrigins,
-    /// How long a pending order waits for its payment.
-    pub order_payment_window: Duration,
-}
 
 /// The shortest operator token the service accepts.
 pub const MIN_ADMIN_TOKEN_CHARS: usize = 16;
@@ -131,7 +99,7 @@ impl App {
             &tracker,
             stop_background.clone(),
         );
-        let state = AppState::new(crate::app::Shared {
+        let state = AppState::new(Shared {
             store,
             analytics,
             hub: Hub::new(config.ws_config()),
@@ -145,7 +113,12 @@ impl App {
             Duration::from_secs(config.webhook_timeout_secs.min(config.job_timeout_secs));
         let sender = Sender::new(webhook_timeout, config.webhook_allow_private)
             .map_err(StartError::HttpClient)?;
-        let router = routes::router(state.clone(), &config, tracker.clone());
+        let limits = routes::Limits {
+            admin_token: config.admin_token.clone(),
+            max_body_bytes: config.max_body_bytes,
+            request_timeout: Duration::from_secs(config.request_timeout_secs),
+        };
+        let router = routes::router(state.clone(), &limits, tracker.clone());
         let listener = TcpListener::bind(config.addr)
             .await
             .map_err(|source| StartError::Bind {

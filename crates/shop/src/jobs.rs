@@ -6,9 +6,9 @@ use keel::jobs::{Job, JobError, JobMeta, Registry};
 use keel::ws::Hub;
 use serde::{Deserialize, Serialize};
 
+use crate::events;
 use crate::mail::Mailer;
 use crate::outbound::Sender;
-use crate::routes::ws::EVENTS;
 use crate::store::webhooks::PaymentOutcome;
 use crate::store::Store;
 
@@ -122,8 +122,8 @@ async fn deliver_webhook(ctx: &Context, delivery_id: i64) -> Result<(), JobError
 async fn expire_order(ctx: &Context, order_id: i64) -> Result<(), JobError> {
     match ctx.store.expire_order(order_id).await.map_err(db_error)? {
         PaymentOutcome::Changed { event, order } => {
-            let message = serde_json::json!({"type": event, "data": order});
-            ctx.hub.publish(EVENTS, message.to_string());
+            ctx.hub
+                .publish(events::EVENTS_TOPIC, events::frame(event, &order));
             tracing::info!(
                 order_id,
                 "unpaid order cancelled at the end of its payment window"
@@ -146,8 +146,8 @@ async fn process_payment(ctx: &Context, inbound_id: i64) -> Result<(), JobError>
         .map_err(db_error)?
     {
         PaymentOutcome::Changed { event, order } => {
-            let message = serde_json::json!({"type": event, "data": order});
-            ctx.hub.publish(EVENTS, message.to_string());
+            ctx.hub
+                .publish(events::EVENTS_TOPIC, events::frame(event, &order));
             tracing::info!(inbound_id, event, "payment webhook processed");
         }
         PaymentOutcome::Unchanged => {}

@@ -40,7 +40,7 @@ pub fn handle() -> &'static PrometheusHandle {
         // Counters that must be visible before their first event.
         metrics::counter!("websocket_messages_dropped_total").increment(0);
         metrics::counter!("background_tasks_failed_total").increment(0);
-        for path in [crate::routes::ws::CHAT, crate::routes::ws::EVENTS] {
+        for path in [crate::events::CHAT_TOPIC, crate::events::EVENTS_TOPIC] {
             metrics::gauge!("websocket_connections", "path" => path).increment(0.0);
         }
         handle

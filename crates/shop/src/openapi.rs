@@ -74,8 +74,8 @@ impl Modify for BearerAuth {
 pub struct ApiDoc;
 
 /// Swagger UI at `/docs`, and the document at `/openapi.json`.
-pub fn router() -> axum::Router<crate::app::AppState> {
-    let docs: axum::Router<crate::app::AppState> = utoipa_swagger_ui::SwaggerUi::new("/docs")
+pub fn router() -> axum::Router<crate::state::AppState> {
+    let docs: axum::Router<crate::state::AppState> = utoipa_swagger_ui::SwaggerUi::new("/docs")
         .url("/openapi.json", ApiDoc::openapi())
         .into();
     docs.layer(axum::middleware::map_response(docs_policy))

@@ -14,9 +14,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
 
-use crate::app::AppState;
 use crate::domain::Id;
 use crate::openapi::ErrorEnvelope;
+use crate::state::AppState;
 use crate::store::webhooks::EndpointSummary;
 
 const PAGE: &str = include_str!("../../assets/admin.html");

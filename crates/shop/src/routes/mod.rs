@@ -17,11 +17,19 @@ use axum::Router;
 use keel::layers::ServiceLayers;
 use tokio_util::task::TaskTracker;
 
-use crate::app::AppState;
-use crate::config::Config;
+use crate::state::AppState;
 
 /// Every route of the service, behind keel's layers.
-pub fn router(state: AppState, config: &Config, tracker: TaskTracker) -> Router {
+/// What the router takes from the configuration.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// The operators' bearer token; `None` (or empty) disables their routes.
+    pub admin_token: Option<String>,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+}
+
+pub fn router(state: AppState, limits: &Limits, tracker: TaskTracker) -> Router {
     let routes = Router::new()
         .merge(users::router())
         .merge(products::router())
@@ -34,17 +42,26 @@ pub fn router(state: AppState, config: &Config, tracker: TaskTracker) -> Router 
         .merge(admin::page_router())
         .merge(keel::auth::require_bearer(
             webhooks::operator_router().merge(admin::operator_router()),
-            config.admin_token.clone(),
+            limits.admin_token.clone(),
         ));
     ServiceLayers::new()
-        .body_limit(config.max_body_bytes)
-        .timeout(Duration::from_secs(config.request_timeout_secs))
+        .body_limit(limits.max_body_bytes)
+        .timeout(limits.request_timeout)
         .task_tracker(tracker)
         .apply(routes)
         .with_state(state)
 }
 
 /// Records an analytics event after the response, with the request's id.
+/// Storage errors become the envelope by keel's mapping of the engine's errors.
+impl From<crate::store::StoreError> for keel::ApiError {
+    fn from(err: crate::store::StoreError) -> Self {
+        match err {
+            crate::store::StoreError::Sqlite(err) => err.into(),
+        }
+    }
+}
+
 fn record_event(
     tasks: &keel::tasks::Tasks,
     state: &AppState,

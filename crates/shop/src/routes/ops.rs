@@ -7,8 +7,8 @@ use axum::Router;
 use keel::{ApiError, Json};
 use serde_json::{json, Value};
 
-use crate::app::AppState;
 use crate::openapi::ErrorEnvelope;
+use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -12,8 +12,8 @@ use utoipa::ToSchema;
 
 use crate::openapi::ErrorEnvelope;
 
-use crate::app::AppState;
 use crate::domain::{Id, Quantity};
+use crate::state::AppState;
 use crate::store::orders::{NewOrder, Order, PlaceOrderError};
 
 pub fn router() -> Router<AppState> {
@@ -84,7 +84,7 @@ pub(crate) async fn create(
         "quantity": order.quantity, "total_cents": order.total_cents,
     });
     super::record_event(&tasks, &state, "order_created", properties);
-    super::push_event(&tasks, &state, "order.created", &order);
+    super::push_event(&tasks, &state, crate::events::ORDER_CREATED, &order);
     Ok(super::created(format!("/orders/{}", order.id), order))
 }
 

@@ -9,7 +9,7 @@ use axum::Router;
 use http::header::CONTENT_SECURITY_POLICY;
 use http::HeaderValue;
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 const HOME: &str = include_str!("../../assets/index.html");
 

@@ -11,8 +11,8 @@ use utoipa::ToSchema;
 
 use crate::openapi::ErrorEnvelope;
 
-use crate::app::AppState;
 use crate::domain::{non_negative, Id, ProductName};
+use crate::state::AppState;
 use crate::store::products::{NewProduct, Product};
 
 pub fn router() -> Router<AppState> {

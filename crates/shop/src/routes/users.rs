@@ -12,8 +12,8 @@ use utoipa::ToSchema;
 
 use crate::openapi::ErrorEnvelope;
 
-use crate::app::AppState;
 use crate::domain::{Email, Id, Username};
+use crate::state::AppState;
 use crate::store::users::{NewUser, User};
 
 pub fn router() -> Router<AppState> {
@@ -79,7 +79,7 @@ pub(crate) async fn create(
         "username": user.username,
         "created_at": user.created_at,
     });
-    super::push_event(&tasks, &state, "user.created", public);
+    super::push_event(&tasks, &state, crate::events::USER_CREATED, public);
     Ok(super::created(format!("/users/{}", user.id), user))
 }
 

@@ -20,17 +20,12 @@ use utoipa::ToSchema;
 use crate::openapi::ErrorEnvelope;
 use crate::store::webhooks;
 
-use crate::app::AppState;
 use crate::domain::Id;
+use crate::state::AppState;
 use crate::store::webhooks::Delivery;
 
-/// The events a subscriber can ask for.
-pub const EVENTS: &[&str] = &[
-    "user.created",
-    "order.created",
-    "order.paid",
-    "order.cancelled",
-];
+/// The events a subscriber can ask for: every domain event.
+pub const EVENTS: &[&str] = crate::events::NAMES;
 
 /// Routes for operators: the caller puts them behind the admin token.
 pub fn operator_router() -> Router<AppState> {

@@ -7,13 +7,10 @@ use axum::Router;
 use http::HeaderMap;
 use keel::ws::WsUpgrade;
 
-use crate::app::AppState;
 use crate::openapi::ErrorEnvelope;
+use crate::state::AppState;
 
-/// The topic (and path) of the chat room.
-pub const CHAT: &str = "/ws";
-/// The topic (and path) of the domain events.
-pub const EVENTS: &str = "/ws/events";
+pub use crate::events::{CHAT_TOPIC as CHAT, EVENTS_TOPIC as EVENTS};
 
 pub fn router() -> Router<AppState> {
     Router::new()

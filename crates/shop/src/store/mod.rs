@@ -22,7 +22,6 @@ use std::sync::Arc;
 
 use keel::jobs::sqlite::SqliteQueue;
 use keel::sqlite::{Database, Options};
-use keel::ApiError;
 
 /// Why the store could not open.
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +34,8 @@ pub enum OpenError {
     Recover(#[from] keel::sqlite::Error),
 }
 
-/// A read or write that failed. Handlers turn it into the envelope with `?`.
+/// A read or write that failed. Handlers turn it into the envelope with `?` (the mapping is
+/// the routes' business: storage knows no HTTP).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(transparent)]
@@ -51,14 +51,6 @@ impl From<rusqlite::Error> for StoreError {
 impl From<serde_json::Error> for StoreError {
     fn from(err: serde_json::Error) -> Self {
         StoreError::Sqlite(err.into())
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(err: StoreError) -> Self {
-        match err {
-            StoreError::Sqlite(err) => err.into(),
-        }
     }
 }
 

@@ -96,7 +96,7 @@ impl Store {
             .write(move |conn| {
                 let order = insert_order(conn, new)?;
                 let data = serde_json::to_value(&order).map_err(StoreError::from)?;
-                webhooks::fan_out(conn, &jobs, "order.created", &data)?;
+                webhooks::fan_out(conn, &jobs, crate::events::ORDER_CREATED, &data)?;
                 let expiry = ExpireOrder { order_id: order.id };
                 jobs.enqueue_at(conn, &expiry, payment_window)
                     .map_err(StoreError::from)?;

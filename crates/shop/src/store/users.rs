@@ -56,7 +56,12 @@ impl Store {
                     username: user.username.clone(),
                 };
                 jobs.enqueue(conn, &welcome)?;
-                webhooks::fan_out(conn, &jobs, "user.created", &serde_json::to_value(&user)?)?;
+                webhooks::fan_out(
+                    conn,
+                    &jobs,
+                    crate::events::USER_CREATED,
+                    &serde_json::to_value(&user)?,
+                )?;
                 Ok::<_, StoreError>(user)
             })
             .await?;

@@ -96,7 +96,7 @@ mod tests {
         let endpoint = Endpoint {
             id: 1,
             url: "https://example.com/hook".into(),
-            events: vec!["user.created".into()],
+            events: vec![crate::events::USER_CREATED.into()],
             secret: secret.clone(),
             created_at: "2026-11-26T00:00:00.000Z".into(),
         };
@@ -473,7 +473,7 @@ fn process_payment(
     let outcome = match (kind.as_str(), order) {
         (_, None) => PaymentOutcome::Failed(format!("unknown order {order_id}")),
         ("payment.succeeded", Some((status, _, _))) => match status.as_str() {
-            "pending" => set_status(conn, jobs, order_id, "paid", "order.paid")?,
+            "pending" => set_status(conn, jobs, order_id, "paid", crate::events::ORDER_PAID)?,
             "paid" => PaymentOutcome::Unchanged,
             other => PaymentOutcome::Failed(format!("order {order_id} is {other}")),
         },
@@ -506,7 +506,13 @@ pub(super) fn cancel(
 ) -> Result<PaymentOutcome, StoreError> {
     conn.prepare_cached("UPDATE products SET stock = stock + ?2 WHERE id = ?1")?
         .execute([product_id, quantity])?;
-    set_status(conn, jobs, order_id, "cancelled", "order.cancelled")
+    set_status(
+        conn,
+        jobs,
+        order_id,
+        "cancelled",
+        crate::events::ORDER_CANCELLED,
+    )
 }
 
 fn set_status(
