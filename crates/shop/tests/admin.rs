@@ -299,6 +299,11 @@ async fn jobs_are_filtered_and_paged_newest_first() {
             .len(),
         7
     );
+    // Empty filters, as a form with nothing chosen sends them, mean "any".
+    assert_eq!(
+        admin_get(&app, "/admin/jobs?state=&queue=").await,
+        admin_get(&app, "/admin/jobs").await
+    );
 
     let res = call(
         &app,

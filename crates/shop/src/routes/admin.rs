@@ -65,7 +65,10 @@ pub(crate) struct JobsQuery {
     before_id: Option<i64>,
 }
 
-fn job_filter(query: JobsQuery) -> Result<JobFilter, ApiError> {
+fn job_filter(mut query: JobsQuery) -> Result<JobFilter, ApiError> {
+    // An empty filter (`?state=`, as a form with nothing chosen sends it) means "any".
+    query.state = query.state.filter(|s| !s.is_empty());
+    query.queue = query.queue.filter(|q| !q.is_empty());
     let mut v = Validation::query();
     if let Some(state) = &query.state {
         if !STATES.contains(&state.as_str()) {
