@@ -81,7 +81,7 @@ pub(crate) async fn create(
     params(("id" = i64, Path, minimum = 1, description = "A positive integer")),
     responses(
         (status = 200, description = "The product", body = Product),
-        (status = 404, description = "Resource not found", body = ErrorEnvelope, example = json!({"success": false, "error": "Resource not found", "code": "not_found", "details": {"resource": "user", "id": 99999}, "request_id": "0b6e3f0e-3d1c-4c7e-9a8e-2f4b8c1d9e10"})),
+        (status = 404, description = "Resource not found", body = ErrorEnvelope, example = json!({"success": false, "error": "Resource not found", "code": "not_found", "details": {"resource": "product", "id": 99999}, "request_id": "0b6e3f0e-3d1c-4c7e-9a8e-2f4b8c1d9e10"})),
         (status = 422, description = "The id is not a positive integer", body = ErrorEnvelope),
         (status = "default", description = "Any other error (500, 503 with Retry-After, 504), in the envelope", body = ErrorEnvelope)
     ))]

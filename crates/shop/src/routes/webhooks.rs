@@ -44,9 +44,10 @@ pub fn inbound_router() -> Router<AppState> {
 /// A subscriber to create.
 #[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct NewEndpointBody {
-    /// An http(s) URL; not a loopback, private or link-local address.
+    /// An absolute `http://` or `https://` URL (no credentials, fragment or backslash), at
+    /// most 2048 characters; not a loopback, private or link-local address.
     #[serde(default)]
-    #[schema(value_type = String, required = true, example = "https://hooks.example.com/shop")]
+    #[schema(value_type = String, format = "uri", max_length = 2048, required = true, example = "https://hooks.example.com/shop")]
     url: Field<String>,
     /// Any of `user.created`, `order.created`, `order.paid`, `order.cancelled`.
     #[serde(default)]
