@@ -226,11 +226,34 @@ pub enum Field<T> {
 impl<'de, T: DeserializeOwned> Deserialize<'de> for Field<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let value = serde_json::Value::deserialize(deserializer)?;
+        let integral = as_integer(&value);
         Ok(match T::deserialize(value) {
             Ok(value) => Field::Present(value),
-            Err(err) => Field::Invalid(Problem::from_serde_message(&err.to_string())),
+            // An integral number written as a float (`553.0`) is that integer, as in
+            // Pydantic's default (lax) mode; `553.5` stays a type error.
+            Err(err) => match integral.map(T::deserialize) {
+                Some(Ok(value)) => Field::Present(value),
+                _ => Field::Invalid(Problem::from_serde_message(&err.to_string())),
+            },
         })
     }
+}
+
+/// `553.0` as the integer `553`, when a float holds an integer exactly; `None` otherwise.
+fn as_integer(value: &serde_json::Value) -> Option<serde_json::Value> {
+    let serde_json::Value::Number(number) = value else {
+        return None;
+    };
+    if !number.is_f64() {
+        return None;
+    }
+    let float = number.as_f64()?;
+    // Past 2^53 a float no longer holds every integer exactly.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    if float.fract() != 0.0 || float.abs() > EXACT {
+        return None;
+    }
+    Some(serde_json::Value::from(float as i64))
 }
 
 /// Collects the problems of one request part (body, path or query) into a 422.
@@ -348,5 +371,27 @@ mod tests {
             body.name,
             Field::Invalid(Problem::invalid_type("a valid string"))
         );
+    }
+}
+
+#[cfg(test)]
+mod lax_integers {
+    use super::*;
+
+    fn field(json: &str) -> Field<i64> {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn an_integral_float_is_its_integer_and_any_other_float_is_a_type_error() {
+        assert!(matches!(field("553"), Field::Present(553)));
+        assert!(matches!(field("553.0"), Field::Present(553)));
+        assert!(matches!(field("-2.0"), Field::Present(-2)));
+        for bad in ["553.5", "1e300", "\"553\""] {
+            match field(bad) {
+                Field::Invalid(problem) => assert_eq!(problem.kind(), "invalid_type", "{bad}"),
+                _ => panic!("{bad} should be invalid"),
+            }
+        }
     }
 }

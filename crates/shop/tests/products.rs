@@ -37,6 +37,32 @@ async fn zero_price_and_zero_stock_are_allowed() {
 }
 
 #[tokio::test]
+async fn integral_numbers_written_as_floats_are_integers() {
+    let app = spawn_app().await;
+    let res = app
+        .post_json(
+            "/products",
+            &json!({"name": "Lamp", "price_cents": 8918.0, "stock": 3.0}),
+        )
+        .await;
+    assert_eq!(res.status(), 201);
+    let product: Value = res.json().await.unwrap();
+    assert_eq!(
+        (&product["price_cents"], &product["stock"]),
+        (&json!(8918), &json!(3))
+    );
+    app.create_user("ada@example.com", "ada").await;
+    let res = app
+        .post_json(
+            "/orders",
+            &json!({"user_id": 1, "product_id": 1, "quantity": 2.0}),
+        )
+        .await;
+    assert_eq!(res.status(), 201);
+    assert_eq!(res.json::<Value>().await.unwrap()["quantity"], 2);
+}
+
+#[tokio::test]
 async fn product_rules_are_checked_all_at_once() {
     let app = spawn_app().await;
     let res = app
