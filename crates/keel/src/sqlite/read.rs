@@ -8,7 +8,8 @@
 //! thread's list for the duration of the closure, so a closure that reads again (or a second
 //! database on the same thread) never finds it borrowed.
 //!
-//! Connections of a closed or dropped `Readers` are dropped the next time their thread reads.
+//! Connections of a closed or dropped `Readers` are dropped the next time their thread opens a
+//! connection.
 
 use std::cell::RefCell;
 use std::path::PathBuf;
@@ -65,12 +66,15 @@ impl Readers {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
-        let conn = match self.take() {
-            Some(conn) => conn,
-            None => super::open_read_only(&self.inner.path, self.inner.busy_timeout)?,
+        let (conn, opened) = match self.take() {
+            Some(conn) => (conn, false),
+            None => (
+                super::open_read_only(&self.inner.path, self.inner.busy_timeout)?,
+                true,
+            ),
         };
         let result = f(&conn);
-        self.put_back(conn);
+        self.put_back(conn, opened);
         result.map_err(Error::from)
     }
 
@@ -87,17 +91,21 @@ impl Readers {
         })
     }
 
-    fn put_back(&self, conn: Connection) {
+    /// Returns `conn` to this thread's list. When it was just opened, the list is pruned of
+    /// the connections of databases that are gone or closed first: pruning costs an atomic
+    /// operation per entry, so it is not done on every read.
+    fn put_back(&self, conn: Connection, opened: bool) {
         CONNECTIONS.with(|cell| {
             let Ok(mut list) = cell.try_borrow_mut() else {
                 return;
             };
-            // Drop the connections of databases that are gone or closed.
-            list.retain(|c| {
-                c.owner
-                    .upgrade()
-                    .is_some_and(|owner| !owner.closed.load(Ordering::Acquire))
-            });
+            if opened {
+                list.retain(|c| {
+                    c.owner
+                        .upgrade()
+                        .is_some_and(|owner| !owner.closed.load(Ordering::Acquire))
+                });
+            }
             list.push(Cached {
                 id: self.inner.id,
                 owner: Arc::downgrade(&self.inner),
