@@ -23,6 +23,7 @@
 //! - [`webhooks`]: Standard Webhooks signing and verification, and an SSRF guard.
 //! - [`ws`]: a WebSocket hub with bounded per-client queues.
 //! - [`request_id`]: `X-Request-ID` rules and the id of the current request.
+//! - [`serve`]: a server with header and idle timeouts and a bound on open connections.
 //!
 //! A complete service:
 //!
@@ -51,6 +52,7 @@ pub mod extract;
 pub mod jobs;
 pub mod layers;
 pub mod request_id;
+pub mod serve;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 pub mod tasks;

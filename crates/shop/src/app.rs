@@ -58,6 +58,7 @@ pub struct App {
     state: AppState,
     registry: Registry,
     workers: WorkerConfig,
+    server: keel::serve::Server,
     /// Owns the job workers, the analytics recorder and the after-response tasks.
     tracker: TaskTracker,
     /// Stops them.
@@ -137,6 +138,7 @@ impl App {
             state,
             registry,
             workers: config.worker_config(),
+            server: config.server(),
             tracker,
             stop_background,
         })
@@ -168,9 +170,7 @@ impl App {
             shutdown.await;
             hub.close_all();
         };
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(signal)
-            .await;
+        let served = self.server.serve(self.listener, self.router, signal).await;
         if let Err(err) = served {
             tracing::error!(error = %err, "server stopped with an error");
         }

@@ -84,11 +84,12 @@ pub struct Config {
     #[arg(long, env = "SHOP_WS_MAX_MESSAGE_BYTES", default_value_t = 65_536)]
     pub ws_max_message_bytes: usize,
 
-    /// Outbound frames queued per WebSocket connection; a client whose queue is full is closed
-    /// with 1013.
-    #[arg(long, env = "SHOP_WS_QUEUE_FRAMES", default_value_t = 256,
-          value_parser = clap::value_parser!(u32).range(1..))]
-    pub ws_queue_frames: u32,
+    /// Bytes of outbound messages queued per WebSocket connection; a client whose queue is
+    /// full is closed with 1013. Senders are slowed while a reading client's queue is over
+    /// half of it.
+    #[arg(long, env = "SHOP_WS_QUEUE_BYTES", default_value_t = 1_048_576,
+          value_parser = clap::value_parser!(u64).range(1..=1_073_741_824))]
+    pub ws_queue_bytes: u64,
 
     /// Seconds a WebSocket peer may stay silent (pongs included) before it is dropped; pings go
     /// out at a third of it.
@@ -130,6 +131,24 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub request_timeout_secs: u64,
 
+    /// Seconds within which a request's headers must be complete, counted from their first
+    /// byte (from the connection's start for its first request); past it the connection is
+    /// dropped.
+    #[arg(long, env = "SHOP_HEADER_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub header_timeout_secs: u64,
+
+    /// Seconds after which a keep-alive connection with no request in flight is closed.
+    #[arg(long, env = "SHOP_IDLE_TIMEOUT_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub idle_timeout_secs: u64,
+
+    /// Connections open at once, WebSockets included; past it, new connections wait in the
+    /// listen backlog.
+    #[arg(long, env = "SHOP_MAX_CONNECTIONS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
     /// Log format: `pretty` for people, `json` for one JSON object a line.
     #[arg(long, env = "SHOP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
@@ -153,10 +172,18 @@ impl Config {
     pub fn ws_config(&self) -> keel::ws::WsConfig {
         keel::ws::WsConfig {
             max_message_bytes: self.ws_max_message_bytes,
-            queue_frames: self.ws_queue_frames as usize,
+            queue_bytes: usize::try_from(self.ws_queue_bytes).unwrap_or(usize::MAX),
             idle_timeout: Duration::from_secs(self.ws_idle_timeout_secs),
             ..keel::ws::WsConfig::default()
         }
+    }
+
+    /// How connections are served.
+    pub fn server(&self) -> keel::serve::Server {
+        keel::serve::Server::new()
+            .header_timeout(Duration::from_secs(self.header_timeout_secs))
+            .idle_timeout(Duration::from_secs(self.idle_timeout_secs))
+            .max_connections(self.max_connections as usize)
     }
 
     /// How the job workers run.

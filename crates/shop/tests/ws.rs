@@ -134,9 +134,132 @@ async fn an_abrupt_disconnect_mid_broadcast_harms_no_one() {
     assert_eq!(next_text(&mut late).await, "Client says: after");
 }
 
+/// Reads `total` chat messages numbered from 0, in order, then returns; panics on a close or
+/// after `secs`. With `rate` (bytes per second), reads no faster than that.
+async fn read_numbered<S>(mut stream: S, total: usize, rate: Option<f64>, secs: u64) -> S
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    let started = std::time::Instant::now();
+    let mut bytes = 0usize;
+    let mut n = 0;
+    let reading = async {
+        while n < total {
+            match stream.next().await {
+                Some(Ok(Message::Text(text))) => {
+                    assert_eq!(&text[..18], format!("Client says: {n:05}"), "message {n}");
+                    n += 1;
+                    bytes += text.len();
+                    if let Some(rate) = rate {
+                        let due = Duration::from_secs_f64(bytes as f64 / rate);
+                        if let Some(wait) = due.checked_sub(started.elapsed()) {
+                            tokio::time::sleep(wait).await;
+                        }
+                    }
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                other => panic!("after {n} messages: {other:?}"),
+            }
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(secs), reading)
+        .await
+        .is_err()
+    {
+        panic!("{n} of {total} messages within {secs} s");
+    }
+    stream
+}
+
+/// One client sends `total` messages of `size` bytes as fast as it can while it and a second
+/// client (at `rate` bytes per second, if given) read all along: both get every message in
+/// order and nobody is closed.
+async fn burst(size: usize, total: usize, rate: Option<f64>) {
+    let app = spawn_app().await;
+    let (mut send, sender_reads) = connect(&app, "/ws").await.split();
+    let (_reader_writes, reader_reads) = connect(&app, "/ws").await.split();
+    let echoes = tokio::spawn(read_numbered(sender_reads, total, None, 20));
+    let others = tokio::spawn(read_numbered(reader_reads, total, rate, 20));
+    let body = "x".repeat(size - 6);
+    let started = std::time::Instant::now();
+    for n in 0..total {
+        send.send(Message::text(format!("{n:05} {body}")))
+            .await
+            .unwrap();
+    }
+    let mut sender_reads = echoes.await.unwrap();
+    let mut reader_reads = others.await.unwrap();
+    println!(
+        "{total} messages of {size} bytes to both in {:?}",
+        started.elapsed()
+    );
+    // Both are still connected: one more message reaches both.
+    send.send(Message::text(format!("{total:05} last")))
+        .await
+        .unwrap();
+    for stream in [&mut sender_reads, &mut reader_reads] {
+        let frame = tokio::time::timeout(Duration::from_secs(5), stream.next()).await;
+        let text = match frame {
+            Ok(Some(Ok(Message::Text(text)))) => text,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(text.as_str(), format!("Client says: {total:05} last"));
+    }
+}
+
+#[tokio::test]
+async fn a_burst_of_small_chat_messages_reaches_both_reading_clients() {
+    // Read at 150 kB/s: the second client falls hundreds of messages behind, which a queue
+    // counted in frames would not hold; 300 kB is well within one counted in bytes.
+    burst(100, 3_000, Some(150_000.0)).await;
+}
+
+#[tokio::test]
+async fn a_burst_of_4_kib_chat_messages_reaches_both_reading_clients() {
+    // 12 MB, read by the second client at 5 MB/s: far more than its queue and socket buffers
+    // hold, so the sender must be slowed to its pace.
+    burst(4096, 3_000, Some(5_000_000.0)).await;
+}
+
+#[tokio::test]
+async fn a_client_on_a_slow_link_that_keeps_reading_gets_everything_and_slows_the_sender() {
+    let app = spawn_app().await;
+    // A 4 KiB receive buffer, read at 2 MB/s.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(app.addr).await.unwrap();
+    let (slow, _) = tokio_tungstenite::client_async(format!("ws://{}/ws", app.addr), stream)
+        .await
+        .unwrap();
+    let (_slow_writes, slow_reads) = slow.split();
+    let (mut send, sender_reads) = connect(&app, "/ws").await.split();
+
+    // 1,000 messages of 16 KiB: 16 MB, sixteen times the slow client's queue.
+    let total = 1_000;
+    let slow_reader = tokio::spawn(read_numbered(slow_reads, total, Some(2_000_000.0), 40));
+    let echoes = tokio::spawn(read_numbered(sender_reads, total, None, 40));
+    let body = "y".repeat(16 * 1024 - 6);
+    let started = std::time::Instant::now();
+    for n in 0..total {
+        send.send(Message::text(format!("{n:05} {body}")))
+            .await
+            .unwrap();
+    }
+    let sending = started.elapsed();
+    let _slow_reads = slow_reader.await.unwrap();
+    let _sender_reads = echoes.await.unwrap();
+    println!(
+        "sent in {sending:?}, read on the slow link in {:?}",
+        started.elapsed()
+    );
+    // The sender was held back to about the slow client's pace: 16 MB at 2 MB/s is 8 s, less
+    // what its queue and buffers held.
+    assert!(sending > Duration::from_secs(3), "sent in {sending:?}");
+}
+
 #[tokio::test]
 async fn a_client_that_never_reads_is_closed_and_the_others_get_everything_in_order() {
-    let app = spawn_app_with(|c| c.ws_queue_frames = 64).await;
+    let app = spawn_app_with(|c| c.ws_queue_bytes = 256 * 1024).await;
     let mut sender = connect(&app, "/ws").await;
     let mut reader = connect(&app, "/ws").await;
     let mut stuck = connect(&app, "/ws").await;

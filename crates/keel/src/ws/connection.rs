@@ -1,9 +1,9 @@
 //! One connection: a reader task and a writer task around one socket.
 //!
-//! The writer drains the connection's bounded queue, sends pings at a third of the idle
-//! timeout, and gives up on a frame that takes longer than the write timeout. The reader hands
-//! text frames to the topic's handler and notices silence, oversize frames and the peer's
-//! close. Either side ending ends the other: the [`CloseSignal`] carries the close code the
+//! The writer drains the connection's queue, sends pings at a third of the idle timeout, and
+//! gives up on a client that takes longer than the write timeout to accept a frame. The reader
+//! hands text frames to the topic's handler, waits for room in the topic's queues before it
+//! reads on, and notices silence, oversize frames and the peer's close. Either side ending ends the other: the [`CloseSignal`] carries the close code the
 //! writer sends on the way out (first reason wins).
 
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -15,6 +15,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use super::hub::{Handle, Hub};
+use super::queue::{self, Inbox};
 use super::{WsConfig, CLOSE_GOING_AWAY, CLOSE_TOO_BIG};
 
 pub(super) type OnText = Arc<dyn Fn(Utf8Bytes) + Send + Sync>;
@@ -77,12 +78,12 @@ impl CloseSignal {
 /// Serves `socket` as a member of `topic` until either side ends it.
 pub(super) async fn run(hub: Hub, socket: WebSocket, topic: String, on_text: OnText) {
     let config = hub.config().clone();
-    let (queue, outbound) = tokio::sync::mpsc::channel(config.queue_frames.max(1));
+    let (outbox, inbox) = queue::queue(config.queue_bytes);
     let close = Arc::new(CloseSignal::new());
     let id = hub.join(
         &topic,
         Handle {
-            queue,
+            outbox,
             close: close.clone(),
         },
     );
@@ -93,7 +94,7 @@ pub(super) async fn run(hub: Hub, socket: WebSocket, topic: String, on_text: OnT
     let gauge = metrics::gauge!("websocket_connections", "path" => topic.clone());
     gauge.increment(1.0);
     // Leaves the hub however this function ends, a panicking `on_text` included.
-    let _membership = Membership {
+    let membership = Membership {
         hub: hub.clone(),
         topic,
         id,
@@ -105,9 +106,9 @@ pub(super) async fn run(hub: Hub, socket: WebSocket, topic: String, on_text: OnT
     let (sink, stream) = socket.split();
     let writer = {
         let (close, config) = (close.clone(), config.clone());
-        tokio::spawn(async move { write_loop(sink, outbound, &close, &config).await })
+        tokio::spawn(async move { write_loop(sink, inbox, &close, &config).await })
     };
-    let stream = read_loop(stream, &close, &on_text, &config).await;
+    let stream = read_loop(stream, &close, &on_text, &config, &membership).await;
     let _ = writer.await;
     if close.code.load(Ordering::Acquire) == CLOSE_TOO_BIG {
         // The rest of the oversize frame is still unread: closing the socket now would make
@@ -115,6 +116,7 @@ pub(super) async fn run(hub: Hub, socket: WebSocket, topic: String, on_text: OnT
         tokio::time::sleep(LINGER_AFTER_TOO_BIG).await;
     }
     drop(stream);
+    drop(membership);
 }
 
 /// A connection's place in the hub, given up on drop.
@@ -136,7 +138,7 @@ impl Drop for Membership {
 
 async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
-    mut outbound: tokio::sync::mpsc::Receiver<Message>,
+    mut inbox: Inbox,
     close: &CloseSignal,
     config: &WsConfig,
 ) {
@@ -148,36 +150,25 @@ async fn write_loop(
             // A close request goes first: a client being closed for slowness has a full queue.
             biased;
             () = close.token.cancelled() => break,
-            next = outbound.recv() => match next {
-                Some(frame) => frame,
+            next = inbox.recv() => match next {
+                Some(text) => Some(text),
                 None => break,
             },
-            _ = ping.tick() => Message::Ping(Default::default()),
+            _ = ping.tick() => None,
         };
-        // Write what is queued behind it in the same flush: one system call for a burst, so
-        // that a busy connection drains its queue as fast as it fills.
-        let burst = async {
-            sink.feed(first).await?;
-            for _ in 1..MAX_BURST {
-                match outbound.try_recv() {
-                    Ok(frame) => sink.feed(frame).await?,
-                    Err(_) => break,
-                }
-            }
-            sink.flush().await
-        };
-        match tokio::time::timeout(config.write_timeout, burst).await {
-            Ok(Ok(())) => {}
-            // The peer is gone, or too slow to take a burst: nothing more can be said to it.
-            Ok(Err(_)) | Err(_) => {
-                close.end();
-                return;
-            }
+        if write_burst(&mut sink, &mut inbox, first, config.write_timeout)
+            .await
+            .is_err()
+        {
+            // The peer is gone, or accepted nothing for the write timeout: nothing more can be
+            // said to it.
+            close.end();
+            return;
         }
     }
     // A client closed for falling behind never gets what was still queued for it.
     if close.code.load(Ordering::Acquire) == super::CLOSE_TRY_AGAIN_LATER {
-        metrics::counter!("websocket_messages_dropped_total").increment(outbound.len() as u64);
+        metrics::counter!("websocket_messages_dropped_total").increment(inbox.len() as u64);
     }
     // Send our close frame, or flush the reply to the peer's; either way bounded in time.
     let closing = async {
@@ -189,12 +180,48 @@ async fn write_loop(
     let _ = tokio::time::timeout(config.write_timeout, closing).await;
 }
 
+/// Writes `first` (a ping when `None`) and what is queued behind it, up to [`MAX_BURST`]
+/// frames, then flushes: one system call for a burst, so that a busy connection drains its
+/// queue as fast as it fills. Each frame and the flush get `timeout` to be accepted; a client
+/// that keeps accepting frames is never cut off, however long the burst takes.
+async fn write_burst(
+    sink: &mut SplitSink<WebSocket, Message>,
+    inbox: &mut Inbox,
+    first: Option<Utf8Bytes>,
+    timeout: std::time::Duration,
+) -> Result<(), ()> {
+    let mut next = Some(first.map_or(Message::Ping(Default::default()), Message::Text));
+    let mut written = 0;
+    while let Some(frame) = next.take() {
+        let len = match &frame {
+            Message::Text(text) => text.len(),
+            _ => 0,
+        };
+        match tokio::time::timeout(timeout, sink.feed(frame)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) | Err(_) => return Err(()),
+        }
+        if len > 0 {
+            inbox.written(len);
+        }
+        written += 1;
+        if written < MAX_BURST {
+            next = inbox.try_recv().map(Message::Text);
+        }
+    }
+    match tokio::time::timeout(timeout, sink.flush()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) | Err(_) => Err(()),
+    }
+}
+
 /// Reads until the connection ends; returns the stream, still open.
 async fn read_loop(
     mut stream: SplitStream<WebSocket>,
     close: &CloseSignal,
     on_text: &OnText,
     config: &WsConfig,
+    membership: &Membership,
 ) -> SplitStream<WebSocket> {
     loop {
         let next = tokio::select! {
@@ -218,7 +245,15 @@ async fn read_loop(
                 close.end();
                 return stream;
             }
-            Ok(Some(Ok(Message::Text(text)))) => on_text(text),
+            Ok(Some(Ok(Message::Text(text)))) => {
+                on_text(text);
+                // Read nothing more while the topic's readers are behind: the client's frames
+                // wait in its socket, and TCP slows it down.
+                tokio::select! {
+                    () = close.token.cancelled() => return drain(stream).await,
+                    () = membership.hub.room(&membership.topic) => {}
+                }
+            }
             Ok(Some(Ok(Message::Close(_)))) => {
                 close.end();
                 return stream;

@@ -5,19 +5,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
-use axum::extract::ws::{Message, Utf8Bytes, WebSocketUpgrade};
+use axum::extract::ws::{Utf8Bytes, WebSocketUpgrade};
 use axum::response::Response;
-use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::task::TaskTracker;
 
 use super::broker::Broker;
 use super::connection::{self, CloseSignal, OnText};
+use super::queue::{Offer, Outbox, STALLED_AFTER};
 use super::{WsConfig, CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN_LATER};
 
 /// The sending side of one connection, as the hub holds it.
 #[derive(Clone)]
 pub(super) struct Handle {
-    pub(super) queue: tokio::sync::mpsc::Sender<Message>,
+    pub(super) outbox: Outbox,
     pub(super) close: Arc<CloseSignal>,
 }
 
@@ -29,7 +29,7 @@ pub struct Hub {
 
 struct Inner {
     config: WsConfig,
-    /// Topic → connection id → handle. Held only to insert, remove or `try_send`, never across
+    /// Topic → connection id → handle. Held only to insert, remove or offer, never across
     /// an await, so a broadcast costs one short read lock however slow the clients are.
     topics: RwLock<HashMap<String, HashMap<u64, Handle>>>,
     next_id: AtomicU64,
@@ -111,8 +111,8 @@ impl Hub {
     }
 
     /// Hands `text` to the queue of every connection of `topic` in this process; returns how
-    /// many took it. A connection whose queue is full is closed with 1013 and counted in
-    /// `websocket_messages_dropped_total`.
+    /// many took it. A connection whose queue is full is closed with 1013, the message counted
+    /// in `websocket_messages_dropped_total`.
     pub fn deliver(&self, topic: &str, text: Utf8Bytes) -> usize {
         let mut delivered = 0;
         let mut gone = Vec::new();
@@ -122,14 +122,14 @@ impl Hub {
                 return 0;
             };
             for (id, handle) in members {
-                match handle.queue.try_send(Message::Text(text.clone())) {
-                    Ok(()) => delivered += 1,
-                    Err(TrySendError::Full(_)) => {
+                match handle.outbox.offer(&text) {
+                    Offer::Queued => delivered += 1,
+                    Offer::Full => {
                         metrics::counter!("websocket_messages_dropped_total").increment(1);
                         handle.close.close(CLOSE_TRY_AGAIN_LATER, "client too slow");
                         gone.push(*id);
                     }
-                    Err(TrySendError::Closed(_)) => gone.push(*id),
+                    Offer::Closed => gone.push(*id),
                 }
             }
         }
@@ -167,6 +167,27 @@ impl Hub {
             .is_err()
         {
             tracing::warn!("WebSocket connections still open at shutdown");
+        }
+    }
+
+    /// Completes when no member of `topic` that is still writing has more than half its queue
+    /// in use: the reader of a sending connection waits here after each frame, which slows the
+    /// sender down to the pace of the slowest client that keeps reading.
+    pub(super) async fn room(&self, topic: &str) {
+        loop {
+            let busy = {
+                let topics = self.inner.topics.read().unwrap_or_else(|e| e.into_inner());
+                topics.get(topic).and_then(|members| {
+                    members
+                        .values()
+                        .find(|handle| handle.outbox.slows_senders())
+                        .map(|handle| handle.outbox.clone())
+                })
+            };
+            match busy {
+                None => return,
+                Some(outbox) => outbox.drained(STALLED_AFTER / 4).await,
+            }
         }
     }
 

@@ -4,11 +4,17 @@
 //! delays everyone, a send to a half-closed socket raises mid-loop, the set changes while it is
 //! iterated, and a broadcast reaches one process only. Here:
 //!
-//! - every connection has a bounded outbound queue drained by its own writer task, with a write
-//!   timeout; [`Hub::publish`] serialises nothing per client: it clones one reference-counted
-//!   text into each queue with `try_send` and never awaits a client;
-//! - a client whose queue is full is closed (1013) and nobody else notices; the message it
-//!   could not take and those still queued for it count in `websocket_messages_dropped_total`;
+//! - every connection has an outbound queue bounded in bytes, drained by its own writer task;
+//!   [`Hub::publish`] serialises nothing per client: it clones one reference-counted text into
+//!   each queue and never awaits a client;
+//! - a sender is slowed before readers fall behind: after each frame a client sends, its
+//!   connection reads nothing more (TCP pushes back on the client) while a member of its topic
+//!   that keeps writing has more than half its queue in use, so a burst of chat reaches clients
+//!   on slow links instead of overflowing their queues;
+//! - only a client that stops reading is cut off: one whose queue is full, or that has written
+//!   nothing for the write timeout, is closed (1013) and nobody else notices; a member that has
+//!   written nothing for a second no longer slows senders. The message it could not take and
+//!   those still queued for it count in `websocket_messages_dropped_total`;
 //! - a connection leaves its topic on any end: close, reset, error, idle timeout;
 //! - pings go out at a third of the idle timeout; a peer silent past it is dropped;
 //! - a frame over the size limit closes that connection with 1009;
@@ -36,6 +42,7 @@ mod broker;
 mod connection;
 mod hub;
 mod origin;
+mod queue;
 
 use std::time::Duration;
 
@@ -61,11 +68,13 @@ pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
 pub struct WsConfig {
     /// Largest frame or message a client may send; larger closes the connection with 1009.
     pub max_message_bytes: usize,
-    /// Outbound frames queued per connection; a client whose queue is full is closed.
-    pub queue_frames: usize,
+    /// Bytes of outbound messages queued per connection; a client whose queue is full is
+    /// closed. Senders are slowed while a reading member's queue is over half of it. One
+    /// message is always accepted into an empty queue, whatever its size.
+    pub queue_bytes: usize,
     /// A peer silent this long (pongs included) is dropped; pings go out at a third of it.
     pub idle_timeout: Duration,
-    /// Longest one frame may take to be written before the client counts as gone.
+    /// Longest a client may take to accept one frame before it counts as gone.
     pub write_timeout: Duration,
 }
 
@@ -73,7 +82,7 @@ impl Default for WsConfig {
     fn default() -> Self {
         WsConfig {
             max_message_bytes: 64 * 1024,
-            queue_frames: 256,
+            queue_bytes: 1024 * 1024,
             idle_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(10),
         }

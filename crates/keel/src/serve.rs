@@ -1,0 +1,404 @@
+//! Serving a router so that slow or idle clients cannot hold the service.
+//!
+//! `axum::serve` waits forever for a request's headers and keeps idle keep-alive connections
+//! open until the client leaves, without any bound on their number: a few hundred clients
+//! that connect and send nothing, or trickle one header line every few seconds, take a service
+//! off the air. [`Server`] serves HTTP/1.1 (WebSocket upgrades included) with three bounds:
+//!
+//! - **header timeout**: a request's head must be complete within this time of its first byte
+//!   (of the connection's start, for its first request), or the connection is dropped;
+//! - **idle timeout**: a keep-alive connection with no request in flight and no byte received
+//!   for this long is closed;
+//! - **max connections**: at most this many connections are open at once, upgraded WebSockets
+//!   included; past it, new connections wait in the listener's backlog until one closes.
+//!
+//! A request being served is never cut by these timeouts (the request timeout of
+//! [`ServiceLayers`](crate::layers::ServiceLayers) bounds it). On shutdown the listener stops
+//! accepting, idle connections close at once and busy ones after their response, as with
+//! `axum::serve(..).with_graceful_shutdown(..)`.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use axum::{routing::get, Router};
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let app = Router::new().route("/", get(|| async { "hello" }));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
+//! keel::serve::Server::new()
+//!     .header_timeout(Duration::from_secs(10))
+//!     .idle_timeout(Duration::from_secs(60))
+//!     .max_connections(10_000)
+//!     .serve(listener, app, async { let _ = tokio::signal::ctrl_c().await; })
+//!     .await
+//! # }
+//! ```
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::response::Response;
+use axum::Router;
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::Service as _;
+
+/// An HTTP/1.1 server with header and idle timeouts and a bound on open connections.
+#[derive(Debug, Clone, Copy)]
+pub struct Server {
+    header_timeout: Duration,
+    idle_timeout: Duration,
+    max_connections: usize,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Server {
+    /// A server with a 10 s header timeout, a 60 s idle timeout and at most 10,000 connections.
+    pub fn new() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+        }
+    }
+
+    /// Time within which a request's head must be complete, counted from its first byte (from
+    /// the connection's start for the first request).
+    pub fn header_timeout(mut self, timeout: Duration) -> Self {
+        self.header_timeout = timeout;
+        self
+    }
+
+    /// Time after which a keep-alive connection with nothing in flight is closed.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Connections open at once, upgraded ones included (at least 1).
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max.clamp(1, Semaphore::MAX_PERMITS);
+        self
+    }
+
+    /// Serves `router` on `listener` until `shutdown` completes, then stops accepting and
+    /// returns once every connection has closed (upgraded connections excepted: they belong to
+    /// the application from the upgrade on).
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        router: Router,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> io::Result<()> {
+        let permits = Arc::new(Semaphore::new(self.max_connections));
+        let stop = CancellationToken::new();
+        let connections = TaskTracker::new();
+        let mut shutdown = pin!(shutdown);
+        loop {
+            let permit = tokio::select! {
+                () = &mut shutdown => break,
+                permit = permits.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+            };
+            let stream = tokio::select! {
+                () = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(err) => {
+                        accept_failed(err).await;
+                        continue;
+                    }
+                },
+            };
+            connections.spawn(self.connection(stream, permit, router.clone(), stop.clone()));
+        }
+        drop(listener);
+        stop.cancel();
+        connections.close();
+        connections.wait().await;
+        Ok(())
+    }
+
+    async fn connection(
+        self,
+        stream: TcpStream,
+        permit: OwnedSemaphorePermit,
+        router: Router,
+        stop: CancellationToken,
+    ) {
+        let activity = Arc::new(Activity::new());
+        let io = TokioIo::new(Tracked {
+            stream,
+            activity: activity.clone(),
+            _permit: permit,
+        });
+        let service = Tracking {
+            router,
+            activity: activity.clone(),
+        };
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder.header_read_timeout(None);
+        let mut conn = pin!(builder.serve_connection(io, service).with_upgrades());
+        let mut watchdog = pin!(activity.expired(self.header_timeout, self.idle_timeout));
+        let mut stopping = false;
+        loop {
+            tokio::select! {
+                served = conn.as_mut() => {
+                    if let Err(err) = served {
+                        tracing::trace!(error = %err, "connection ended with an error");
+                    }
+                    break;
+                }
+                () = &mut watchdog => {
+                    tracing::debug!("connection closed: header or idle timeout");
+                    break;
+                }
+                () = stop.cancelled(), if !stopping => {
+                    stopping = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+/// Errors of `accept` that concern one connection only: take the next one.
+fn is_connection_error(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}
+
+/// Any other (out of descriptors, mostly) is logged, and accepting pauses a moment so as not
+/// to spin.
+async fn accept_failed(err: io::Error) {
+    if is_connection_error(&err) {
+        return;
+    }
+    tracing::error!(error = %err, "accepting a connection failed");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+}
+
+/// What a connection is doing, for its watchdog: requests in flight, when the head being read
+/// began, when the connection last fell idle. Times are milliseconds since the connection's
+/// start; `head_since` is 0 while no head is being read, else that time plus one.
+#[derive(Debug)]
+struct Activity {
+    start: Instant,
+    in_flight: AtomicUsize,
+    head_since: AtomicU64,
+    idle_since: AtomicU64,
+    changed: Notify,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            // The first request's head is timed from the connection's start.
+            head_since: AtomicU64::new(1),
+            idle_since: AtomicU64::new(0),
+            changed: Notify::new(),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX - 1)
+    }
+
+    /// Bytes arrived: on an idle connection, they begin a request's head.
+    fn received(&self) {
+        if self.in_flight.load(Ordering::Relaxed) == 0
+            && self.head_since.load(Ordering::Relaxed) == 0
+        {
+            self.head_since.store(self.now() + 1, Ordering::Relaxed);
+            self.changed.notify_one();
+        }
+    }
+
+    fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.head_since.store(0, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+
+    fn end(&self) {
+        if self.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.idle_since.store(self.now(), Ordering::Relaxed);
+            self.changed.notify_one();
+        }
+    }
+
+    /// When the connection is to be closed as things stand; `None` while a request is in flight.
+    fn deadline(&self, header: Duration, idle: Duration) -> Option<Instant> {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        let at = |ms: u64, limit: Duration| self.start + Duration::from_millis(ms) + limit;
+        match self.head_since.load(Ordering::Relaxed) {
+            0 => Some(at(self.idle_since.load(Ordering::Relaxed), idle)),
+            since => Some(at(since - 1, header)),
+        }
+    }
+
+    /// Completes when the connection has been idle, or reading one head, for too long.
+    async fn expired(&self, header: Duration, idle: Duration) {
+        loop {
+            let changed = self.changed.notified();
+            match self.deadline(header, idle) {
+                None => changed.await,
+                Some(deadline) if deadline <= Instant::now() => return,
+                Some(deadline) => {
+                    tokio::select! {
+                        () = changed => {}
+                        () = tokio::time::sleep_until(deadline) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A request in flight on its connection, until its response body is done or dropped.
+#[derive(Debug)]
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.end();
+    }
+}
+
+/// The router, marking each request in flight until its response has been sent.
+#[derive(Debug, Clone)]
+struct Tracking {
+    router: Router,
+    activity: Arc<Activity>,
+}
+
+impl hyper::service::Service<Request<Incoming>> for Tracking {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        let in_flight = self.activity.begin();
+        let served = self.router.clone().call(request.map(Body::new));
+        Box::pin(async move {
+            let response = served.await?;
+            Ok(response.map(|body| {
+                Body::new(Guarded {
+                    body,
+                    _in_flight: in_flight,
+                })
+            }))
+        })
+    }
+}
+
+/// A response body that keeps its request in flight until it is done.
+#[derive(Debug)]
+struct Guarded {
+    body: Body,
+    _in_flight: InFlight,
+}
+
+impl http_body::Body for Guarded {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// The connection's socket: reports received bytes to the watchdog and holds the connection's
+/// permit, which an upgrade carries along until the upgraded connection closes.
+#[derive(Debug)]
+struct Tracked {
+    stream: TcpStream,
+    activity: Arc<Activity>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.received();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
