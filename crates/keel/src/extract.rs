@@ -93,8 +93,12 @@ fn body_rejection(rejection: BytesRejection) -> ApiError {
 /// Parses a JSON body into `T` with keel's errors: 400 `malformed_json` for bad syntax, 422
 /// `validation_error` for the wrong shape. A struct is only ever read from a JSON object (serde
 /// would otherwise accept an array and fill the fields by position).
+///
+/// The body is read twice and never becomes a tree: once to check its syntax (so that a body
+/// that is not JSON is a 400 whatever its shape), once straight into `T`, skipping what `T`
+/// does not name. Memory stays near the body's own size, whatever the body holds.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let value: serde_json::Value = serde_json::from_slice(body).map_err(|err| {
+    serde_json::from_slice::<serde::de::IgnoredAny>(body).map_err(|err| {
         let reason = match err.classify() {
             serde_json::error::Category::Eof => "unexpected end of input",
             serde_json::error::Category::Io => "unreadable input",
@@ -102,7 +106,12 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
         };
         ApiError::malformed_json(err.line(), err.column(), reason)
     })?;
-    serde_path_to_error::deserialize(TopLevel(value)).map_err(|err| {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let top = TopLevel {
+        inner: &mut deserializer,
+        object: body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{'),
+    };
+    serde_path_to_error::deserialize(top).map_err(|err| {
         let problem = Problem::from_serde_message(&err.inner().to_string());
         let mut loc = vec![Loc::from("body")];
         loc.extend(err.path().iter().filter_map(|segment| match segment {
@@ -127,13 +136,17 @@ fn missing_field(message: &str) -> Option<String> {
 }
 
 /// A JSON document that refuses to fill a struct from anything but an object.
-struct TopLevel(serde_json::Value);
+struct TopLevel<'a, 'de> {
+    inner: &'a mut serde_json::Deserializer<serde_json::de::SliceRead<'de>>,
+    /// The document is an object.
+    object: bool,
+}
 
-impl<'de> serde::Deserializer<'de> for TopLevel {
+impl<'de> serde::Deserializer<'de> for TopLevel<'_, 'de> {
     type Error = serde_json::Error;
 
     fn deserialize_any<V: serde::de::Visitor<'de>>(self, v: V) -> Result<V::Value, Self::Error> {
-        self.0.deserialize_any(v)
+        self.inner.deserialize_any(v)
     }
 
     fn deserialize_struct<V: serde::de::Visitor<'de>>(
@@ -142,8 +155,8 @@ impl<'de> serde::Deserializer<'de> for TopLevel {
         fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, Self::Error> {
-        if self.0.is_object() {
-            self.0.deserialize_struct(name, fields, visitor)
+        if self.object {
+            self.inner.deserialize_struct(name, fields, visitor)
         } else {
             Err(serde::de::Error::custom(
                 "invalid_type: Input should be a JSON object",
@@ -152,7 +165,7 @@ impl<'de> serde::Deserializer<'de> for TopLevel {
     }
 
     fn deserialize_option<V: serde::de::Visitor<'de>>(self, v: V) -> Result<V::Value, Self::Error> {
-        self.0.deserialize_option(v)
+        self.inner.deserialize_option(v)
     }
 
     fn deserialize_newtype_struct<V: serde::de::Visitor<'de>>(
@@ -160,7 +173,7 @@ impl<'de> serde::Deserializer<'de> for TopLevel {
         name: &'static str,
         visitor: V,
     ) -> Result<V::Value, Self::Error> {
-        self.0.deserialize_newtype_struct(name, visitor)
+        self.inner.deserialize_newtype_struct(name, visitor)
     }
 
     fn deserialize_enum<V: serde::de::Visitor<'de>>(
@@ -169,7 +182,7 @@ impl<'de> serde::Deserializer<'de> for TopLevel {
         variants: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, Self::Error> {
-        self.0.deserialize_enum(name, variants, visitor)
+        self.inner.deserialize_enum(name, variants, visitor)
     }
 
     serde::forward_to_deserialize_any! {

@@ -225,17 +225,146 @@ pub enum Field<T> {
 
 impl<'de, T: DeserializeOwned> Deserialize<'de> for Field<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = serde_json::Value::deserialize(deserializer)?;
+        let budget = std::cell::Cell::new(MAX_FIELD_NODES);
+        let truncated = std::cell::Cell::new(false);
+        let value = deserializer.deserialize_any(Bounded {
+            budget: &budget,
+            truncated: &truncated,
+        })?;
         let integral = as_integer(&value);
-        Ok(match T::deserialize(value) {
-            Ok(value) => Field::Present(value),
+        let parsed = match T::deserialize(value) {
+            Ok(value) => Ok(value),
             // An integral number written as a float (`553.0`) is that integer, as in
             // Pydantic's default (lax) mode; `553.5` stays a type error.
             Err(err) => match integral.map(T::deserialize) {
-                Some(Ok(value)) => Field::Present(value),
-                _ => Field::Invalid(Problem::from_serde_message(&err.to_string())),
+                Some(Ok(value)) => Ok(value),
+                _ => Err(Problem::from_serde_message(&err.to_string())),
             },
+        };
+        Ok(match parsed {
+            // Only part of the value was kept: it may not stand for the whole.
+            Ok(_) if truncated.get() => Field::Invalid(Problem::new(
+                "too_long",
+                format!("Input should have at most {MAX_FIELD_NODES} values"),
+            )),
+            Ok(value) => Field::Present(value),
+            Err(problem) => Field::Invalid(problem),
         })
+    }
+}
+
+/// Most JSON values (arrays, objects and scalars, nested ones included) kept of one field. A
+/// field's value is held as a tree before it is checked; past this many values the rest is read
+/// and dropped, so that `{"email": [1, 1, 1, ...]}` costs no more than a short array.
+pub const MAX_FIELD_NODES: usize = 4096;
+
+/// Reads any JSON value into a [`serde_json::Value`], keeping at most `budget` values and
+/// skipping the rest (then `truncated` is set).
+struct Bounded<'b> {
+    budget: &'b std::cell::Cell<usize>,
+    truncated: &'b std::cell::Cell<bool>,
+}
+
+impl Bounded<'_> {
+    fn nested(&self) -> Self {
+        Bounded {
+            budget: self.budget,
+            truncated: self.truncated,
+        }
+    }
+
+    /// Takes one value from the budget; false when it is spent.
+    fn take(&self) -> bool {
+        let left = self.budget.get();
+        self.budget.set(left.saturating_sub(1));
+        left > 0
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Bounded<'_> {
+    type Value = serde_json::Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Bounded<'_> {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        while self.take() {
+            match seq.next_element_seed(self.nested())? {
+                Some(item) => items.push(item),
+                None => return Ok(serde_json::Value::Array(items)),
+            }
+        }
+        // Past the budget: read the rest without keeping it.
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+            self.truncated.set(true);
+        }
+        Ok(serde_json::Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut entries = serde_json::Map::new();
+        while self.take() {
+            match map.next_key::<String>()? {
+                Some(key) => {
+                    let value = map.next_value_seed(self.nested())?;
+                    entries.insert(key, value);
+                }
+                None => return Ok(serde_json::Value::Object(entries)),
+            }
+        }
+        while map
+            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+            .is_some()
+        {
+            self.truncated.set(true);
+        }
+        Ok(serde_json::Value::Object(entries))
     }
 }
 
@@ -392,6 +521,35 @@ mod lax_integers {
                 Field::Invalid(problem) => assert_eq!(problem.kind(), "invalid_type", "{bad}"),
                 _ => panic!("{bad} should be invalid"),
             }
+        }
+    }
+
+    #[test]
+    fn a_huge_value_is_read_without_being_kept_and_reported_by_its_shape() {
+        let huge = format!("[{}1]", "1,".repeat(500_000));
+        match serde_json::from_str::<Field<String>>(&huge).unwrap() {
+            Field::Invalid(problem) => {
+                assert_eq!(problem.kind(), "invalid_type");
+                assert_eq!(problem.msg(), "Input should be a valid string");
+            }
+            other => panic!("{other:?}"),
+        }
+        // A list longer than the budget is refused, not cut short.
+        let long = format!("[{}1]", "1,".repeat(MAX_FIELD_NODES));
+        match serde_json::from_str::<Field<Vec<i64>>>(&long).unwrap() {
+            Field::Invalid(problem) => assert_eq!(problem.kind(), "too_long"),
+            other => panic!("{other:?}"),
+        }
+        let nested = format!("{{\"a\": [{}1]}}", "[1],".repeat(MAX_FIELD_NODES));
+        assert!(matches!(
+            serde_json::from_str::<Field<serde_json::Value>>(&nested).unwrap(),
+            Field::Invalid(_)
+        ));
+        // One that fits is kept whole.
+        let fits = format!("[{}1]", "1,".repeat(MAX_FIELD_NODES - 2));
+        match serde_json::from_str::<Field<Vec<i64>>>(&fits).unwrap() {
+            Field::Present(items) => assert_eq!(items.len(), MAX_FIELD_NODES - 1),
+            other => panic!("{other:?}"),
         }
     }
 }

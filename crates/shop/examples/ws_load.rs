@@ -122,6 +122,8 @@ async fn main() {
         )
         .env("SHOP_MAIL_DIR", dir.join("mail"))
         .env("RUST_LOG", "error")
+        // Room for every client and the HTTP connections that publish the events.
+        .env("SHOP_MAX_CONNECTIONS", (connections + 1_000).to_string())
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("target/release/shop (cargo build --release)");

@@ -226,3 +226,41 @@ async fn a_user_id_that_is_not_a_positive_integer_is_422_at_path_id() {
         .await;
     }
 }
+
+#[tokio::test]
+async fn a_body_of_a_million_array_items_is_a_clean_422_that_names_each_field() {
+    let app = spawn_app().await;
+    let body = format!(
+        r#"{{"email": [{}1], "tags": [{}1]}}"#,
+        "1,".repeat(300_000),
+        "[1],".repeat(100_000)
+    );
+    let res = app
+        .client
+        .post(app.url("/users"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_validation_error(
+        res,
+        json!([
+            {"loc": ["body", "email"], "msg": "Input should be a valid string", "type": "invalid_type"},
+            {"loc": ["body", "username"], "msg": "Field required", "type": "missing"},
+        ]),
+    )
+    .await;
+    // Syntax is checked before shape: a broken tail is a 400 even after a wrong-typed field.
+    let res = app
+        .client
+        .post(app.url("/users"))
+        .header("content-type", "application/json")
+        .body(r#"{"email": 5, "username": "#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["code"], "malformed_json");
+}
