@@ -76,7 +76,7 @@ fn is_json(content_type: Option<&HeaderValue>) -> bool {
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
-fn body_rejection(rejection: BytesRejection) -> ApiError {
+pub(crate) fn body_rejection(rejection: BytesRejection) -> ApiError {
     match rejection {
         BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
             ApiError::payload_too_large()

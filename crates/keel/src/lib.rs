@@ -16,6 +16,7 @@
 //! - [`validate`]: every problem of a body at once, FastAPI-shaped.
 //! - [`layers`]: unknown routes and methods, body limit, timeout, panics, request ids, and the
 //!   safety net that envelopes any error response made elsewhere, in one builder.
+//! - [`idempotency`]: `Idempotency-Key` for the routes that create things.
 //! - [`tasks`]: after-response tasks, FastAPI's `BackgroundTasks` without its holes.
 //! - [`jobs`]: a durable job queue in the service's own database.
 //! - [`sqlite`]: SQLite through one group-committing writer and inline readers.
@@ -49,6 +50,7 @@
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod idempotency;
 pub mod jobs;
 pub mod layers;
 pub mod request_id;

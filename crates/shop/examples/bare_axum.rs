@@ -27,7 +27,7 @@ async fn create(State(store): State<Store>, Json(body): Json<NewUserBody>) -> Re
     else {
         return StatusCode::UNPROCESSABLE_ENTITY.into_response();
     };
-    match store.create_user(&NewUser { email, username }).await {
+    match store.create_user(&NewUser { email, username }, None).await {
         Ok(user) => (StatusCode::CREATED, Json(user)).into_response(),
         Err(_) => StatusCode::CONFLICT.into_response(),
     }

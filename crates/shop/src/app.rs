@@ -95,7 +95,10 @@ impl App {
         crate::metrics::spawn_upkeep(&tracker, stop_background.clone());
         crate::retention::spawn(
             store.clone(),
-            Duration::from_secs(u64::from(config.retention_days) * 86_400),
+            crate::store::retention::Ages {
+                finished: Duration::from_secs(u64::from(config.retention_days) * 86_400),
+                idempotency_keys: Duration::from_secs(config.idempotency_ttl_secs),
+            },
             Duration::from_secs(config.retention_interval_secs),
             &tracker,
             stop_background.clone(),
@@ -118,6 +121,7 @@ impl App {
             admin_token: config.admin_token.clone(),
             max_body_bytes: config.max_body_bytes,
             request_timeout: Duration::from_secs(config.request_timeout_secs),
+            idempotency_ttl: Duration::from_secs(config.idempotency_ttl_secs),
         };
         let router = routes::router(state.clone(), &limits, tracker.clone());
         let listener = TcpListener::bind(config.addr)

@@ -70,6 +70,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=36_500))]
     pub retention_days: u32,
 
+    /// Seconds an `Idempotency-Key` and its stored answer are kept: a retry within it gets the
+    /// first answer again.
+    #[arg(long, env = "SHOP_IDEMPOTENCY_TTL_SECS", default_value_t = 86_400,
+          value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
+    pub idempotency_ttl_secs: u64,
+
     /// Seconds between two passes of the retention task.
     #[arg(long, env = "SHOP_RETENTION_INTERVAL_SECS", default_value_t = 3_600,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]

@@ -393,3 +393,67 @@ async fn an_admin_token_shorter_than_16_characters_refuses_to_start() {
     );
     assert!(!db.exists(), "refused before touching the database");
 }
+
+/// The answer of a POST with an `Idempotency-Key` is lost: the client never read it and the
+/// service was killed once the record was committed. After the restart the retry gets that
+/// answer, and the record, its job and its webhook exist once.
+#[tokio::test]
+async fn a_retry_after_kill_9_between_the_commit_and_the_answer_gets_the_stored_answer() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("shop.db");
+    let smtp = SmtpSink::start(Behaviour::default()).await;
+    let smtp_port: u16 = smtp.url().rsplit(':').next().unwrap().parse().unwrap();
+    let mut first = Shop::start(&db, smtp_port).await;
+
+    let body = r#"{"email": "ada@example.com", "username": "ada"}"#;
+    let request = format!(
+        "POST /users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Idempotency-Key: order-form-7\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    // Sent, never read.
+    let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", first.port))
+        .await
+        .unwrap();
+    socket.write_all(request.as_bytes()).await.unwrap();
+    eventually(10, "the user to be committed", || async {
+        let rows = user_rows(&db).await;
+        (rows == 1).then_some(())
+    })
+    .await;
+    first.child.kill().unwrap(); // SIGKILL
+    first.child.wait().unwrap();
+    drop(socket);
+
+    let second = Shop::start(&db, smtp_port).await;
+    let retry = reqwest::Client::new()
+        .post(second.url("/users"))
+        .header("content-type", "application/json")
+        .header("idempotency-key", "order-form-7")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(retry.status(), 201);
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    assert_eq!(retry.headers()["location"], "/users/1");
+    let user: serde_json::Value = retry.json().await.unwrap();
+    assert_eq!(user["id"], 1);
+    assert_eq!(user["email"], "ada@example.com");
+    assert_eq!(user_rows(&db).await, 1);
+    let jobs = job_states(&db).await;
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+}
+
+async fn user_rows(db: &std::path::Path) -> i64 {
+    use sqlx::Connection;
+    let url = format!("sqlite://{}?mode=ro", db.display());
+    let Ok(mut conn) = sqlx::SqliteConnection::connect(&url).await else {
+        return 0;
+    };
+    sqlx::query_scalar("SELECT COUNT(*) FROM users")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap_or(0)
+}

@@ -46,6 +46,7 @@
 
 mod checkpoint;
 mod error;
+pub mod idempotency;
 mod migrate;
 mod read;
 mod writer;

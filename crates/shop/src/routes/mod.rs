@@ -18,6 +18,7 @@ use keel::layers::ServiceLayers;
 use tokio_util::task::TaskTracker;
 
 use crate::state::AppState;
+use crate::store::Remember;
 
 /// Every route of the service, behind keel's layers.
 /// What the router takes from the configuration.
@@ -27,13 +28,24 @@ pub struct Limits {
     pub admin_token: Option<String>,
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
+    /// How long an `Idempotency-Key`'s answer is replayed.
+    pub idempotency_ttl: Duration,
+}
+
+/// `Idempotency-Key` on the routes that create things, answers kept in the store.
+pub(crate) type Idempotent = keel::idempotency::IdempotencyLayer<crate::store::Answers>;
+
+/// The store's record of a creating request's key, when it came with one.
+fn remember(claim: Option<keel::idempotency::Claim>, location: &'static str) -> Option<Remember> {
+    claim.map(|claim| Remember { claim, location })
 }
 
 pub fn router(state: AppState, limits: &Limits, tracker: TaskTracker) -> Router {
+    let idempotent = Idempotent::new(state.store.answers(limits.idempotency_ttl));
     let routes = Router::new()
-        .merge(users::router())
-        .merge(products::router())
-        .merge(orders::router())
+        .merge(users::router(&idempotent))
+        .merge(products::router(&idempotent))
+        .merge(orders::router(&idempotent))
         .merge(ops::router())
         .merge(ws::router())
         .merge(pages::router())
@@ -41,7 +53,7 @@ pub fn router(state: AppState, limits: &Limits, tracker: TaskTracker) -> Router 
         .merge(webhooks::inbound_router())
         .merge(admin::page_router())
         .merge(keel::auth::require_bearer(
-            webhooks::operator_router().merge(admin::operator_router()),
+            webhooks::operator_router(&idempotent).merge(admin::operator_router()),
             limits.admin_token.clone(),
         ));
     ServiceLayers::new()
@@ -58,6 +70,7 @@ impl From<crate::store::StoreError> for keel::ApiError {
     fn from(err: crate::store::StoreError) -> Self {
         match err {
             crate::store::StoreError::Sqlite(err) => err.into(),
+            crate::store::StoreError::IdempotencyKeyTaken => keel::idempotency::in_progress(),
         }
     }
 }

@@ -4,6 +4,7 @@ use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
+use keel::idempotency::Idempotency;
 use keel::tasks::Tasks;
 use keel::validate::{Field, Validation};
 use keel::{ApiError, Json, Path};
@@ -16,9 +17,9 @@ use crate::domain::{Id, Quantity};
 use crate::state::AppState;
 use crate::store::orders::{NewOrder, Order, PlaceOrderError};
 
-pub fn router() -> Router<AppState> {
+pub fn router(idempotent: &super::Idempotent) -> Router<AppState> {
     Router::new()
-        .route("/orders", post(create))
+        .route("/orders", post(create).layer(idempotent.clone()))
         .route("/orders/{id}", get(show))
 }
 
@@ -58,25 +59,29 @@ impl TryFrom<NewOrderBody> for NewOrder {
 
 /// Places an order: the stock check and decrement are one atomic step with the insert.
 #[utoipa::path(post, path = "/orders", tag = "orders", request_body = NewOrderBody,
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255, pattern = "^[ -~]+$",
+        description = "1 to 255 printable ASCII characters: a retry with the same key, method, path and body gets the first answer again (`Idempotent-Replayed: true`) and creates nothing")),
     responses(
         (status = 201, description = "Placed; `Location: /orders/{id}`", body = Order),
         (status = 400, description = "Malformed JSON body", body = ErrorEnvelope, example = json!({"success": false, "error": "Malformed JSON body", "code": "malformed_json", "details": {"line": 1, "column": 10, "reason": "unexpected end of input"}, "request_id": "0b6e3f0e-3d1c-4c7e-9a8e-2f4b8c1d9e10"})),
         (status = 413, description = "Payload too large", body = ErrorEnvelope),
         (status = 415, description = "Unsupported media type", body = ErrorEnvelope),
-        (status = 422, description = "Validation error: every problem of the body", body = ErrorEnvelope),
+        (status = 422, description = "Validation error: every problem of the body (`validation_error`); or the Idempotency-Key came with another method, path or body (`idempotency_key_reused`)", body = ErrorEnvelope),
         (status = 404, description = "Resource not found", body = ErrorEnvelope, example = json!({"success": false, "error": "Resource not found", "code": "not_found", "details": {"resource": "user", "id": 99999}, "request_id": "0b6e3f0e-3d1c-4c7e-9a8e-2f4b8c1d9e10"})),
-        (status = 409, description = "Insufficient stock", body = ErrorEnvelope, example = json!({"success": false, "error": "Insufficient stock", "code": "insufficient_stock", "details": {"available": 3, "requested": 5}, "request_id": "0b6e3f0e-3d1c-4c7e-9a8e-2f4b8c1d9e10"})),
+        (status = 409, description = "Insufficient stock (`insufficient_stock`); or a request with the same Idempotency-Key is in flight (`idempotency_in_progress`, `Retry-After: 1`)", body = ErrorEnvelope, example = json!({"success": false, "error": "Insufficient stock", "code": "insufficient_stock", "details": {"available": 3, "requested": 5}, "request_id": "0b6e3f0e-3d1c-4c7e-9a8e-2f4b8c1d9e10"})),
         (status = "default", description = "Any other error (500, 503 with Retry-After, 504), in the envelope", body = ErrorEnvelope)
     ))]
 pub(crate) async fn create(
     State(state): State<AppState>,
     tasks: Tasks,
+    Idempotency(claim): Idempotency,
     Json(body): Json<NewOrderBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let new = NewOrder::try_from(body)?;
+    let key = super::remember(claim, "/orders/");
     let order = state
         .store
-        .place_order(new, state.order_payment_window)
+        .place_order(new, state.order_payment_window, key)
         .await
         .map_err(refusal)?;
     let properties = serde_json::json!({

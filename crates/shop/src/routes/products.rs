@@ -4,6 +4,7 @@ use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
+use keel::idempotency::Idempotency;
 use keel::validate::{Field, Validation};
 use keel::{ApiError, Json, Path};
 use serde::Deserialize;
@@ -15,9 +16,9 @@ use crate::domain::{non_negative, Id, ProductName};
 use crate::state::AppState;
 use crate::store::products::{NewProduct, Product};
 
-pub fn router() -> Router<AppState> {
+pub fn router(idempotent: &super::Idempotent) -> Router<AppState> {
     Router::new()
-        .route("/products", post(create))
+        .route("/products", post(create).layer(idempotent.clone()))
         .route("/products/{id}", get(show))
 }
 
@@ -59,20 +60,25 @@ impl TryFrom<NewProductBody> for NewProduct {
 
 /// Creates a product.
 #[utoipa::path(post, path = "/products", tag = "products", request_body = NewProductBody,
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255, pattern = "^[ -~]+$",
+        description = "1 to 255 printable ASCII characters: a retry with the same key, method, path and body gets the first answer again (`Idempotent-Replayed: true`) and creates nothing")),
     responses(
         (status = 201, description = "Created; `Location: /products/{id}`", body = Product),
         (status = 400, description = "Malformed JSON body", body = ErrorEnvelope, example = json!({"success": false, "error": "Malformed JSON body", "code": "malformed_json", "details": {"line": 1, "column": 10, "reason": "unexpected end of input"}, "request_id": "0b6e3f0e-3d1c-4c7e-9a8e-2f4b8c1d9e10"})),
         (status = 413, description = "Payload too large", body = ErrorEnvelope),
         (status = 415, description = "Unsupported media type", body = ErrorEnvelope),
-        (status = 422, description = "Validation error: every problem of the body", body = ErrorEnvelope),
-        (status = "default", description = "Any other error (500, 503 with Retry-After, 504), in the envelope", body = ErrorEnvelope)
+        (status = 422, description = "Validation error: every problem of the body (`validation_error`); or the Idempotency-Key came with another method, path or body (`idempotency_key_reused`)", body = ErrorEnvelope),
+                (status = 409, description = "A request with the same Idempotency-Key is in flight; `Retry-After: 1`", body = ErrorEnvelope, example = json!({"success": false, "error": "Request with this idempotency key is in progress", "code": "idempotency_in_progress", "details": null, "request_id": "0b6e3f0e-3d1c-4c7e-9a8e-2f4b8c1d9e10"})),
+(status = "default", description = "Any other error (500, 503 with Retry-After, 504), in the envelope", body = ErrorEnvelope)
     ))]
 pub(crate) async fn create(
     State(state): State<AppState>,
+    Idempotency(claim): Idempotency,
     Json(body): Json<NewProductBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let new = NewProduct::try_from(body)?;
-    let product = state.store.create_product(&new).await?;
+    let key = super::remember(claim, "/products/");
+    let product = state.store.create_product(&new, key).await?;
     Ok(super::created(format!("/products/{}", product.id), product))
 }
 

@@ -4,6 +4,7 @@ use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
+use keel::idempotency::Idempotency;
 use keel::tasks::Tasks;
 use keel::validate::{Field, Validation};
 use keel::{ApiError, Json, Path};
@@ -16,9 +17,9 @@ use crate::domain::{Email, Id, Username};
 use crate::state::AppState;
 use crate::store::users::{NewUser, User};
 
-pub fn router() -> Router<AppState> {
+pub fn router(idempotent: &super::Idempotent) -> Router<AppState> {
     Router::new()
-        .route("/users", post(create))
+        .route("/users", post(create).layer(idempotent.clone()))
         .route("/users/{id}", get(show))
 }
 
@@ -51,22 +52,26 @@ impl TryFrom<NewUserBody> for NewUser {
 
 /// Creates a user; its welcome mail and webhooks are queued in the same transaction.
 #[utoipa::path(post, path = "/users", tag = "users", request_body = NewUserBody,
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255, pattern = "^[ -~]+$",
+        description = "1 to 255 printable ASCII characters: a retry with the same key, method, path and body gets the first answer again (`Idempotent-Replayed: true`) and creates nothing")),
     responses(
         (status = 201, description = "Created; `Location: /users/{id}`", body = User),
         (status = 400, description = "Malformed JSON body", body = ErrorEnvelope, example = json!({"success": false, "error": "Malformed JSON body", "code": "malformed_json", "details": {"line": 1, "column": 10, "reason": "unexpected end of input"}, "request_id": "0b6e3f0e-3d1c-4c7e-9a8e-2f4b8c1d9e10"})),
         (status = 413, description = "Payload too large", body = ErrorEnvelope),
         (status = 415, description = "Unsupported media type", body = ErrorEnvelope),
-        (status = 422, description = "Validation error: every problem of the body", body = ErrorEnvelope),
-        (status = 409, description = "Email or username taken", body = ErrorEnvelope, example = json!({"success": false, "error": "Resource already exists or constraint violation", "code": "conflict", "details": {"field": "email"}, "request_id": "0b6e3f0e-3d1c-4c7e-9a8e-2f4b8c1d9e10"})),
+        (status = 422, description = "Validation error: every problem of the body (`validation_error`); or the Idempotency-Key came with another method, path or body (`idempotency_key_reused`)", body = ErrorEnvelope),
+        (status = 409, description = "Email or username taken (`conflict`); or a request with the same Idempotency-Key is in flight (`idempotency_in_progress`, `Retry-After: 1`)", body = ErrorEnvelope, example = json!({"success": false, "error": "Resource already exists or constraint violation", "code": "conflict", "details": {"field": "email"}, "request_id": "0b6e3f0e-3d1c-4c7e-9a8e-2f4b8c1d9e10"})),
         (status = "default", description = "Any other error (500, 503 with Retry-After, 504), in the envelope", body = ErrorEnvelope)
     ))]
 pub(crate) async fn create(
     State(state): State<AppState>,
     tasks: Tasks,
+    Idempotency(claim): Idempotency,
     Json(body): Json<NewUserBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let new = NewUser::try_from(body)?;
-    let user = state.store.create_user(&new).await?;
+    let key = super::remember(claim, "/users/");
+    let user = state.store.create_user(&new, key).await?;
     super::record_event(
         &tasks,
         &state,

@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
 use axum::Router;
+use keel::idempotency::Idempotency;
 use keel::validate::{Field, Problem, Validation};
 use keel::webhooks::ssrf::{check_url, SsrfError};
 use keel::webhooks::{verify, Secret};
@@ -28,9 +29,12 @@ use crate::store::webhooks::Delivery;
 pub const EVENTS: &[&str] = crate::events::NAMES;
 
 /// Routes for operators: the caller puts them behind the admin token.
-pub fn operator_router() -> Router<AppState> {
+pub fn operator_router(idempotent: &super::Idempotent) -> Router<AppState> {
     Router::new()
-        .route("/webhook-endpoints", post(create_endpoint))
+        .route(
+            "/webhook-endpoints",
+            post(create_endpoint).layer(idempotent.clone()),
+        )
         .route("/webhook-endpoints/{id}", delete(delete_endpoint))
         .route("/webhook-endpoints/{id}/rotate-secret", post(rotate_secret))
         .route("/webhook-endpoints/{id}/deliveries", get(deliveries))
@@ -94,6 +98,8 @@ fn parse_events(events: Vec<String>) -> Result<Vec<String>, Problem> {
 /// Subscribes a URL to events; the answer carries its signing secret, shown only here.
 #[utoipa::path(post, path = "/webhook-endpoints", tag = "webhooks", request_body = NewEndpointBody,
     security(("admin_token" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255, pattern = "^[ -~]+$",
+        description = "1 to 255 printable ASCII characters: a retry with the same key, method, path and body gets the first answer again (`Idempotent-Replayed: true`) and creates nothing")),
     responses(
         (status = 201, description = "Created", body = webhooks::Endpoint),
         (status = 401, description = "Missing or wrong bearer token; `WWW-Authenticate: Bearer`", body = ErrorEnvelope),
@@ -101,11 +107,13 @@ fn parse_events(events: Vec<String>) -> Result<Vec<String>, Problem> {
         (status = 400, description = "Malformed JSON body", body = ErrorEnvelope, example = json!({"success": false, "error": "Malformed JSON body", "code": "malformed_json", "details": {"line": 1, "column": 10, "reason": "unexpected end of input"}, "request_id": "0b6e3f0e-3d1c-4c7e-9a8e-2f4b8c1d9e10"})),
         (status = 413, description = "Payload too large", body = ErrorEnvelope),
         (status = 415, description = "Unsupported media type", body = ErrorEnvelope),
-        (status = 422, description = "Validation error: every problem of the body", body = ErrorEnvelope),
-        (status = "default", description = "Any other error (500, 503 with Retry-After, 504), in the envelope", body = ErrorEnvelope)
+        (status = 422, description = "Validation error: every problem of the body (`validation_error`); or the Idempotency-Key came with another method, path or body (`idempotency_key_reused`)", body = ErrorEnvelope),
+                (status = 409, description = "A request with the same Idempotency-Key is in flight; `Retry-After: 1`", body = ErrorEnvelope, example = json!({"success": false, "error": "Request with this idempotency key is in progress", "code": "idempotency_in_progress", "details": null, "request_id": "0b6e3f0e-3d1c-4c7e-9a8e-2f4b8c1d9e10"})),
+(status = "default", description = "Any other error (500, 503 with Retry-After, 504), in the envelope", body = ErrorEnvelope)
     ))]
 pub(crate) async fn create_endpoint(
     State(state): State<AppState>,
+    Idempotency(claim): Idempotency,
     Json(body): Json<NewEndpointBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let mut v = Validation::body();
@@ -132,7 +140,11 @@ pub(crate) async fn create_endpoint(
         return Err(v.into_error());
     };
     let secret = Secret::generate().to_string();
-    let endpoint = state.store.create_endpoint(&url, &events, &secret).await?;
+    let key = super::remember(claim, "/webhook-endpoints/");
+    let endpoint = state
+        .store
+        .create_endpoint(&url, &events, &secret, key)
+        .await?;
     Ok(super::created(
         format!("/webhook-endpoints/{}", endpoint.id),
         endpoint,

@@ -48,6 +48,11 @@ const SQLITE: &[Migration] = &[
         name: "endpoint rotation and deletion",
         sql: include_str!("../../migrations/sqlite/0008_endpoint_rotation_deletion.sql"),
     },
+    Migration {
+        version: 9,
+        name: "keel idempotency",
+        sql: include_str!("../../migrations/sqlite/0009_keel_idempotency.sql"),
+    },
 ];
 
 pub(super) fn run(conn: &mut Connection) -> Result<(), MigrateError> {
@@ -91,5 +96,8 @@ mod tests {
         let frozen = include_str!("../../migrations/sqlite/0007_keel_job_counts.sql");
         let body = frozen.split_once('\n').map_or("", |(_, rest)| rest);
         assert_eq!(body.trim(), keel::jobs::sqlite::SCHEMA_COUNTS.trim());
+        let frozen = include_str!("../../migrations/sqlite/0009_keel_idempotency.sql");
+        let body = frozen.split_once('\n').map_or("", |(_, rest)| rest);
+        assert_eq!(body.trim(), keel::sqlite::idempotency::SCHEMA.trim());
     }
 }

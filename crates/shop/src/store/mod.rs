@@ -19,9 +19,14 @@ pub mod webhooks;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
+use keel::idempotency::{Claim, IdempotencyStore, StoredAnswer};
 use keel::jobs::sqlite::SqliteQueue;
+use keel::sqlite::idempotency::SqliteIdempotency;
 use keel::sqlite::{Database, Options};
+use rusqlite::Connection;
+use serde::Serialize;
 
 /// Why the store could not open.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +45,10 @@ pub enum OpenError {
 pub enum StoreError {
     #[error(transparent)]
     Sqlite(#[from] keel::sqlite::Error),
+    /// Another request with the same `Idempotency-Key` committed first (on another instance):
+    /// nothing was written.
+    #[error("the idempotency key was taken by a concurrent request")]
+    IdempotencyKeyTaken,
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -107,6 +116,11 @@ impl Store {
         self.inner.db.close().await;
     }
 
+    /// The answers stored under `Idempotency-Key`s, each replayed for `ttl`.
+    pub fn answers(&self, ttl: Duration) -> Answers {
+        Answers(SqliteIdempotency::new(self.inner.db.clone(), ttl))
+    }
+
     fn writer(&self) -> &keel::sqlite::Writer {
         self.inner.db.writer()
     }
@@ -128,4 +142,42 @@ fn sqlite_path(url: &str) -> Option<PathBuf> {
         return None;
     }
     Some(PathBuf::from(path))
+}
+
+/// A creating request's `Idempotency-Key`: the store keeps its answer (201, `Location:
+/// {location}{id}`, the record as JSON) under the key in the transaction that creates the
+/// record, so that a crash never keeps the one without the other.
+#[derive(Debug, Clone)]
+pub struct Remember {
+    pub claim: Claim,
+    /// The record's path without its id, such as `/users/`.
+    pub location: &'static str,
+}
+
+/// Stores the answer under `remember`'s key, when there is one; inside the record's write.
+fn remember<T: Serialize>(
+    conn: &Connection,
+    remember: Option<&Remember>,
+    id: i64,
+    record: &T,
+) -> Result<(), StoreError> {
+    let Some(remember) = remember else {
+        return Ok(());
+    };
+    let body = serde_json::to_vec(record)?;
+    let location = format!("{}{id}", remember.location);
+    match keel::sqlite::idempotency::save(conn, &remember.claim, 201, Some(&location), &body)? {
+        true => Ok(()),
+        false => Err(StoreError::IdempotencyKeyTaken),
+    }
+}
+
+/// The stored answers, for keel's idempotency layer.
+#[derive(Debug, Clone)]
+pub struct Answers(SqliteIdempotency);
+
+impl IdempotencyStore for Answers {
+    async fn lookup(&self, key: &str) -> Result<Option<StoredAnswer>, keel::ApiError> {
+        self.0.lookup(key).await
+    }
 }

@@ -12,7 +12,7 @@ use serde::Serialize;
 use std::time::Duration;
 
 use super::webhooks::{self, PaymentOutcome};
-use super::{Store, StoreError};
+use super::{remember, Remember, Store, StoreError};
 use crate::domain::{Id, Quantity};
 use crate::jobs::ExpireOrder;
 
@@ -89,6 +89,7 @@ impl Store {
         &self,
         new: NewOrder,
         payment_window: Duration,
+        key: Option<Remember>,
     ) -> Result<Order, PlaceOrderError> {
         let jobs = self.inner.jobs.clone();
         let order = self
@@ -100,6 +101,7 @@ impl Store {
                 let expiry = ExpireOrder { order_id: order.id };
                 jobs.enqueue_at(conn, &expiry, payment_window)
                     .map_err(StoreError::from)?;
+                remember(conn, key.as_ref(), order.id, &order)?;
                 Ok::<_, PlaceOrderError>(order)
             })
             .await?;

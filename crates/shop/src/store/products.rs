@@ -3,7 +3,7 @@
 use rusqlite::{OptionalExtension, Row};
 use serde::Serialize;
 
-use super::{Store, StoreError};
+use super::{remember, Remember, Store, StoreError};
 use crate::domain::{Id, ProductName};
 
 /// A product as the API shows it.
@@ -37,8 +37,12 @@ pub struct NewProduct {
 }
 
 impl Store {
-    /// Inserts a product.
-    pub async fn create_product(&self, new: &NewProduct) -> Result<Product, StoreError> {
+    /// Inserts a product; with `key`, stores the answer under it in the same write.
+    pub async fn create_product(
+        &self,
+        new: &NewProduct,
+        key: Option<Remember>,
+    ) -> Result<Product, StoreError> {
         let new = new.clone();
         self.writer()
             .write(move |conn| {
@@ -51,6 +55,7 @@ impl Store {
                         rusqlite::params![new.name.as_str(), new.price_cents, new.stock],
                         Product::from_row,
                     )?;
+                remember(conn, key.as_ref(), product.id, &product)?;
                 Ok(product)
             })
             .await

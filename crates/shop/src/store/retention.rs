@@ -11,24 +11,34 @@ pub struct Pruned {
     pub deliveries: usize,
     pub inbound: usize,
     pub analytics: usize,
+    pub idempotency_keys: usize,
 }
 
 impl Pruned {
     pub fn total(&self) -> usize {
-        self.jobs + self.deliveries + self.inbound + self.analytics
+        self.jobs + self.deliveries + self.inbound + self.analytics + self.idempotency_keys
     }
 }
 
+/// How long each kind of row is kept.
+#[derive(Debug, Clone, Copy)]
+pub struct Ages {
+    /// Finished jobs, webhook deliveries, inbound webhooks, analytics events.
+    pub finished: Duration,
+    /// `Idempotency-Key`s and their stored answers.
+    pub idempotency_keys: Duration,
+}
+
 impl Store {
-    /// Deletes at most `batch` rows of each kind older than `age`: finished (succeeded or dead)
-    /// jobs with their webhook deliveries, processed or failed inbound webhooks, analytics
-    /// events. One write, so that the writer is never held for long; call again while it
+    /// Deletes at most `batch` rows of each kind older than its age: finished (succeeded or
+    /// dead) jobs with their webhook deliveries, processed or failed inbound webhooks, analytics
+    /// events, idempotency keys. One write, so that the writer is never held for long; call again while it
     /// deletes anything.
     ///
     /// An inbound webhook's id is forgotten with its row; a replay that old is refused by the
     /// signature's five-minute timestamp tolerance anyway.
-    pub async fn prune(&self, age: Duration, batch: usize) -> Result<Pruned, StoreError> {
-        let cutoff = format!("-{} seconds", age.as_secs());
+    pub async fn prune(&self, ages: Ages, batch: usize) -> Result<Pruned, StoreError> {
+        let cutoff = format!("-{} seconds", ages.finished.as_secs());
         let batch = i64::try_from(batch).unwrap_or(i64::MAX);
         self.writer()
             .write(move |conn| {
@@ -67,11 +77,17 @@ impl Store {
                            LIMIT ?2)"
                     ))?
                     .execute(rusqlite::params![cutoff, batch])?;
+                let idempotency_keys = keel::sqlite::idempotency::prune(
+                    conn,
+                    ages.idempotency_keys,
+                    usize::try_from(batch).unwrap_or(usize::MAX),
+                )?;
                 Ok(Pruned {
                     jobs,
                     deliveries,
                     inbound,
                     analytics,
+                    idempotency_keys,
                 })
             })
             .await

@@ -3,7 +3,7 @@
 use rusqlite::{OptionalExtension, Row};
 use serde::Serialize;
 
-use super::{webhooks, Store, StoreError};
+use super::{remember, webhooks, Remember, Store, StoreError};
 use crate::domain::{Email, Id, Username};
 use crate::jobs::WelcomeEmail;
 
@@ -37,8 +37,13 @@ pub struct NewUser {
 impl Store {
     /// Inserts a user, enqueues its welcome mail and fans out `user.created`, in one write:
     /// all or nothing. A taken email or username (in any case) is a unique violation, which
-    /// keel maps to 409 naming the column.
-    pub async fn create_user(&self, new: &NewUser) -> Result<User, StoreError> {
+    /// keel maps to 409 naming the column. With `key`, the answer is stored under it in the
+    /// same write.
+    pub async fn create_user(
+        &self,
+        new: &NewUser,
+        key: Option<Remember>,
+    ) -> Result<User, StoreError> {
         let new = new.clone();
         let jobs = self.inner.jobs.clone();
         let user = self
@@ -62,6 +67,7 @@ impl Store {
                     crate::events::USER_CREATED,
                     &serde_json::to_value(&user)?,
                 )?;
+                remember(conn, key.as_ref(), user.id, &user)?;
                 Ok::<_, StoreError>(user)
             })
             .await?;

@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::orders::{Order, ORDER_COLUMNS};
-use super::{Store, StoreError};
+use super::{remember, Remember, Store, StoreError};
 use crate::jobs::{DeliverWebhook, ProcessPayment};
 
 /// A subscriber as the API shows it (with its secret, shown once at creation). Its `Debug`
@@ -142,12 +142,14 @@ impl Delivery {
 }
 
 impl Store {
-    /// Adds a subscriber.
+    /// Adds a subscriber; with `key`, stores the answer (the secret included) under it in the
+    /// same write.
     pub async fn create_endpoint(
         &self,
         url: &str,
         events: &[String],
         secret: &str,
+        key: Option<Remember>,
     ) -> Result<Endpoint, StoreError> {
         let events_json = serde_json::to_string(events)?;
         let (url, secret) = (url.to_owned(), secret.to_owned());
@@ -162,13 +164,15 @@ impl Store {
                     .query_row([&url, &events_json, &secret], |row| {
                         Ok((row.get(0)?, row.get(1)?))
                     })?;
-                Ok(Endpoint {
+                let endpoint = Endpoint {
                     id,
                     url,
                     events,
                     secret,
                     created_at,
-                })
+                };
+                remember(conn, key.as_ref(), endpoint.id, &endpoint)?;
+                Ok(endpoint)
             })
             .await
     }

@@ -1,0 +1,324 @@
+//! `Idempotency-Key`: a client that retries a POST whose answer it lost gets the first answer
+//! again instead of a second record.
+//!
+//! [`IdempotencyLayer`] wraps the routes that create things. For a request with an
+//! `Idempotency-Key` header (1 to 255 printable ASCII characters) it computes a fingerprint of
+//! the method, path and body, then:
+//!
+//! - an answer stored under the key with the same fingerprint is sent again, with
+//!   `Idempotent-Replayed: true`, and the handler does not run: nothing is created, enqueued or
+//!   broadcast twice;
+//! - an answer stored under the key with another fingerprint is `422 idempotency_key_reused`;
+//! - a request with the key still in flight in this process is `409 idempotency_in_progress`
+//!   with `Retry-After: 1`;
+//! - otherwise the handler runs with a [`Claim`] in the request (the [`Idempotency`]
+//!   extractor). The handler stores its answer under the claim **in the same transaction as
+//!   the record it creates**, so that a crash can never keep the one without the other. An
+//!   error answer rolls that transaction back and is not stored: a retry is served afresh.
+//!
+//! Requests without the header pass straight through. Where answers are kept is the service's
+//! [`IdempotencyStore`]; [`crate::sqlite::idempotency`] is one on SQLite. Two instances that
+//! take the same key at the same moment both run the handler; the store's unique key lets one
+//! transaction commit, and the other answers [`in_progress`] (its retry gets the replay).
+//!
+//! ```no_run
+//! # #[cfg(feature = "sqlite")] {
+//! use axum::{routing::post, Router};
+//! use keel::idempotency::{Idempotency, IdempotencyLayer};
+//! use keel::sqlite::idempotency::SqliteIdempotency;
+//!
+//! async fn create(Idempotency(claim): Idempotency) -> &'static str {
+//!     // In the record's transaction: keel::sqlite::idempotency::save(conn, &claim, ...)
+//!     let _ = claim;
+//!     "created"
+//! }
+//!
+//! # fn app(db: keel::sqlite::Database) -> Router {
+//! let ttl = std::time::Duration::from_secs(24 * 3600);
+//! Router::new().route(
+//!     "/things",
+//!     post(create).layer(IdempotencyLayer::new(SqliteIdempotency::new(db, ttl))),
+//! )
+//! # }
+//! # }
+//! ```
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::response::{IntoResponse, Response};
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use http::request::Parts;
+use http::StatusCode;
+use sha2::{Digest, Sha256};
+use tower::{Layer, Service, ServiceExt};
+
+use crate::validate::{Loc, Problem};
+use crate::ApiError;
+
+/// The request header naming the key.
+pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+/// The response header of a replayed answer.
+pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+/// Longest key accepted.
+pub const MAX_KEY_LEN: usize = 255;
+
+/// A request's key and the fingerprint of its method, path and body: what the handler stores
+/// its answer under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// The `Idempotency-Key` header's value.
+    pub key: String,
+    /// Hex SHA-256 of the method, the path (with its query) and the body.
+    pub fingerprint: String,
+}
+
+/// An answer kept for replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAnswer {
+    /// The fingerprint of the request that produced it.
+    pub fingerprint: String,
+    /// Its status (a 2xx).
+    pub status: u16,
+    /// Its `Location` header, if any.
+    pub location: Option<String>,
+    /// Its JSON body.
+    pub body: Vec<u8>,
+}
+
+/// Where a service keeps its answers: read here, written by the handlers in their own
+/// transactions.
+pub trait IdempotencyStore: Send + Sync + 'static {
+    /// The answer stored under `key`, unless there is none or it has expired.
+    fn lookup(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<StoredAnswer>, ApiError>> + Send;
+}
+
+/// The claim of the current request: `Some` on a route behind [`IdempotencyLayer`] when the
+/// request carries a key, `None` otherwise.
+#[derive(Debug, Clone)]
+pub struct Idempotency(pub Option<Claim>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Idempotency {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Infallible> {
+        Ok(Idempotency(parts.extensions.get::<Claim>().cloned()))
+    }
+}
+
+/// `409 idempotency_in_progress` with `Retry-After: 1`.
+pub fn in_progress() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "idempotency_in_progress",
+        "Request with this idempotency key is in progress",
+    )
+    .with_header(RETRY_AFTER, HeaderValue::from_static("1"))
+}
+
+/// `422 idempotency_key_reused`.
+pub fn key_reused() -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency_key_reused",
+        "Idempotency key reused with a different request",
+    )
+}
+
+/// Serves the routes it wraps with `Idempotency-Key` semantics, answers kept in `S`.
+#[derive(Debug)]
+pub struct IdempotencyLayer<S> {
+    store: Arc<S>,
+    in_flight: Arc<Mutex<HashSet<String>>>,
+}
+
+impl<S> Clone for IdempotencyLayer<S> {
+    fn clone(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+            in_flight: self.in_flight.clone(),
+        }
+    }
+}
+
+impl<S: IdempotencyStore> IdempotencyLayer<S> {
+    /// A layer keeping its answers in `store`. Clone it to share the keys in flight between
+    /// routes.
+    pub fn new(store: S) -> Self {
+        Self {
+            store: Arc::new(store),
+            in_flight: Arc::new(Mutex::new(HashSet::new())),
+        }
+    }
+}
+
+impl<S, I> Layer<I> for IdempotencyLayer<S> {
+    type Service = Idempotent<S, I>;
+
+    fn layer(&self, inner: I) -> Self::Service {
+        Idempotent {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service made by [`IdempotencyLayer`].
+#[derive(Debug)]
+pub struct Idempotent<S, I> {
+    inner: I,
+    layer: IdempotencyLayer<S>,
+}
+
+impl<S, I: Clone> Clone for Idempotent<S, I> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            layer: self.layer.clone(),
+        }
+    }
+}
+
+impl<S, I> Service<Request> for Idempotent<S, I>
+where
+    S: IdempotencyStore,
+    I: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    I::Future: Send,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let inner = self.inner.clone();
+        let layer = self.layer.clone();
+        Box::pin(async move {
+            Ok(serve(layer, inner, request)
+                .await
+                .unwrap_or_else(IntoResponse::into_response))
+        })
+    }
+}
+
+async fn serve<S, I>(
+    layer: IdempotencyLayer<S>,
+    inner: I,
+    request: Request,
+) -> Result<Response, ApiError>
+where
+    S: IdempotencyStore,
+    I: Service<Request, Response = Response, Error = Infallible> + Send,
+    I::Future: Send,
+{
+    let Some(header) = request.headers().get(IDEMPOTENCY_KEY) else {
+        return Ok(inner.oneshot(request).await.unwrap_or_else(|e| match e {}));
+    };
+    let key = parse_key(header)?;
+    let (parts, body) = request.into_parts();
+    // The body within the service's limit (an over-long one is the usual 413).
+    let body = Bytes::from_request(Request::from_parts(parts.clone(), body), &())
+        .await
+        .map_err(crate::extract::body_rejection)?;
+    let fingerprint = fingerprint(&parts, &body);
+
+    if let Some(stored) = layer.store.lookup(&key).await? {
+        return replay(stored, &fingerprint);
+    }
+    let Some(_in_flight) = InFlight::claim(&layer.in_flight, &key) else {
+        return Err(in_progress());
+    };
+    // It may have finished between the lookup and the claim.
+    if let Some(stored) = layer.store.lookup(&key).await? {
+        return replay(stored, &fingerprint);
+    }
+    let mut request = Request::from_parts(parts, Body::from(body));
+    request.extensions_mut().insert(Claim { key, fingerprint });
+    Ok(inner.oneshot(request).await.unwrap_or_else(|e| match e {}))
+}
+
+/// 1 to 255 printable ASCII characters.
+fn parse_key(header: &HeaderValue) -> Result<String, ApiError> {
+    let bytes = header.as_bytes();
+    let printable = bytes.iter().all(|b| (0x20..0x7f).contains(b));
+    let problem = if bytes.is_empty() {
+        Problem::too_short(1)
+    } else if bytes.len() > MAX_KEY_LEN {
+        Problem::too_long(MAX_KEY_LEN)
+    } else if !printable {
+        Problem::new(
+            "invalid_pattern",
+            "Idempotency-Key should be printable ASCII characters",
+        )
+    } else {
+        return Ok(String::from_utf8_lossy(bytes).into_owned());
+    };
+    Err(ApiError::validation(vec![problem.at(vec![
+        Loc::from("header"),
+        Loc::from("Idempotency-Key"),
+    ])]))
+}
+
+fn fingerprint(parts: &Parts, body: &[u8]) -> String {
+    let mut hash = Sha256::new();
+    hash.update(parts.method.as_str());
+    hash.update(b"\n");
+    hash.update(parts.uri.path_and_query().map_or("/", |p| p.as_str()));
+    hash.update(b"\n");
+    hash.update(body);
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn replay(stored: StoredAnswer, fingerprint: &str) -> Result<Response, ApiError> {
+    if stored.fingerprint != fingerprint {
+        return Err(key_reused());
+    }
+    let status = StatusCode::from_u16(stored.status).map_err(ApiError::internal)?;
+    let mut response = (status, stored.body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    if let Some(location) = stored.location {
+        headers.insert(
+            LOCATION,
+            HeaderValue::try_from(location).map_err(ApiError::internal)?,
+        );
+    }
+    Ok(response)
+}
+
+/// A key being served in this process, released on drop (the handler's end, or its future
+/// dropped when the client leaves).
+struct InFlight {
+    keys: Arc<Mutex<HashSet<String>>>,
+    key: String,
+}
+
+impl InFlight {
+    fn claim(keys: &Arc<Mutex<HashSet<String>>>, key: &str) -> Option<InFlight> {
+        let mut set = keys.lock().unwrap_or_else(|e| e.into_inner());
+        set.insert(key.to_owned()).then(|| InFlight {
+            keys: keys.clone(),
+            key: key.to_owned(),
+        })
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut set = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        set.remove(&self.key);
+    }
+}

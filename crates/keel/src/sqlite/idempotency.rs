@@ -1,0 +1,129 @@
+//! Idempotency answers in the service's SQLite database: [`SCHEMA`] for its migrations,
+//! [`save`] inside the transaction that creates the record, [`SqliteIdempotency`] for the
+//! [`IdempotencyLayer`](crate::idempotency::IdempotencyLayer), [`prune`] for the retention task.
+//!
+//! ```no_run
+//! use keel::idempotency::Idempotency;
+//! use keel::sqlite::idempotency;
+//!
+//! async fn create(db: keel::sqlite::Database, Idempotency(claim): Idempotency)
+//!     -> Result<(), keel::ApiError> {
+//!     db.writer()
+//!         .write(move |conn| {
+//!             conn.execute("INSERT INTO things (name) VALUES ('a')", [])?;
+//!             if let Some(claim) = &claim {
+//!                 if !idempotency::save(conn, claim, 201, Some("/things/1"), b"{\"id\":1}")? {
+//!                     return Err(keel::idempotency::in_progress());
+//!                 }
+//!             }
+//!             Ok::<_, keel::ApiError>(())
+//!         })
+//!         .await
+//! }
+//! ```
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension};
+
+use super::Database;
+use crate::idempotency::{Claim, IdempotencyStore, StoredAnswer};
+use crate::ApiError;
+
+/// The table of stored answers; `created_at` is milliseconds since the Unix epoch.
+pub const SCHEMA: &str = r#"
+CREATE TABLE keel_idempotency (
+    key         TEXT    PRIMARY KEY,
+    fingerprint TEXT    NOT NULL,
+    status      INTEGER NOT NULL,
+    location    TEXT,
+    body        BLOB    NOT NULL,
+    created_at  INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX keel_idempotency_created ON keel_idempotency (created_at);
+"#;
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn ms(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Stores the answer of the request that holds `claim`; call it inside the transaction that
+/// creates the record. False when the key is taken already (another instance served the same
+/// key at the same moment): return an error, so that the transaction rolls back, such as
+/// [`in_progress`](crate::idempotency::in_progress).
+pub fn save(
+    conn: &Connection,
+    claim: &Claim,
+    status: u16,
+    location: Option<&str>,
+    body: &[u8],
+) -> rusqlite::Result<bool> {
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO keel_idempotency (key, fingerprint, status, location, body, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (key) DO NOTHING",
+        )?
+        .execute(rusqlite::params![
+            claim.key,
+            claim.fingerprint,
+            status,
+            location,
+            body,
+            now_ms()
+        ])?;
+    Ok(inserted == 1)
+}
+
+/// Deletes up to `limit` answers stored more than `ttl` ago; returns how many.
+pub fn prune(conn: &Connection, ttl: Duration, limit: usize) -> rusqlite::Result<usize> {
+    conn.prepare_cached(
+        "DELETE FROM keel_idempotency WHERE key IN \
+         (SELECT key FROM keel_idempotency WHERE created_at < ?1 LIMIT ?2)",
+    )?
+    .execute(rusqlite::params![
+        now_ms().saturating_sub(ms(ttl)),
+        i64::try_from(limit).unwrap_or(i64::MAX)
+    ])
+}
+
+/// The answers of a [`Database`] whose schema includes [`SCHEMA`], each valid for `ttl`.
+#[derive(Debug, Clone)]
+pub struct SqliteIdempotency {
+    db: Database,
+    ttl: Duration,
+}
+
+impl SqliteIdempotency {
+    /// Answers in `db`, replayed for `ttl` after they were stored.
+    pub fn new(db: Database, ttl: Duration) -> Self {
+        Self { db, ttl }
+    }
+}
+
+impl IdempotencyStore for SqliteIdempotency {
+    async fn lookup(&self, key: &str) -> Result<Option<StoredAnswer>, ApiError> {
+        let since = now_ms().saturating_sub(ms(self.ttl));
+        let found = self.db.readers().read(|conn| {
+            conn.prepare_cached(
+                "SELECT fingerprint, status, location, body FROM keel_idempotency \
+                 WHERE key = ?1 AND created_at >= ?2",
+            )?
+            .query_row(rusqlite::params![key, since], |row| {
+                Ok(StoredAnswer {
+                    fingerprint: row.get(0)?,
+                    status: row.get(1)?,
+                    location: row.get(2)?,
+                    body: row.get(3)?,
+                })
+            })
+            .optional()
+        })?;
+        Ok(found)
+    }
+}
