@@ -53,7 +53,8 @@ pub(crate) async fn page() -> impl IntoResponse {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct JobsQuery {
-    /// `pending`, `running`, `succeeded` or `dead`.
+    /// `pending`, `running`, `succeeded` or `dead`; empty means any.
+    #[param(pattern = "^(pending|running|succeeded|dead)?$")]
     state: Option<String>,
     /// A queue name (`email`, `webhooks`, `payments`).
     queue: Option<String>,
