@@ -6,7 +6,6 @@ use keel::jobs::{Job, JobError, JobMeta, Registry};
 use keel::ws::Hub;
 use serde::{Deserialize, Serialize};
 
-use crate::events;
 use crate::mail::Mailer;
 use crate::outbound::Sender;
 use crate::store::webhooks::PaymentOutcome;
@@ -121,9 +120,8 @@ async fn deliver_webhook(ctx: &Context, delivery_id: i64) -> Result<(), JobError
 
 async fn expire_order(ctx: &Context, order_id: i64) -> Result<(), JobError> {
     match ctx.store.expire_order(order_id).await.map_err(db_error)? {
-        PaymentOutcome::Changed { event, order } => {
-            ctx.hub
-                .publish(events::EVENTS_TOPIC, events::frame(event, &order));
+        PaymentOutcome::Changed { event } => {
+            ctx.hub.publish(event.topic(), event.frame());
             tracing::info!(
                 order_id,
                 "unpaid order cancelled at the end of its payment window"
@@ -145,9 +143,9 @@ async fn process_payment(ctx: &Context, inbound_id: i64) -> Result<(), JobError>
         .await
         .map_err(db_error)?
     {
-        PaymentOutcome::Changed { event, order } => {
-            ctx.hub
-                .publish(events::EVENTS_TOPIC, events::frame(event, &order));
+        PaymentOutcome::Changed { event } => {
+            ctx.hub.publish(event.topic(), event.frame());
+            let event = event.kind().name();
             tracing::info!(inbound_id, event, "payment webhook processed");
         }
         PaymentOutcome::Unchanged => {}

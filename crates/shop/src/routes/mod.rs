@@ -64,7 +64,6 @@ pub fn router(state: AppState, limits: &Limits, tracker: TaskTracker) -> Router 
         .with_state(state)
 }
 
-/// Records an analytics event after the response, with the request's id.
 /// Storage errors become the envelope by keel's mapping of the engine's errors.
 impl From<crate::store::StoreError> for keel::ApiError {
     fn from(err: crate::store::StoreError) -> Self {
@@ -75,33 +74,22 @@ impl From<crate::store::StoreError> for keel::ApiError {
     }
 }
 
-fn record_event(
-    tasks: &keel::tasks::Tasks,
-    state: &AppState,
-    name: &'static str,
-    properties: serde_json::Value,
-) {
-    let analytics = state.analytics.clone();
-    tasks.add("analytics", async move {
-        analytics.record(crate::analytics::Event {
-            name,
-            properties,
-            request_id: keel::RequestId::current().map(|id| id.as_str().to_owned()),
-        })
-    });
-}
-
-/// Pushes a domain event to `/ws/events` clients after the response.
-fn push_event(
-    tasks: &keel::tasks::Tasks,
-    state: &AppState,
-    kind: &'static str,
-    data: impl serde::Serialize,
-) {
-    let event = serde_json::json!({"type": kind, "data": data});
+/// After the response: records `event` in analytics (with the request's id) and pushes it to
+/// `/ws/events`. Its webhooks were queued with the record, in the same write.
+fn announce(tasks: &keel::tasks::Tasks, state: &AppState, event: crate::events::Event) {
+    if let Some((name, properties)) = event.analytics() {
+        let analytics = state.analytics.clone();
+        tasks.add("analytics", async move {
+            analytics.record(crate::analytics::Event {
+                name,
+                properties,
+                request_id: keel::RequestId::current().map(|id| id.as_str().to_owned()),
+            })
+        });
+    }
     let hub = state.hub.clone();
     tasks.add("ws_event", async move {
-        hub.publish(ws::EVENTS, event.to_string());
+        hub.publish(event.topic(), event.frame());
     });
 }
 

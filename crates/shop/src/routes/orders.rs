@@ -11,6 +11,7 @@ use keel::{ApiError, Json, Path};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
+use crate::events::{Event, EventKind};
 use crate::openapi::ErrorEnvelope;
 
 use crate::domain::{Id, Quantity};
@@ -84,12 +85,8 @@ pub(crate) async fn create(
         .place_order(new, state.order_payment_window, key)
         .await
         .map_err(refusal)?;
-    let properties = serde_json::json!({
-        "order_id": order.id, "user_id": order.user_id, "product_id": order.product_id,
-        "quantity": order.quantity, "total_cents": order.total_cents,
-    });
-    super::record_event(&tasks, &state, "order_created", properties);
-    super::push_event(&tasks, &state, crate::events::ORDER_CREATED, &order);
+    let event = Event::new(EventKind::OrderCreated, &order).map_err(ApiError::internal)?;
+    super::announce(&tasks, &state, event);
     Ok(super::created(format!("/orders/{}", order.id), order))
 }
 

@@ -14,6 +14,7 @@ use utoipa::ToSchema;
 use crate::openapi::ErrorEnvelope;
 
 use crate::domain::{Email, Id, Username};
+use crate::events::{Event, EventKind};
 use crate::state::AppState;
 use crate::store::users::{NewUser, User};
 
@@ -72,19 +73,9 @@ pub(crate) async fn create(
     let new = NewUser::try_from(body)?;
     let key = super::remember(claim, "/users/");
     let user = state.store.create_user(&new, key).await?;
-    super::record_event(
-        &tasks,
-        &state,
-        "user_created",
-        serde_json::json!({"user_id": user.id}),
-    );
-    // Anyone may listen on /ws/events: the event names the user, never their email.
-    let public = serde_json::json!({
-        "id": user.id,
-        "username": user.username,
-        "created_at": user.created_at,
-    });
-    super::push_event(&tasks, &state, crate::events::USER_CREATED, public);
+    // Anyone may listen on /ws/events: the event there names the user, never their email.
+    let event = Event::new(EventKind::UserCreated, &user).map_err(ApiError::internal)?;
+    super::announce(&tasks, &state, event);
     Ok(super::created(format!("/users/{}", user.id), user))
 }
 

@@ -22,11 +22,9 @@ use crate::openapi::ErrorEnvelope;
 use crate::store::webhooks;
 
 use crate::domain::Id;
+use crate::events::EventKind;
 use crate::state::AppState;
 use crate::store::webhooks::Delivery;
-
-/// The events a subscriber can ask for: every domain event.
-pub const EVENTS: &[&str] = crate::events::NAMES;
 
 /// Routes for operators: the caller puts them behind the admin token.
 pub fn operator_router(idempotent: &super::Idempotent) -> Router<AppState> {
@@ -55,22 +53,8 @@ pub(crate) struct NewEndpointBody {
     url: Field<String>,
     /// Any of `user.created`, `order.created`, `order.paid`, `order.cancelled`.
     #[serde(default)]
-    #[schema(value_type = Vec<EventType>, required = true, min_items = 1, example = json!(["order.created", "order.paid"]))]
+    #[schema(value_type = Vec<EventKind>, required = true, min_items = 1, example = json!(["order.created", "order.paid"]))]
     events: Field<Vec<String>>,
-}
-
-/// An event a subscriber can receive.
-#[derive(Debug, ToSchema)]
-#[allow(dead_code)]
-pub(crate) enum EventType {
-    #[schema(rename = "user.created")]
-    UserCreated,
-    #[schema(rename = "order.created")]
-    OrderCreated,
-    #[schema(rename = "order.paid")]
-    OrderPaid,
-    #[schema(rename = "order.cancelled")]
-    OrderCancelled,
 }
 
 fn parse_events(events: Vec<String>) -> Result<Vec<String>, Problem> {
@@ -82,10 +66,11 @@ fn parse_events(events: Vec<String>) -> Result<Vec<String>, Problem> {
     }
     let mut unique: Vec<String> = Vec::new();
     for event in events {
-        if !EVENTS.contains(&event.as_str()) {
+        if EventKind::parse(&event).is_none() {
+            let names: Vec<&str> = EventKind::ALL.iter().map(|kind| kind.name()).collect();
             return Err(Problem::new(
                 "invalid_value",
-                format!("Input should be one of {}", EVENTS.join(", ")),
+                format!("Input should be one of {}", names.join(", ")),
             ));
         }
         if !unique.contains(&event) {

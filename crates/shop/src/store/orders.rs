@@ -14,6 +14,7 @@ use std::time::Duration;
 use super::webhooks::{self, PaymentOutcome};
 use super::{remember, Remember, Store, StoreError};
 use crate::domain::{Id, Quantity};
+use crate::events::{Event, EventKind};
 use crate::jobs::ExpireOrder;
 
 /// An order as the API shows it.
@@ -96,8 +97,9 @@ impl Store {
             .writer()
             .write(move |conn| {
                 let order = insert_order(conn, new)?;
-                let data = serde_json::to_value(&order).map_err(StoreError::from)?;
-                webhooks::fan_out(conn, &jobs, crate::events::ORDER_CREATED, &data)?;
+                let event =
+                    Event::new(EventKind::OrderCreated, &order).map_err(StoreError::from)?;
+                webhooks::fan_out(conn, &jobs, &event)?;
                 let expiry = ExpireOrder { order_id: order.id };
                 jobs.enqueue_at(conn, &expiry, payment_window)
                     .map_err(StoreError::from)?;

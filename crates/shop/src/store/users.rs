@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use super::{remember, webhooks, Remember, Store, StoreError};
 use crate::domain::{Email, Id, Username};
+use crate::events::{Event, EventKind};
 use crate::jobs::WelcomeEmail;
 
 /// A user as the API shows it.
@@ -61,12 +62,8 @@ impl Store {
                     username: user.username.clone(),
                 };
                 jobs.enqueue(conn, &welcome)?;
-                webhooks::fan_out(
-                    conn,
-                    &jobs,
-                    crate::events::USER_CREATED,
-                    &serde_json::to_value(&user)?,
-                )?;
+                let event = Event::new(EventKind::UserCreated, &user)?;
+                webhooks::fan_out(conn, &jobs, &event)?;
                 remember(conn, key.as_ref(), user.id, &user)?;
                 Ok::<_, StoreError>(user)
             })

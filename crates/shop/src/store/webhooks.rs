@@ -7,10 +7,10 @@
 use keel::jobs::sqlite::SqliteQueue;
 use rusqlite::{Connection, OptionalExtension, Row};
 use serde::Serialize;
-use serde_json::Value;
 
 use super::orders::{Order, ORDER_COLUMNS};
 use super::{remember, Remember, Store, StoreError};
+use crate::events::{Event, EventKind};
 use crate::jobs::{DeliverWebhook, ProcessPayment};
 
 /// A subscriber as the API shows it (with its secret, shown once at creation). Its `Debug`
@@ -96,7 +96,7 @@ mod tests {
         let endpoint = Endpoint {
             id: 1,
             url: "https://example.com/hook".into(),
-            events: vec![crate::events::USER_CREATED.into()],
+            events: vec![EventKind::UserCreated.name().into()],
             secret: secret.clone(),
             created_at: "2026-11-26T00:00:00.000Z".into(),
         };
@@ -115,10 +115,10 @@ mod tests {
 }
 
 /// What became of an inbound payment webhook's processing.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum PaymentOutcome {
-    /// The order changed; the new order is to be announced as `event`.
-    Changed { event: &'static str, order: Value },
+    /// The order changed: `event` (the new order) is to be announced.
+    Changed { event: Event },
     /// Nothing to do: already processed, or the order already in that state.
     Unchanged,
     /// Recorded as failed (unknown order, impossible transition); not to be retried.
@@ -413,25 +413,25 @@ fn latest_deliveries(
     rows.collect()
 }
 
-/// Queues `event` with `data` for every endpoint subscribed to it, inside the write of the
-/// change: one delivery row and one job per endpoint.
+/// Queues `event` for every endpoint subscribed to it, inside the write of the change: one
+/// delivery row and one job per endpoint, carrying the whole record.
 pub(crate) fn fan_out(
     conn: &Connection,
     jobs: &SqliteQueue,
-    event: &str,
-    data: &Value,
+    event: &Event,
 ) -> Result<(), StoreError> {
+    let name = event.kind().name();
     let endpoints = conn
         .prepare_cached(
             "SELECT id FROM webhook_endpoints WHERE deleted_at IS NULL \
              AND EXISTS (SELECT 1 FROM json_each(events) WHERE value = ?1) ORDER BY id",
         )?
-        .query_map([event], |row| row.get::<_, i64>(0))?
+        .query_map([name], |row| row.get::<_, i64>(0))?
         .collect::<rusqlite::Result<Vec<i64>>>()?;
     if endpoints.is_empty() {
         return Ok(());
     }
-    let data = data.to_string();
+    let data = event.webhook_data().to_string();
     for endpoint_id in endpoints {
         let message_id = format!("msg_{}", uuid::Uuid::new_v4().simple());
         let delivery_id: i64 = conn
@@ -441,7 +441,7 @@ pub(crate) fn fan_out(
                    'data', json(?4))) RETURNING id"
             ))?
             .query_row(
-                rusqlite::params![endpoint_id, event, message_id, data],
+                rusqlite::params![endpoint_id, name, message_id, data],
                 |row| row.get(0),
             )?;
         let job_id = jobs.enqueue(conn, &DeliverWebhook { delivery_id })?;
@@ -477,7 +477,7 @@ fn process_payment(
     let outcome = match (kind.as_str(), order) {
         (_, None) => PaymentOutcome::Failed(format!("unknown order {order_id}")),
         ("payment.succeeded", Some((status, _, _))) => match status.as_str() {
-            "pending" => set_status(conn, jobs, order_id, "paid", crate::events::ORDER_PAID)?,
+            "pending" => set_status(conn, jobs, order_id, "paid", EventKind::OrderPaid)?,
             "paid" => PaymentOutcome::Unchanged,
             other => PaymentOutcome::Failed(format!("order {order_id} is {other}")),
         },
@@ -510,13 +510,7 @@ pub(super) fn cancel(
 ) -> Result<PaymentOutcome, StoreError> {
     conn.prepare_cached("UPDATE products SET stock = stock + ?2 WHERE id = ?1")?
         .execute([product_id, quantity])?;
-    set_status(
-        conn,
-        jobs,
-        order_id,
-        "cancelled",
-        crate::events::ORDER_CANCELLED,
-    )
+    set_status(conn, jobs, order_id, "cancelled", EventKind::OrderCancelled)
 }
 
 fn set_status(
@@ -524,14 +518,14 @@ fn set_status(
     jobs: &SqliteQueue,
     order_id: i64,
     status: &str,
-    event: &'static str,
+    kind: EventKind,
 ) -> Result<PaymentOutcome, StoreError> {
     let order: Order = conn
         .prepare_cached(&format!(
             "UPDATE orders SET status = ?2 WHERE id = ?1 RETURNING {ORDER_COLUMNS}"
         ))?
         .query_row(rusqlite::params![order_id, status], Order::from_row)?;
-    let order = serde_json::to_value(order)?;
-    fan_out(conn, jobs, event, &order)?;
-    Ok(PaymentOutcome::Changed { event, order })
+    let event = Event::new(kind, &order)?;
+    fan_out(conn, jobs, &event)?;
+    Ok(PaymentOutcome::Changed { event })
 }
