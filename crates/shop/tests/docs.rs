@@ -32,6 +32,23 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/admin/webhook-endpoints"),
 ];
 
+/// The repository's contract, docs/API.md, names every route the service serves (as
+/// `` `METHOD /path`` followed by a backquote, a space or a query).
+#[test]
+fn the_contract_in_the_repository_names_every_route() {
+    let contract = include_str!("../../../docs/API.md");
+    for (method, path) in ROUTES {
+        let named = format!("`{} {path}", method.to_uppercase());
+        let found = contract.match_indices(&named).any(|(at, _)| {
+            matches!(
+                contract[at + named.len()..].chars().next(),
+                Some('`' | ' ' | '?')
+            )
+        });
+        assert!(found, "docs/API.md does not name {named}`");
+    }
+}
+
 #[tokio::test]
 async fn the_openapi_document_covers_every_route_and_every_error_is_the_envelope() {
     let app = spawn_app().await;
