@@ -47,6 +47,9 @@
 //! }
 //! ```
 
+// The derive's expansion names `::keel`, in this crate's own tests too.
+extern crate self as keel;
+
 pub mod auth;
 pub mod error;
 pub mod extract;
@@ -65,3 +68,10 @@ pub mod ws;
 pub use error::{ApiError, DomainError};
 pub use extract::{Json, Path, Query};
 pub use request_id::RequestId;
+
+/// What the derive's expansion needs; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use regex_lite::Regex;
+    pub use serde;
+}

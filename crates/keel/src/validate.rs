@@ -41,6 +41,8 @@
 //!
 //! Messages never echo the input: a client sees what was expected, not what it sent.
 
+mod declared;
+pub use declared::{rules, Report, Valid, Validate};
 use std::borrow::Cow;
 
 use serde::de::DeserializeOwned;
@@ -205,6 +207,9 @@ pub(crate) fn describe_expected(expected: &str) -> Cow<'static, str> {
         "f32" | "f64" => "a valid number".into(),
         "a boolean" => "a valid boolean".into(),
         "a string" | "a borrowed string" => "a valid string".into(),
+        "a sequence" => "a valid list".into(),
+        "a map" => "a valid dictionary or object".into(),
+        other if other.starts_with("struct ") => "a valid dictionary or object".into(),
         other => other.to_owned().into(),
     }
 }

@@ -1,0 +1,302 @@
+//! `#[derive(Validate)]` for keel: see `keel::validate::Validate` for the rules and the
+//! answers. This crate only writes the code; keel holds the checks.
+
+use proc_macro::TokenStream;
+use proc_macro2::TokenStream as Tokens;
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{parse_macro_input, Data, DeriveInput, Error, Expr, Fields, GenericArgument, LitStr};
+use syn::{PathArguments, Type};
+
+/// Derives `keel::validate::Validate` for a struct with named fields.
+#[proc_macro_derive(Validate, attributes(validate))]
+pub fn derive_validate(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    match expand(&input) {
+        Ok(tokens) => tokens.into(),
+        Err(err) => err.to_compile_error().into(),
+    }
+}
+
+/// The rules of one field (or, inside `each(...)`, of each element of a list).
+#[derive(Default)]
+struct Rules {
+    checks: Vec<Tokens>,
+    each: Option<Box<Rules>>,
+    default: bool,
+}
+
+fn expand(input: &DeriveInput) -> syn::Result<Tokens> {
+    let name = &input.ident;
+    if !input.generics.params.is_empty() {
+        return Err(Error::new(
+            input.generics.span(),
+            "#[derive(Validate)] does not support generic types",
+        ));
+    }
+    let fields = match &input.data {
+        Data::Struct(data) => match &data.fields {
+            Fields::Named(fields) => &fields.named,
+            _ => {
+                return Err(Error::new(
+                    input.span(),
+                    "#[derive(Validate)] needs a struct with named fields",
+                ))
+            }
+        },
+        _ => {
+            return Err(Error::new(
+                input.span(),
+                "#[derive(Validate)] needs a struct with named fields",
+            ))
+        }
+    };
+    let raw = format_ident!("__KeelRaw{}", name);
+    let mut raw_fields = Vec::new();
+    let mut checks = Vec::new();
+    let mut names = Vec::new();
+    for field in fields {
+        let ident = field
+            .ident
+            .as_ref()
+            .ok_or_else(|| Error::new(field.span(), "unnamed"))?;
+        let key = ident.to_string();
+        let key = key.strip_prefix("r#").unwrap_or(&key).to_owned();
+        let mut rules = Rules::default();
+        for attr in field.attrs.iter().filter(|a| a.path().is_ident("validate")) {
+            parse_rules(attr, &mut rules)?;
+        }
+        let (optional, inner) = match option_inner(&field.ty) {
+            Some(inner) => (true, inner),
+            None => (false, &field.ty),
+        };
+        if rules.default && optional {
+            return Err(Error::new(
+                field.span(),
+                "`default` is for required fields; an Option is None when absent",
+            ));
+        }
+        let element = vec_inner(inner);
+        if rules.each.is_some() && element.is_none() {
+            return Err(Error::new(field.ty.span(), "`each(...)` is for Vec fields"));
+        }
+        let raw_ty = if optional {
+            quote! { ::core::option::Option<<#inner as ::keel::validate::Validate>::Raw> }
+        } else {
+            quote! { <#inner as ::keel::validate::Validate>::Raw }
+        };
+        raw_fields.push(quote! {
+            #[serde(default, rename = #key)]
+            #ident: ::keel::validate::Field<#raw_ty>,
+        });
+        let value_checks = &rules.checks;
+        let validate = match (&rules.each, element) {
+            (Some(each), Some(element)) => {
+                let element_checks = &each.checks;
+                quote! {
+                    report.list::<#element>(raw, |value: #element, report: &mut ::keel::validate::Report| {
+                        let mut ok = true;
+                        {
+                            let value = &value;
+                            #( ok &= #element_checks; )*
+                        }
+                        ok.then_some(value)
+                    })
+                }
+            }
+            _ => quote! { <#inner as ::keel::validate::Validate>::validate(raw, report) },
+        };
+        let check_value = quote! {
+            |value: #inner, report: &mut ::keel::validate::Report| -> ::core::option::Option<#inner> {
+                let mut ok = true;
+                {
+                    let value = &value;
+                    #( ok &= #value_checks; )*
+                }
+                ok.then_some(value)
+            }
+        };
+        let check = if optional {
+            quote! {
+                report.enter(#key);
+                let #ident: ::core::option::Option<::core::option::Option<#inner>> = match raw.#ident {
+                    ::keel::validate::Field::Missing | ::keel::validate::Field::Present(None) => Some(None),
+                    ::keel::validate::Field::Invalid(problem) => { report.problem(problem); None }
+                    ::keel::validate::Field::Present(Some(raw)) => {
+                        (#validate)
+                            .and_then(|value| (#check_value)(value, report))
+                            .map(Some)
+                    }
+                };
+                report.leave();
+            }
+        } else {
+            let missing = if rules.default {
+                quote! { Some(<#inner as ::core::default::Default>::default()) }
+            } else {
+                quote! { { report.problem(::keel::validate::Problem::missing()); None } }
+            };
+            quote! {
+                report.enter(#key);
+                let #ident: ::core::option::Option<#inner> = match raw.#ident {
+                    ::keel::validate::Field::Missing => #missing,
+                    ::keel::validate::Field::Invalid(problem) => { report.problem(problem); None }
+                    ::keel::validate::Field::Present(raw) => #validate,
+                }
+                .and_then(|value| (#check_value)(value, report));
+                report.leave();
+            }
+        };
+        checks.push(check);
+        names.push(ident.clone());
+    }
+    let vis = &input.vis;
+    Ok(quote! {
+        #[doc(hidden)]
+        #[allow(non_camel_case_types, dead_code)]
+        #[derive(::keel::__private::serde::Deserialize)]
+        #[serde(crate = "::keel::__private::serde")]
+        #vis struct #raw {
+            #( #raw_fields )*
+        }
+
+        impl ::keel::validate::Validate for #name {
+            type Raw = #raw;
+
+            fn validate(raw: #raw, report: &mut ::keel::validate::Report) -> ::core::option::Option<Self> {
+                #( #checks )*
+                match ( #( #names, )* ) {
+                    ( #( ::core::option::Option::Some(#names), )* ) => ::core::option::Option::Some(Self { #( #names, )* }),
+                    _ => ::core::option::Option::None,
+                }
+            }
+        }
+    })
+}
+
+/// Reads `#[validate(rule, rule(...), ...)]` into `rules`.
+fn parse_rules(attr: &syn::Attribute, rules: &mut Rules) -> syn::Result<()> {
+    attr.parse_nested_meta(|meta| parse_rule(meta, rules))
+}
+
+fn parse_rule(meta: syn::meta::ParseNestedMeta<'_>, rules: &mut Rules) -> syn::Result<()> {
+    let span = meta.path.span();
+    let rule = meta
+        .path
+        .get_ident()
+        .map(|i| i.to_string())
+        .unwrap_or_default();
+    match rule.as_str() {
+        "length" => {
+            let (mut min, mut max) = (quote!(None), quote!(None));
+            meta.parse_nested_meta(|inner| {
+                let value: syn::LitInt = inner.value()?.parse()?;
+                let value = value.base10_parse::<usize>()?;
+                if inner.path.is_ident("min") {
+                    min = quote!(Some(#value));
+                } else if inner.path.is_ident("max") {
+                    max = quote!(Some(#value));
+                } else {
+                    return Err(inner.error("length takes `min` and `max`"));
+                }
+                Ok(())
+            })?;
+            rules.checks.push(quote_spanned! {span=>
+                report.check(::keel::validate::rules::length(value, #min, #max))
+            });
+        }
+        "range" => {
+            let mut any = false;
+            meta.parse_nested_meta(|inner| {
+                let bound: Expr = inner.value()?.parse()?;
+                let check = ["ge", "gt", "le", "lt"]
+                    .into_iter()
+                    .find(|name| inner.path.is_ident(name))
+                    .ok_or_else(|| inner.error("range takes `ge`, `gt`, `le` and `lt`"))?;
+                let check = format_ident!("{}", check);
+                rules.checks.push(quote_spanned! {bound.span()=>
+                    report.check(::keel::validate::rules::#check(value, #bound))
+                });
+                any = true;
+                Ok(())
+            })?;
+            if !any {
+                return Err(Error::new(span, "range needs at least one bound"));
+            }
+        }
+        "pattern" => {
+            let pattern: LitStr = meta.value()?.parse()?;
+            if let Err(err) = regex_lite::Regex::new(&pattern.value()) {
+                return Err(Error::new(
+                    pattern.span(),
+                    format!("invalid pattern: {err}"),
+                ));
+            }
+            rules.checks.push(quote_spanned! {span=>
+                {
+                    static COMPILED: ::std::sync::OnceLock<::core::option::Option<::keel::__private::Regex>> =
+                        ::std::sync::OnceLock::new();
+                    report.check(::keel::validate::rules::pattern(value, #pattern, &COMPILED))
+                }
+            });
+        }
+        "email" => rules.checks.push(quote_spanned! {span=>
+            report.check(::keel::validate::rules::email(value))
+        }),
+        "url" => rules.checks.push(quote_spanned! {span=>
+            report.check(::keel::validate::rules::url(value))
+        }),
+        "one_of" => {
+            let content;
+            syn::parenthesized!(content in meta.input);
+            let options =
+                syn::punctuated::Punctuated::<LitStr, syn::Token![,]>::parse_terminated(&content)?;
+            if options.is_empty() {
+                return Err(Error::new(span, "one_of needs at least one option"));
+            }
+            let options = options.iter();
+            rules.checks.push(quote_spanned! {span=>
+                report.check(::keel::validate::rules::one_of(value, &[#(#options),*]))
+            });
+        }
+        "each" => {
+            let mut each = Rules::default();
+            meta.parse_nested_meta(|inner| parse_rule(inner, &mut each))?;
+            if each.each.is_some() || each.default {
+                return Err(Error::new(span, "each(...) takes value rules only"));
+            }
+            rules.each = Some(Box::new(each));
+        }
+        "default" => rules.default = true,
+        _ => return Err(Error::new(
+            span,
+            "unknown rule: expected length, range, pattern, email, url, one_of, each or default",
+        )),
+    }
+    Ok(())
+}
+
+/// `T` when `ty` is `Option<T>`.
+fn option_inner(ty: &Type) -> Option<&Type> {
+    generic_inner(ty, "Option")
+}
+
+/// `T` when `ty` is `Vec<T>`.
+fn vec_inner(ty: &Type) -> Option<&Type> {
+    generic_inner(ty, "Vec")
+}
+
+fn generic_inner<'a>(ty: &'a Type, name: &str) -> Option<&'a Type> {
+    let Type::Path(path) = ty else { return None };
+    let last = path.path.segments.last()?;
+    if last.ident != name {
+        return None;
+    }
+    let PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    match args.args.first()? {
+        GenericArgument::Type(inner) if args.args.len() == 1 => Some(inner),
+        _ => None,
+    }
+}
