@@ -2,8 +2,8 @@
 //!
 //! Each newtype has one constructor, `parse`, which checks the rule and says what is wrong as a
 //! [`Problem`]; past that point the code cannot hold an invalid email, username or quantity.
-//! Request bodies are read as plain [`keel::validate::Field`]s and converted here, so that every
-//! problem of a body is reported at once.
+//! Each is also a [`Validate`] type, so that a request type declares its fields with them and
+//! `#[derive(Validate)]` reports every problem of a body at once.
 
 mod email;
 mod id;
@@ -11,7 +11,22 @@ mod id;
 pub use email::Email;
 pub use id::Id;
 
-use keel::validate::Problem;
+use keel::validate::{Problem, Report, Validate};
+
+/// `Validate` for a newtype read from `$raw` by its `parse`.
+macro_rules! validate_by_parse {
+    ($($name:ty: $raw:ty),* $(,)?) => {$(
+        impl Validate for $name {
+            type Raw = <$raw as Validate>::Raw;
+            fn validate(raw: Self::Raw, report: &mut Report) -> Option<Self> {
+                let value = <$raw as Validate>::validate(raw, report)?;
+                <$name>::parse(value).map_err(|problem| report.problem(problem)).ok()
+            }
+        }
+    )*};
+}
+
+validate_by_parse!(Email: String, Username: String, ProductName: String, Quantity: i64, Id: i64);
 
 /// Length in characters (not bytes) must lie in `min..=max`.
 fn check_length(value: &str, min: usize, max: usize) -> Result<(), Problem> {
@@ -60,17 +75,6 @@ impl ProductName {
 
     pub fn as_str(&self) -> &str {
         &self.0
-    }
-}
-
-/// An amount of money or a count of items: an integer ≥ 0.
-pub fn non_negative(value: i64) -> Result<i64, Problem> {
-    if value < 0 {
-        Err(Problem::out_of_range(
-            "Input should be greater than or equal to 0",
-        ))
-    } else {
-        Ok(value)
     }
 }
 

@@ -6,9 +6,8 @@ use axum::routing::{get, post};
 use axum::Router;
 use keel::idempotency::Idempotency;
 use keel::tasks::Tasks;
-use keel::validate::{Field, Validation};
+use keel::validate::{Valid, Validate, Validation};
 use keel::{ApiError, Json, Path};
-use serde::Deserialize;
 use utoipa::ToSchema;
 
 use crate::events::{Event, EventKind};
@@ -25,37 +24,15 @@ pub fn router(idempotent: &super::Idempotent) -> Router<AppState> {
 }
 
 /// An order to place.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Validate, ToSchema)]
 pub(crate) struct NewOrderBody {
-    #[serde(default)]
-    #[schema(value_type = i64, required = true, minimum = 1, example = 1)]
-    user_id: Field<i64>,
-    #[serde(default)]
-    #[schema(value_type = i64, required = true, minimum = 1, example = 2)]
-    product_id: Field<i64>,
+    #[schema(value_type = i64, minimum = 1, example = 1)]
+    user_id: Id,
+    #[schema(value_type = i64, minimum = 1, example = 2)]
+    product_id: Id,
     /// 1 to 1000.
-    #[serde(default)]
-    #[schema(value_type = i64, required = true, minimum = 1, maximum = 1000, example = 3)]
-    quantity: Field<i64>,
-}
-
-impl TryFrom<NewOrderBody> for NewOrder {
-    type Error = ApiError;
-
-    fn try_from(body: NewOrderBody) -> Result<Self, ApiError> {
-        let mut v = Validation::body();
-        let user_id = v.field("user_id", body.user_id, Id::parse);
-        let product_id = v.field("product_id", body.product_id, Id::parse);
-        let quantity = v.field("quantity", body.quantity, Quantity::parse);
-        match (user_id, product_id, quantity) {
-            (Some(user_id), Some(product_id), Some(quantity)) => Ok(NewOrder {
-                user_id,
-                product_id,
-                quantity,
-            }),
-            _ => Err(v.into_error()),
-        }
-    }
+    #[schema(value_type = i64, minimum = 1, maximum = 1000, example = 3)]
+    quantity: Quantity,
 }
 
 /// Places an order: the stock check and decrement are one atomic step with the insert.
@@ -76,9 +53,13 @@ pub(crate) async fn create(
     State(state): State<AppState>,
     tasks: Tasks,
     Idempotency(claim): Idempotency,
-    Json(body): Json<NewOrderBody>,
+    Valid(body): Valid<NewOrderBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let new = NewOrder::try_from(body)?;
+    let new = NewOrder {
+        user_id: body.user_id,
+        product_id: body.product_id,
+        quantity: body.quantity,
+    };
     let key = super::remember(claim, "/orders/");
     let order = state
         .store

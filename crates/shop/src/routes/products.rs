@@ -5,14 +5,13 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
 use keel::idempotency::Idempotency;
-use keel::validate::{Field, Validation};
+use keel::validate::{Valid, Validate};
 use keel::{ApiError, Json, Path};
-use serde::Deserialize;
 use utoipa::ToSchema;
 
 use crate::openapi::ErrorEnvelope;
 
-use crate::domain::{non_negative, Id, ProductName};
+use crate::domain::{Id, ProductName};
 use crate::state::AppState;
 use crate::store::products::{NewProduct, Product};
 
@@ -23,39 +22,19 @@ pub fn router(idempotent: &super::Idempotent) -> Router<AppState> {
 }
 
 /// A product to create.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Validate, ToSchema)]
 pub(crate) struct NewProductBody {
     /// 1 to 200 characters.
-    #[serde(default)]
-    #[schema(value_type = String, required = true, min_length = 1, max_length = 200, example = "Lamp")]
-    name: Field<String>,
+    #[schema(value_type = String, min_length = 1, max_length = 200, example = "Lamp")]
+    name: ProductName,
     /// An integer ≥ 0.
-    #[serde(default)]
-    #[schema(value_type = i64, required = true, minimum = 0, example = 1999)]
-    price_cents: Field<i64>,
+    #[validate(range(ge = 0))]
+    #[schema(minimum = 0, example = 1999)]
+    price_cents: i64,
     /// An integer ≥ 0.
-    #[serde(default)]
-    #[schema(value_type = i64, required = true, minimum = 0, example = 10)]
-    stock: Field<i64>,
-}
-
-impl TryFrom<NewProductBody> for NewProduct {
-    type Error = ApiError;
-
-    fn try_from(body: NewProductBody) -> Result<Self, ApiError> {
-        let mut v = Validation::body();
-        let name = v.field("name", body.name, ProductName::parse);
-        let price_cents = v.field("price_cents", body.price_cents, non_negative);
-        let stock = v.field("stock", body.stock, non_negative);
-        match (name, price_cents, stock) {
-            (Some(name), Some(price_cents), Some(stock)) => Ok(NewProduct {
-                name,
-                price_cents,
-                stock,
-            }),
-            _ => Err(v.into_error()),
-        }
-    }
+    #[validate(range(ge = 0))]
+    #[schema(minimum = 0, example = 10)]
+    stock: i64,
 }
 
 /// Creates a product.
@@ -74,9 +53,13 @@ impl TryFrom<NewProductBody> for NewProduct {
 pub(crate) async fn create(
     State(state): State<AppState>,
     Idempotency(claim): Idempotency,
-    Json(body): Json<NewProductBody>,
+    Valid(body): Valid<NewProductBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let new = NewProduct::try_from(body)?;
+    let new = NewProduct {
+        name: body.name,
+        price_cents: body.price_cents,
+        stock: body.stock,
+    };
     let key = super::remember(claim, "/products/");
     let product = state.store.create_product(&new, key).await?;
     Ok(super::created(format!("/products/{}", product.id), product))

@@ -6,9 +6,8 @@ use axum::routing::{get, post};
 use axum::Router;
 use keel::idempotency::Idempotency;
 use keel::tasks::Tasks;
-use keel::validate::{Field, Validation};
+use keel::validate::{Valid, Validate};
 use keel::{ApiError, Json, Path};
-use serde::Deserialize;
 use utoipa::ToSchema;
 
 use crate::openapi::ErrorEnvelope;
@@ -25,30 +24,14 @@ pub fn router(idempotent: &super::Idempotent) -> Router<AppState> {
 }
 
 /// A user to create.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Validate, ToSchema)]
 pub(crate) struct NewUserBody {
     /// A valid address of at most 254 characters; stored lowercased; unique regardless of case.
-    #[serde(default)]
-    #[schema(value_type = String, required = true, format = Email, max_length = 254, example = "ada@example.com")]
-    email: Field<String>,
+    #[schema(value_type = String, format = Email, max_length = 254, example = "ada@example.com")]
+    email: Email,
     /// 3 to 32 characters of `[A-Za-z0-9_]`; unique regardless of case.
-    #[serde(default)]
-    #[schema(value_type = String, required = true, min_length = 3, max_length = 32, pattern = "^[A-Za-z0-9_]+$", example = "ada")]
-    username: Field<String>,
-}
-
-impl TryFrom<NewUserBody> for NewUser {
-    type Error = ApiError;
-
-    fn try_from(body: NewUserBody) -> Result<Self, ApiError> {
-        let mut v = Validation::body();
-        let email = v.field("email", body.email, Email::parse);
-        let username = v.field("username", body.username, Username::parse);
-        match (email, username) {
-            (Some(email), Some(username)) => Ok(NewUser { email, username }),
-            _ => Err(v.into_error()),
-        }
-    }
+    #[schema(value_type = String, min_length = 3, max_length = 32, pattern = "^[A-Za-z0-9_]+$", example = "ada")]
+    username: Username,
 }
 
 /// Creates a user; its welcome mail and webhooks are queued in the same transaction.
@@ -68,9 +51,12 @@ pub(crate) async fn create(
     State(state): State<AppState>,
     tasks: Tasks,
     Idempotency(claim): Idempotency,
-    Json(body): Json<NewUserBody>,
+    Valid(body): Valid<NewUserBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let new = NewUser::try_from(body)?;
+    let new = NewUser {
+        email: body.email,
+        username: body.username,
+    };
     let key = super::remember(claim, "/users/");
     let user = state.store.create_user(&new, key).await?;
     // Anyone may listen on /ws/events: the event there names the user, never their email.
