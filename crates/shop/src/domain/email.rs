@@ -1,9 +1,9 @@
 //! Email addresses: the common `local@domain` form, at most 254 characters, stored lowercased.
 //!
-//! The rules are those of RFC 5321/5322 for the addresses people actually type: a dot-atom
-//! local part of at most 64 characters and a domain of at least two DNS labels, the last
-//! alphabetic. Quoted local parts, comments and IP-literal domains are refused: they are legal
-//! and almost never meant.
+//! The syntax is keel's `email` rule (RFC 5321/5322 for the addresses people actually type: a
+//! dot-atom local part of at most 64 characters and a domain of at least two DNS labels, the
+//! last alphabetic; quoted local parts, comments and IP-literal domains are refused: they are
+//! legal and almost never meant).
 
 use keel::validate::Problem;
 
@@ -18,47 +18,13 @@ impl Email {
         if value.chars().count() > Self::MAX_LEN {
             return Err(Problem::too_long(Self::MAX_LEN));
         }
-        let Some((local, domain)) = value.rsplit_once('@') else {
-            return Err(Problem::invalid_email());
-        };
-        if !is_local_part(local) || !is_domain(domain) {
-            return Err(Problem::invalid_email());
-        }
+        keel::validate::rules::email(&value)?;
         Ok(Email(value.to_ascii_lowercase()))
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
     }
-}
-
-fn is_local_part(local: &str) -> bool {
-    const SPECIALS: &[u8] = b"!#$%&'*+/=?^_`{|}~-";
-    (1..=64).contains(&local.len())
-        && local.split('.').all(|atom| {
-            !atom.is_empty()
-                && atom
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || SPECIALS.contains(&b))
-        })
-}
-
-fn is_domain(domain: &str) -> bool {
-    let labels: Vec<&str> = domain.split('.').collect();
-    let is_label = |label: &&str| {
-        (1..=63).contains(&label.len())
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            && !label.starts_with('-')
-            && !label.ends_with('-')
-    };
-    domain.len() <= 253
-        && labels.len() >= 2
-        && labels.iter().all(is_label)
-        && labels
-            .last()
-            .is_some_and(|tld| tld.len() >= 2 && tld.bytes().all(|b| b.is_ascii_alphabetic()))
 }
 
 #[cfg(test)]
