@@ -64,6 +64,24 @@ impl<T: Serialize> IntoResponse for Json<T> {
     }
 }
 
+/// `201 Created` with `Location: {location}` and `body` as JSON: the answer of a POST that
+/// created a resource.
+pub fn created<T: Serialize>(location: impl Into<String>, body: T) -> Response {
+    let mut response = Json(body).into_response();
+    if response.status() == http::StatusCode::OK {
+        *response.status_mut() = http::StatusCode::CREATED;
+        match HeaderValue::try_from(location.into()) {
+            Ok(location) => {
+                response
+                    .headers_mut()
+                    .insert(http::header::LOCATION, location);
+            }
+            Err(err) => return ApiError::internal(err).into_response(),
+        }
+    }
+    response
+}
+
 fn is_json(content_type: Option<&HeaderValue>) -> bool {
     let Some(essence) = content_type
         .and_then(|v| v.to_str().ok())

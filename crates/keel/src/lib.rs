@@ -66,8 +66,26 @@ pub mod webhooks;
 pub mod ws;
 
 pub use error::{ApiError, DomainError};
-pub use extract::{Json, Path, Query};
+pub use extract::{created, Json, Path, Query};
 pub use request_id::RequestId;
+/// The types keel's APIs take for background work and shutdown, so that a service needs no
+/// direct dependency on `tokio-util` to name them.
+pub use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+/// What most handlers and `main` functions of a keel service name: `use keel::prelude::*;`.
+pub mod prelude {
+    pub use crate::error::{ApiError, DomainError};
+    pub use crate::extract::{created, Json, Path, Query};
+    pub use crate::idempotency::{Idempotency, IdempotencyLayer};
+    pub use crate::jobs::{Job, JobError, JobMeta, Registry, Worker, WorkerConfig};
+    pub use crate::layers::ServiceLayers;
+    pub use crate::request_id::RequestId;
+    pub use crate::serve::Server;
+    pub use crate::tasks::Tasks;
+    pub use crate::validate::{Problem, Valid, Validate};
+    pub use crate::ws::{Hub, WsConfig, WsUpgrade};
+    pub use tokio_util::{sync::CancellationToken, task::TaskTracker};
+}
 
 /// What the derive's expansion needs; not part of the API.
 #[doc(hidden)]

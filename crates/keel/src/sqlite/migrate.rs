@@ -17,6 +17,13 @@ pub struct Migration {
     pub sql: &'static str,
 }
 
+impl Migration {
+    /// Migration `version`, called `name`, running `sql`.
+    pub const fn new(version: u32, name: &'static str, sql: &'static str) -> Self {
+        Migration { version, name, sql }
+    }
+}
+
 /// A migration that failed, or a database newer than this program.
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {

@@ -1,0 +1,148 @@
+//! A complete keel service: todos on SQLite, every failure in the envelope. `cargo run -p keel
+//! --example todos` serves on `KEEL_EXAMPLE_ADDR` (127.0.0.1:3000), database `KEEL_EXAMPLE_DB`
+//! (todos.db): `POST /todos` → 201, 409 `duplicate_title` or 422 listing every problem;
+//! `GET /todos/{id}` → 200 or 404; each new todo's job `todo_created` runs once, durably.
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use http::StatusCode;
+use keel::jobs::sqlite::{SqliteQueue, SCHEMA, SCHEMA_COUNTS};
+use keel::prelude::*;
+use keel::sqlite::{Database, Migration, Options};
+use rusqlite::OptionalExtension;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+const MIGRATIONS: &[Migration] = &[
+    Migration::new(1, "keel jobs", SCHEMA),
+    Migration::new(2, "keel job counts", SCHEMA_COUNTS),
+    Migration::new(3, "todos", "CREATE TABLE todos (id INTEGER PRIMARY KEY, title TEXT NOT NULL UNIQUE COLLATE NOCASE, priority INTEGER NOT NULL, tags TEXT NOT NULL)"),
+];
+/// A todo as the API shows it, made by SQLite.
+const INSERT: &str = "INSERT INTO todos (title, priority, tags) VALUES (?1, ?2, ?3) RETURNING id, json_object('id', id, 'title', title, 'priority', priority, 'tags', json(tags))";
+const SELECT: &str = "SELECT json_object('id', id, 'title', title, 'priority', priority, 'tags', json(tags)) FROM todos WHERE id = ?1";
+
+#[derive(Debug, Validate)]
+struct NewTodo {
+    #[validate(length(min = 1, max = 100))]
+    title: String,
+    #[validate(range(ge = 1, le = 5))]
+    priority: u8,
+    #[validate(each(length(min = 1, max = 20)))]
+    tags: Option<Vec<String>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("A todo with this title exists")]
+struct DuplicateTitle(String);
+
+impl DomainError for DuplicateTitle {
+    fn status(&self) -> StatusCode {
+        StatusCode::CONFLICT
+    }
+    fn code(&self) -> &'static str {
+        "duplicate_title"
+    }
+    fn details(&self) -> Option<Value> {
+        Some(json!({"title": self.0}))
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct TodoCreated {
+    id: i64,
+}
+
+impl Job for TodoCreated {
+    const KIND: &'static str = "todo_created";
+}
+
+#[derive(Clone)]
+struct App {
+    db: Database,
+    jobs: SqliteQueue,
+}
+
+async fn create(
+    State(app): State<App>,
+    tasks: Tasks,
+    Valid(new): Valid<NewTodo>,
+) -> Result<Response, ApiError> {
+    let (jobs, title) = (app.jobs.clone(), new.title.clone());
+    let tags = json!(new.tags.unwrap_or_default()).to_string();
+    let written = app.db.writer().write(move |conn| {
+        let row = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, r.get(1)?));
+        let (id, todo): (i64, String) =
+            conn.query_row(INSERT, (new.title, new.priority, tags), row)?;
+        jobs.enqueue(conn, &TodoCreated { id })?; // committed with the todo, or not at all
+        Ok::<_, keel::sqlite::Error>((id, todo))
+    });
+    let (id, todo) = match written.await {
+        Err(err) if err.is_constraint_violation() => return Err(DuplicateTitle(title).into()),
+        written => written?,
+    };
+    app.jobs.wake();
+    tasks.add("log", async move { tracing::info!(id, "answered") }); // after the response
+    let todo: Value = serde_json::from_str(&todo).map_err(ApiError::internal)?;
+    Ok(keel::created(format!("/todos/{id}"), todo))
+}
+
+async fn show(State(app): State<App>, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
+    let read = |conn: &rusqlite::Connection| conn.query_row(SELECT, [id], |r| r.get(0)).optional();
+    let todo: Option<String> = app.db.readers().read(read)?;
+    let todo = todo.ok_or_else(|| ApiError::not_found("todo", id))?;
+    serde_json::from_str(&todo)
+        .map(Json)
+        .map_err(ApiError::internal)
+}
+
+#[tokio::main]
+pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt().init();
+    let addr = std::env::var("KEEL_EXAMPLE_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
+    let path = std::env::var("KEEL_EXAMPLE_DB").unwrap_or_else(|_| "todos.db".into());
+    let db = Database::open(path, Options::default(), MIGRATIONS)?; // migrates, at every start
+    let jobs = SqliteQueue::new(db.clone(), 5);
+    jobs.recover_interrupted().await?;
+
+    let (tracker, stop) = (TaskTracker::new(), CancellationToken::new());
+    let registry = Registry::new().register(|job: TodoCreated, _: JobMeta| async move {
+        tracing::info!(id = job.id, "todo_created ran");
+        Ok::<(), JobError>(())
+    });
+    Worker::spawn(
+        jobs.clone(),
+        registry,
+        WorkerConfig::default(),
+        stop.clone(),
+        &tracker,
+    );
+
+    let routes = Router::new()
+        .route("/todos", post(create))
+        .route("/todos/{id}", get(show))
+        .route("/panic", get(|| async { panic!("a bug") as &'static str }));
+    let app = ServiceLayers::new()
+        .timeout(Duration::from_secs(10))
+        .task_tracker(tracker.clone())
+        .apply(routes)
+        .with_state(App {
+            db: db.clone(),
+            jobs,
+        });
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    tracing::info!(%addr, "todos listening");
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    Server::new().serve(listener, app, ctrl_c).await?; // then: in-flight requests finish
+
+    stop.cancel(); // workers stop claiming; running jobs get their grace period
+    tracker.close();
+    tracker.wait().await;
+    db.close().await;
+    Ok(())
+}

@@ -1,0 +1,114 @@
+//! The todos example (`crates/keel/examples/todos.rs`), started as it ships, answers as its
+//! documentation says, and runs each new todo's durable job once.
+#![allow(clippy::unwrap_used)]
+
+#[allow(dead_code)]
+#[path = "../examples/todos.rs"]
+mod todos;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+#[tokio::test]
+async fn the_todos_example_answers_as_documented() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("todos.db");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // This test is the only one of its binary: the variables are read by the example alone.
+    std::env::set_var("KEEL_EXAMPLE_ADDR", format!("127.0.0.1:{port}"));
+    std::env::set_var("KEEL_EXAMPLE_DB", &db);
+    std::thread::spawn(|| todos::main().unwrap());
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    for _ in 0..100 {
+        if client.get(format!("{base}/todos/1")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let post = |body: Value| client.post(format!("{base}/todos")).json(&body).send();
+
+    let res = post(json!({"title": "Buy milk", "priority": 3, "tags": ["home"]}))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    assert_eq!(res.headers()["location"], "/todos/1");
+    let created: Value = res.json().await.unwrap();
+    assert_eq!(
+        created,
+        json!({"id": 1, "title": "Buy milk", "priority": 3, "tags": ["home"]})
+    );
+
+    let res = post(json!({"title": "BUY MILK", "priority": 1}))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 409);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["code"], "duplicate_title");
+    assert_eq!(body["error"], "A todo with this title exists");
+    assert_eq!(body["details"], json!({"title": "BUY MILK"}));
+
+    let res = post(json!({"title": "", "priority": 9, "tags": ["ok", "x".repeat(21)]}))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 422);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(
+        body["details"],
+        json!([
+            {"loc": ["body", "title"], "msg": "String should have at least 1 character", "type": "too_short"},
+            {"loc": ["body", "priority"], "msg": "Input should be less than or equal to 5", "type": "out_of_range"},
+            {"loc": ["body", "tags", 1], "msg": "String should have at most 20 characters", "type": "too_long"},
+        ])
+    );
+
+    let res = client.get(format!("{base}/todos/1")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap(), created);
+    let res = client.get(format!("{base}/todos/99")).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["code"], "not_found");
+    assert_eq!(body["details"], json!({"resource": "todo", "id": 99}));
+    let res = client.get(format!("{base}/panic")).send().await.unwrap();
+    assert_eq!(res.status(), 500);
+    let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(
+        (body["code"].as_str(), body["request_id"].as_str()),
+        (Some("internal_error"), Some(id.as_str()))
+    );
+
+    // The job of the one todo created ran, once.
+    let mut states = Vec::new();
+    for _ in 0..100 {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let mut query = conn
+            .prepare("SELECT kind, state, attempts FROM keel_jobs")
+            .unwrap();
+        states = query
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        if states.iter().all(|(_, state, _)| state == "succeeded") && !states.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        states,
+        [("todo_created".to_owned(), "succeeded".to_owned(), 1)]
+    );
+}
