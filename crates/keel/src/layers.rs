@@ -194,7 +194,7 @@ where
                 Ok(Err(never)) => match never {},
                 Err(_elapsed) => ApiError::timeout().into_response(),
             };
-            tasks::after_response(ensure_envelope(response), &tasks, &tracker, id)
+            tasks::after_response(ensure_envelope(response).await, &tasks, &tracker, id)
         });
         Box::pin(
             async move {
@@ -299,22 +299,68 @@ fn method_label(method: &http::Method) -> &'static str {
 
 /// Replaces the body of an error response made outside keel (a rejection of an extractor that
 /// knows nothing of keel, a layer's plain-text answer) with the envelope for its status,
-/// keeping its headers (`Allow`, `Retry-After` …).
-fn ensure_envelope(response: Response) -> Response {
+/// keeping its headers (`Allow`, `Retry-After` …). The original text of a 4xx is kept as its
+/// reason (quoted input redacted): in `details.reason`, or for a 422 as the one detail's `msg`;
+/// it is logged at debug. A 5xx's text is only logged.
+async fn ensure_envelope(response: Response) -> Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error())
         || response.extensions().get::<Enveloped>().is_some()
     {
         return response;
     }
-    let (parts, _body) = response.into_parts();
-    let mut enveloped = ApiError::from_status(status).into_response();
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, FOREIGN_REASON_BYTES)
+        .await
+        .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_owned())
+        .unwrap_or_default();
+    let mut error = ApiError::from_status(status);
+    if !text.is_empty() {
+        tracing::debug!(status = status.as_u16(), reason = %text, "error response made outside keel");
+        if status.is_client_error() {
+            let reason = redact_quoted(&text);
+            error = if status == http::StatusCode::UNPROCESSABLE_ENTITY {
+                let problem = crate::validate::Problem::new("invalid_value", reason);
+                ApiError::validation(vec![problem.at(Vec::new())])
+            } else {
+                error.with_details(serde_json::json!({ "reason": reason }))
+            };
+        }
+    }
+    let mut enveloped = error.into_response();
     for (name, value) in &parts.headers {
         if name != CONTENT_TYPE && name != CONTENT_LENGTH {
             enveloped.headers_mut().insert(name.clone(), value.clone());
         }
     }
     enveloped
+}
+
+/// Most bytes of a foreign error body read for its reason.
+const FOREIGN_REASON_BYTES: usize = 4096;
+
+/// `text` with what serde and axum quote from the input (`"…"` and `` `…` ``) replaced by `…`,
+/// so that a reason never echoes a client's data.
+fn redact_quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut quote = None;
+    for c in text.chars() {
+        match quote {
+            Some(q) if c == q => {
+                out.push(c);
+                quote = None;
+            }
+            Some(_) => {}
+            None => {
+                out.push(c);
+                if c == '"' || c == '`' {
+                    out.push('…');
+                    quote = Some(c);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The panic's message, as the logged cause of the 500.

@@ -43,11 +43,16 @@ async fn slow() -> &'static str {
 }
 
 async fn plain_error() -> (StatusCode, &'static str) {
-    (StatusCode::BAD_REQUEST, "plain text nobody should see")
+    (StatusCode::BAD_REQUEST, "the handler's own words")
 }
 
-async fn axum_json(axum::Json(v): axum::Json<Value>) -> Json<Value> {
-    Json(v)
+#[derive(serde::Deserialize)]
+struct Named {
+    name: String,
+}
+
+async fn axum_json(axum::Json(v): axum::Json<Named>) -> Json<Value> {
+    Json(json!({"name": v.name}))
 }
 
 async fn page(Query(p): Query<Page>) -> Json<Value> {
@@ -170,7 +175,12 @@ async fn responses_made_without_keel_still_leave_as_the_envelope() {
     assert_eq!(status, 400);
     assert_eq!(
         body,
-        envelope("Bad request", "bad_request", json!(null), "p1")
+        envelope(
+            "Bad request",
+            "bad_request",
+            json!({"reason": "the handler's own words"}),
+            "p1"
+        )
     );
 
     // axum's own Json extractor answers in plain text; the edge turns it into the envelope.
@@ -188,10 +198,30 @@ async fn responses_made_without_keel_still_leave_as_the_envelope() {
         envelope(
             "Unsupported media type",
             "unsupported_media_type",
-            json!(null),
+            json!({"reason": "Expected request with `…`"}),
             "p2"
         )
     );
+
+    // Its 422 keeps axum's reason as the detail's message, without echoing the input.
+    let (status, _, body) = call(
+        addr,
+        client
+            .post(format!("http://{addr}/axum-json"))
+            .header("x-request-id", "p3")
+            .header("content-type", "application/json")
+            .body(r#"{"name": 5}"#),
+    )
+    .await;
+    assert_eq!(status, 422);
+    let msg = body["details"][0]["msg"].as_str().unwrap();
+    assert_eq!(body["details"][0]["loc"], json!([]));
+    assert_eq!(body["details"][0]["type"], "invalid_value");
+    assert!(
+        msg.starts_with("Failed to deserialize the JSON body into the target type: name: invalid type: integer `…`, expected a string"),
+        "{msg}"
+    );
+    assert!(common::logs().contains("error response made outside keel"));
 }
 
 #[tokio::test]
