@@ -20,7 +20,18 @@
 //! let app: Router = ServiceLayers::new()
 //!     .body_limit(64 * 1024)
 //!     .timeout(Duration::from_secs(5))
-//!     .apply(Router::new().route("/", get(|| async { "hello" })));
+//!     .apply(Router::new().route("/", get(|| async { "hello" })))
+//!     .into_router();
+//! ```
+//!
+//! `apply` gives a [`Layered`] router, which takes no more routes: one added after the layers
+//! would answer outside them (no envelope, no request id), so that mistake does not compile.
+//!
+//! ```compile_fail
+//! use axum::{routing::get, Router};
+//! let app = keel::layers::ServiceLayers::new()
+//!     .apply(Router::new())
+//!     .route("/late", get(|| async { "outside the layers" }));
 //! ```
 
 use std::any::Any;
@@ -96,9 +107,9 @@ impl ServiceLayers {
         self
     }
 
-    /// Installs the fallbacks and layers on `router`.
-    pub fn apply<S: Clone + Send + Sync + 'static>(self, router: Router<S>) -> Router<S> {
-        router
+    /// Installs the fallbacks and layers on `router`, which must already hold every route.
+    pub fn apply<S: Clone + Send + Sync + 'static>(self, router: Router<S>) -> Layered<S> {
+        let router = router
             .fallback(route_not_found)
             .method_not_allowed_fallback(method_not_allowed)
             .layer(DefaultBodyLimit::max(self.body_limit))
@@ -106,7 +117,35 @@ impl ServiceLayers {
             .layer(EdgeLayer {
                 timeout: self.timeout,
                 tracker: self.tracker,
-            })
+            });
+        Layered(router)
+    }
+}
+
+/// A router behind keel's layers. It offers no `route` or `merge`: routes go in before
+/// [`ServiceLayers::apply`], so that none answers outside the layers.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct Layered<S = ()>(Router<S>);
+
+impl<S: Clone + Send + Sync + 'static> Layered<S> {
+    /// Provides the state the routes need.
+    pub fn with_state<S2>(self, state: S) -> Layered<S2> {
+        Layered(self.0.with_state(state))
+    }
+}
+
+impl Layered {
+    /// The router, to serve (`keel::serve::Server` takes a `Layered` as it is). Routes added to
+    /// it from here on are outside keel's layers.
+    pub fn into_router(self) -> Router {
+        self.0
+    }
+}
+
+impl From<Layered> for Router {
+    fn from(layered: Layered) -> Router {
+        layered.0
     }
 }
 

@@ -43,7 +43,7 @@
 //! async fn main() {
 //!     let app = ServiceLayers::new().apply(Router::new().route("/users/{id}", get(get_user)));
 //!     let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await.unwrap();
-//!     axum::serve(listener, app).await.unwrap();
+//!     keel::serve::Server::new().serve(listener, app, std::future::pending()).await.unwrap();
 //! }
 //! ```
 

@@ -107,9 +107,10 @@ impl Server {
     pub async fn serve(
         self,
         listener: TcpListener,
-        router: Router,
+        router: impl Into<Router>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> io::Result<()> {
+        let router = router.into();
         let permits = Arc::new(Semaphore::new(self.max_connections));
         let stop = CancellationToken::new();
         let connections = TaskTracker::new();

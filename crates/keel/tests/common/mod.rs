@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use axum::Router;
 
 /// Serves `app` on 127.0.0.1:0 and returns its address. Installs the log capture first.
-pub async fn serve(app: Router) -> SocketAddr {
+pub async fn serve(app: impl Into<Router>) -> SocketAddr {
+    let app: Router = app.into();
     buffer();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -62,6 +62,7 @@ pub fn router(state: AppState, limits: &Limits, tracker: TaskTracker) -> Router 
         .task_tracker(tracker)
         .apply(routes)
         .with_state(state)
+        .into_router()
 }
 
 /// Storage errors become the envelope by keel's mapping of the engine's errors.
