@@ -108,3 +108,33 @@ async fn any_other_database_error_is_500_and_hides_the_driver_message() {
         .to_string()
         .contains("SELEKT"));
 }
+
+#[tokio::test]
+async fn on_constraint_matches_sqlite_violations_by_column() {
+    let pool = pool().await;
+    let taken = || ApiError::new(http::StatusCode::CONFLICT, "email_taken", "Email taken");
+    for name in ["email", "users.email"] {
+        let err = sqlx::query("INSERT INTO users (email) VALUES ('a@b.io')")
+            .execute(&pool)
+            .await
+            .on_constraint(name, |_| taken())
+            .unwrap_err();
+        assert_eq!(err.code(), "email_taken", "{name}");
+    }
+    let err = sqlx::query("INSERT INTO pairs VALUES ('x', 'y')")
+        .execute(&pool)
+        .await
+        .on_constraint("pairs.a, pairs.b", |_| taken())
+        .unwrap_err();
+    assert_eq!(err.code(), "email_taken");
+    // Another constraint falls through to the default mapping.
+    let err = sqlx::query("INSERT INTO users (email) VALUES ('a@b.io')")
+        .execute(&pool)
+        .await
+        .on_constraint("username", |_| taken())
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.details()),
+        ("conflict", Some(&json!({"field": "email"})))
+    );
+}

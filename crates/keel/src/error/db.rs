@@ -44,6 +44,17 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+/// Whether `db` is a violation of the constraint `name` (see [`ResultExt::on_constraint`]).
+fn violates(db: &dyn DatabaseError, name: &str) -> bool {
+    if db.constraint() == Some(name) {
+        return true;
+    }
+    let Some(columns) = db.message().strip_prefix("UNIQUE constraint failed: ") else {
+        return false;
+    };
+    columns == name || (!columns.contains(',') && columns.rsplit('.').next() == Some(name))
+}
+
 /// The column a constraint error is about, when the database says so.
 ///
 /// SQLite names it in its message (`UNIQUE constraint failed: users.email`); PostgreSQL names
@@ -96,9 +107,10 @@ pub trait ResultExt<T> {
 
     /// A violation of the constraint called `name` becomes the error `f` makes.
     ///
-    /// PostgreSQL names the violated constraint; SQLite does not (its message names the
-    /// columns, which the `From<sqlx::Error>` mapping reads), so on SQLite this never matches
-    /// and the error falls through to the default mapping.
+    /// PostgreSQL names the violated constraint (`users_username_key`). SQLite names the
+    /// columns instead (`UNIQUE constraint failed: users.username`): there `name` matches the
+    /// column (`username`) or the table and column (`users.username`) of a single-column unique
+    /// constraint, and `"users.a, users.b"` a composite one as SQLite lists it.
     fn on_constraint(
         self,
         name: &str,
@@ -120,7 +132,7 @@ impl<T> ResultExt<T> for Result<T, sqlx::Error> {
         f: impl FnOnce(Box<dyn sqlx::error::DatabaseError>) -> ApiError,
     ) -> Result<T, ApiError> {
         self.map_err(|err| match err {
-            sqlx::Error::Database(db) if db.constraint() == Some(name) => f(db),
+            sqlx::Error::Database(db) if violates(db.as_ref(), name) => f(db),
             other => other.into(),
         })
     }
