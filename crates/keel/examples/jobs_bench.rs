@@ -30,7 +30,7 @@ fn open(path: &std::path::Path) -> Database {
     }
     let mut schema = MIGRATIONS.to_vec();
     schema.push(Migration {
-        version: 3,
+        version: 4,
         name: "things",
         sql: "CREATE TABLE things (id INTEGER PRIMARY KEY, name TEXT NOT NULL)",
     });

@@ -9,7 +9,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use http::StatusCode;
-use keel::jobs::sqlite::{SqliteQueue, SCHEMA, SCHEMA_COUNTS};
+use keel::jobs::sqlite::{SqliteQueue, MIGRATIONS as QUEUE};
 use keel::prelude::*;
 use keel::sqlite::{Database, Migration, Options};
 use rusqlite::OptionalExtension;
@@ -17,9 +17,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 const MIGRATIONS: &[Migration] = &[
-    Migration::new(1, "keel jobs", SCHEMA),
-    Migration::new(2, "keel job counts", SCHEMA_COUNTS),
-    Migration::new(3, "todos", "CREATE TABLE todos (id INTEGER PRIMARY KEY, title TEXT NOT NULL UNIQUE COLLATE NOCASE, priority INTEGER NOT NULL, tags TEXT NOT NULL)"),
+    QUEUE[0],
+    QUEUE[1],
+    QUEUE[2],
+    Migration::new(4, "todos", "CREATE TABLE todos (id INTEGER PRIMARY KEY, title TEXT NOT NULL UNIQUE COLLATE NOCASE, priority INTEGER NOT NULL, tags TEXT NOT NULL)"),
 ];
 /// A todo as the API shows it, made by SQLite.
 const INSERT: &str = "INSERT INTO todos (title, priority, tags) VALUES (?1, ?2, ?3) RETURNING id, json_object('id', id, 'title', title, 'priority', priority, 'tags', json(tags))";

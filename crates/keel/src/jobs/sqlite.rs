@@ -1,7 +1,7 @@
 //! The job queue in SQLite: one table, `keel_jobs`, in the service's own database.
 //!
-//! Add [`SCHEMA`], then [`SCHEMA_COUNTS`], to the application's migrations ([`MIGRATIONS`]
-//! has both, for a database of the queue's own). Times the worker compares (`run_at`,
+//! The schema comes as versioned migrations ([`MIGRATIONS`]), applied by
+//! [`Database::open`](crate::sqlite::Database::open) at every start. Times the worker compares (`run_at`,
 //! `locked_until`) are integers of milliseconds since the Unix epoch; `created_at` and
 //! `finished_at` are RFC 3339 text for people.
 //!
@@ -73,19 +73,32 @@ CREATE TRIGGER keel_jobs_counted_delete AFTER DELETE ON keel_jobs BEGIN
 END;
 "#;
 
-/// [`SCHEMA`] and [`SCHEMA_COUNTS`] as versions 1 and 2, for a database whose only schema is
-/// the queue's (an application with its own tables includes both in its own migrations).
+/// The index of [`SqliteQueue::finished_per_minute`] (jobs finished per minute, for a
+/// console). Apply after [`SCHEMA`].
+pub const SCHEMA_FINISHED_INDEX: &str = r#"
+CREATE INDEX keel_jobs_finished ON keel_jobs (finished_at) WHERE finished_at IS NOT NULL;
+"#;
+
+/// The queue's schema as versions 1 to 3: [`SCHEMA`], [`SCHEMA_COUNTS`],
+/// [`SCHEMA_FINISHED_INDEX`]. [`Database::open`](crate::sqlite::Database::open) applies what a
+/// database lacks, so it is safe at every start. An application with its own tables starts its
+/// list with these and numbers its own from 4:
+///
+/// ```
+/// use keel::jobs::sqlite::MIGRATIONS as QUEUE;
+/// use keel::sqlite::Migration;
+///
+/// const MIGRATIONS: &[Migration] = &[
+///     QUEUE[0],
+///     QUEUE[1],
+///     QUEUE[2],
+///     Migration::new(4, "todos", "CREATE TABLE todos (id INTEGER PRIMARY KEY, title TEXT)"),
+/// ];
+/// ```
 pub const MIGRATIONS: &[crate::sqlite::Migration] = &[
-    crate::sqlite::Migration {
-        version: 1,
-        name: "keel jobs",
-        sql: SCHEMA,
-    },
-    crate::sqlite::Migration {
-        version: 2,
-        name: "keel job counts",
-        sql: SCHEMA_COUNTS,
-    },
+    crate::sqlite::Migration::new(1, "keel jobs", SCHEMA),
+    crate::sqlite::Migration::new(2, "keel job counts", SCHEMA_COUNTS),
+    crate::sqlite::Migration::new(3, "keel jobs finished index", SCHEMA_FINISHED_INDEX),
 ];
 
 /// The `last_error` of a job claimed again because its lease ran out.

@@ -93,6 +93,12 @@ mod tests {
         let frozen = include_str!("../../migrations/sqlite/0002_keel_jobs.sql");
         let body = frozen.split_once('\n').map_or("", |(_, rest)| rest);
         assert_eq!(body.trim(), keel::jobs::sqlite::SCHEMA.trim());
+        let frozen = include_str!("../../migrations/sqlite/0005_jobs_finished_index.sql");
+        let body = frozen.split_once('\n').map_or("", |(_, rest)| rest);
+        assert_eq!(
+            body.trim(),
+            keel::jobs::sqlite::SCHEMA_FINISHED_INDEX.trim()
+        );
         let frozen = include_str!("../../migrations/sqlite/0007_keel_job_counts.sql");
         let body = frozen.split_once('\n').map_or("", |(_, rest)| rest);
         assert_eq!(body.trim(), keel::jobs::sqlite::SCHEMA_COUNTS.trim());
