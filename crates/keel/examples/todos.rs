@@ -102,7 +102,7 @@ async fn show(State(app): State<App>, Path(id): Path<i64>) -> Result<Json<Value>
 
 #[tokio::main]
 pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt().init();
+    let _ = tracing_subscriber::fmt().try_init();
     let addr = std::env::var("KEEL_EXAMPLE_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
     let path = std::env::var("KEEL_EXAMPLE_DB").unwrap_or_else(|_| "todos.db".into());
     let db = Database::open(path, Options::default(), MIGRATIONS)?; // migrates, at every start

@@ -1,17 +1,35 @@
 //! The todos example (`crates/keel/examples/todos.rs`), started as it ships, answers as its
-//! documentation says, and runs each new todo's durable job once.
+//! documentation says, and runs each new todo's durable job once; so does the same service on
+//! plain axum (`todos_plain.rs`), which the README compares it with.
 #![allow(clippy::unwrap_used)]
 
 #[allow(dead_code)]
 #[path = "../examples/todos.rs"]
 mod todos;
+#[allow(dead_code)]
+#[path = "../examples/todos_plain.rs"]
+mod todos_plain;
+
+type Main = fn() -> Result<(), Box<dyn std::error::Error>>;
+
+/// Environment variables are per process: one example starts at a time.
+static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[tokio::test]
+async fn the_todos_example_answers_as_documented() {
+    check(todos::main, "keel_jobs").await;
+}
+
+#[tokio::test]
+async fn the_plain_axum_version_gives_the_same_answers() {
+    check(todos_plain::main, "jobs").await;
+}
 
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-#[tokio::test]
-async fn the_todos_example_answers_as_documented() {
+async fn check(main: Main, jobs_table: &str) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("todos.db");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -19,17 +37,19 @@ async fn the_todos_example_answers_as_documented() {
         .local_addr()
         .unwrap()
         .port();
-    // This test is the only one of its binary: the variables are read by the example alone.
-    std::env::set_var("KEEL_EXAMPLE_ADDR", format!("127.0.0.1:{port}"));
-    std::env::set_var("KEEL_EXAMPLE_DB", &db);
-    std::thread::spawn(|| todos::main().unwrap());
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    for _ in 0..100 {
-        if client.get(format!("{base}/todos/1")).send().await.is_ok() {
-            break;
+    {
+        let _starting = STARTING.lock().unwrap_or_else(|e| e.into_inner());
+        std::env::set_var("KEEL_EXAMPLE_ADDR", format!("127.0.0.1:{port}"));
+        std::env::set_var("KEEL_EXAMPLE_DB", &db);
+        std::thread::spawn(move || main().unwrap());
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let post = |body: Value| client.post(format!("{base}/todos")).json(&body).send();
 
@@ -89,7 +109,7 @@ async fn the_todos_example_answers_as_documented() {
     for _ in 0..100 {
         let conn = rusqlite::Connection::open(&db).unwrap();
         let mut query = conn
-            .prepare("SELECT kind, state, attempts FROM keel_jobs")
+            .prepare(&format!("SELECT kind, state, attempts FROM {jobs_table}"))
             .unwrap();
         states = query
             .query_map([], |r| {
