@@ -180,6 +180,9 @@ impl Problem {
         if message.starts_with("invalid type") {
             return Self::invalid_type(&expected().unwrap_or_else(|| "of another type".into()));
         }
+        if let Some(bound) = integer_bound(message) {
+            return Self::out_of_range(bound);
+        }
         if message.starts_with("invalid value") || message.starts_with("invalid length") {
             let expected = expected().unwrap_or_else(|| "in range".into());
             return Self::out_of_range(format!("Input should be {expected}"));
@@ -196,6 +199,32 @@ impl Problem {
             }
         }
         Self::new("invalid_value", "Invalid value")
+    }
+}
+
+/// For serde's ``invalid value: integer `300`, expected u8``, the bound the number crossed:
+/// `Input should be less than or equal to 255`.
+fn integer_bound(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("invalid value: integer `")?;
+    let (number, expected) = rest.split_once("`, expected ")?;
+    let number: i128 = number.parse().ok()?;
+    let (min, max): (i128, i128) = match expected {
+        "i8" => (i8::MIN.into(), i8::MAX.into()),
+        "i16" => (i16::MIN.into(), i16::MAX.into()),
+        "i32" => (i32::MIN.into(), i32::MAX.into()),
+        "i64" => (i64::MIN.into(), i64::MAX.into()),
+        "u8" => (0, u8::MAX.into()),
+        "u16" => (0, u16::MAX.into()),
+        "u32" => (0, u32::MAX.into()),
+        "u64" => (0, u64::MAX.into()),
+        _ => return None,
+    };
+    if number > max {
+        Some(format!("Input should be less than or equal to {max}"))
+    } else if number < min {
+        Some(format!("Input should be greater than or equal to {min}"))
+    } else {
+        None
     }
 }
 
@@ -556,5 +585,23 @@ mod lax_integers {
             Field::Present(items) => assert_eq!(items.len(), MAX_FIELD_NODES - 1),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn an_integer_outside_its_type_names_the_bound_it_crossed() {
+        let field = |json: &str| serde_json::from_str::<Field<u8>>(json).unwrap();
+        assert_eq!(
+            field("300"),
+            Field::Invalid(Problem::out_of_range(
+                "Input should be less than or equal to 255"
+            ))
+        );
+        assert_eq!(
+            field("-1"),
+            Field::Invalid(Problem::out_of_range(
+                "Input should be greater than or equal to 0"
+            ))
+        );
+        assert_eq!(field("7"), Field::Present(7));
     }
 }
