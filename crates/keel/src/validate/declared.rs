@@ -206,26 +206,18 @@ impl Report {
     }
 }
 
-impl Validate for String {
-    type Raw = String;
-    fn validate(raw: String, _: &mut Report) -> Option<Self> {
-        Some(raw)
-    }
+/// Types whose JSON form is the value itself: nothing to check past the JSON type.
+macro_rules! as_read {
+    ($($t:ty),*) => {$(
+        impl Validate for $t {
+            type Raw = $t;
+            fn validate(raw: $t, _: &mut Report) -> Option<Self> {
+                Some(raw)
+            }
+        }
+    )*};
 }
-
-impl Validate for bool {
-    type Raw = bool;
-    fn validate(raw: bool, _: &mut Report) -> Option<Self> {
-        Some(raw)
-    }
-}
-
-impl Validate for f64 {
-    type Raw = f64;
-    fn validate(raw: f64, _: &mut Report) -> Option<Self> {
-        Some(raw)
-    }
-}
+as_read!(String, bool, f64);
 
 impl Validate for f32 {
     type Raw = f64;
