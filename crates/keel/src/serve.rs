@@ -52,7 +52,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -208,13 +208,16 @@ async fn accept_failed(err: io::Error) {
 /// What a connection is doing, for its watchdog: requests in flight, when the head being read
 /// began, when the connection last fell idle. Times are milliseconds since the connection's
 /// start; `head_since` is 0 while no head is being read, else that time plus one.
+///
+/// Requests only store these; nothing wakes the watchdog per request. It wakes at the deadline
+/// it can see, and at least every header timeout to look again, so a head begun meanwhile is
+/// still cut exactly at its deadline.
 #[derive(Debug)]
 struct Activity {
     start: Instant,
     in_flight: AtomicUsize,
     head_since: AtomicU64,
     idle_since: AtomicU64,
-    changed: Notify,
 }
 
 impl Activity {
@@ -225,7 +228,6 @@ impl Activity {
             // The first request's head is timed from the connection's start.
             head_since: AtomicU64::new(1),
             idle_since: AtomicU64::new(0),
-            changed: Notify::new(),
         }
     }
 
@@ -239,7 +241,6 @@ impl Activity {
             && self.head_since.load(Ordering::Relaxed) == 0
         {
             self.head_since.store(self.now() + 1, Ordering::Relaxed);
-            self.changed.notify_one();
         }
     }
 
@@ -252,7 +253,6 @@ impl Activity {
     fn end(&self) {
         if self.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
             self.idle_since.store(self.now(), Ordering::Relaxed);
-            self.changed.notify_one();
         }
     }
 
@@ -271,17 +271,17 @@ impl Activity {
     /// Completes when the connection has been idle, or reading one head, for too long.
     async fn expired(&self, header: Duration, idle: Duration) {
         loop {
-            let changed = self.changed.notified();
-            match self.deadline(header, idle) {
-                None => changed.await,
-                Some(deadline) if deadline <= Instant::now() => return,
-                Some(deadline) => {
-                    tokio::select! {
-                        () = changed => {}
-                        () = tokio::time::sleep_until(deadline) => {}
-                    }
-                }
-            }
+            let now = Instant::now();
+            let wake = match self.deadline(header, idle) {
+                Some(deadline) if deadline <= now => return,
+                // Reading a head: its deadline cannot move earlier.
+                Some(deadline) if self.head_since.load(Ordering::Relaxed) != 0 => deadline,
+                // Idle: a head may begin at any moment; look again within a header timeout.
+                Some(deadline) => deadline.min(now + header),
+                // Busy: look again later.
+                None => now + header,
+            };
+            tokio::time::sleep_until(wake).await;
         }
     }
 }
