@@ -41,6 +41,8 @@ pub enum StartError {
     AdminTokenTooShort(usize),
     #[error("invalid SHOP_PAYMENTS_SECRET: {0}")]
     PaymentsSecret(keel::webhooks::SecretError),
+    #[error("invalid REDIS_URL: {0}")]
+    Redis(keel::ws::redis::RedisError),
     #[error("cannot build the webhook HTTP client: {0}")]
     HttpClient(reqwest::Error),
     #[error("cannot listen on {addr}: {source}")]
@@ -59,6 +61,7 @@ pub struct App {
     registry: Registry,
     workers: WorkerConfig,
     server: keel::serve::Server,
+    broker: Option<std::sync::Arc<keel::ws::redis::RedisBroker>>,
     /// Owns the job workers, the analytics recorder and the after-response tasks.
     tracker: TaskTracker,
     /// Stops them.
@@ -103,10 +106,22 @@ impl App {
             &tracker,
             stop_background.clone(),
         );
+        let hub = Hub::new(config.ws_config());
+        // With Redis, broadcasts reach the WebSocket clients of every instance.
+        let broker = match &config.redis_url {
+            Some(url) => {
+                let broker =
+                    keel::ws::redis::RedisBroker::start(url, &config.redis_prefix, &hub, &tracker)
+                        .map_err(StartError::Redis)?;
+                hub.set_broker(broker.clone());
+                Some(broker)
+            }
+            None => None,
+        };
         let state = AppState::new(Shared {
             store,
             analytics,
-            hub: Hub::new(config.ws_config()),
+            hub,
             payments_secret,
             webhook_allow_private: config.webhook_allow_private,
             allowed_origins: keel::ws::AllowedOrigins::new(&config.allowed_origins),
@@ -143,6 +158,7 @@ impl App {
             registry,
             workers: config.worker_config(),
             server: config.server(),
+            broker,
             tracker,
             stop_background,
         })
@@ -180,6 +196,9 @@ impl App {
         }
 
         self.state.hub.shutdown(Duration::from_secs(5)).await;
+        if let Some(broker) = &self.broker {
+            broker.stop();
+        }
         stop_workers.cancel();
         self.tracker.close();
         // The workers give their jobs `grace`, then record what finished and hand back what

@@ -25,6 +25,16 @@ pub struct Config {
     #[arg(long, env = "SMTP_URL")]
     pub smtp_url: Option<String>,
 
+    /// Redis (`redis://host:port`) that carries WebSocket broadcasts to every instance; unset,
+    /// one instance.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Prefix of the Redis channels (`{prefix}/ws`, `{prefix}/ws/events`): deployments that
+    /// share one Redis keep apart by giving each its own.
+    #[arg(long, env = "SHOP_REDIS_PREFIX", default_value = "shop:ws:")]
+    pub redis_prefix: String,
+
     /// Folder for `.eml` files when there is no SMTP server.
     #[arg(long, env = "SHOP_MAIL_DIR", default_value = "./mail")]
     pub mail_dir: PathBuf,

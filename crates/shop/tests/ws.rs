@@ -460,3 +460,55 @@ async fn browsers_may_open_sockets_only_from_the_services_own_or_allowed_origins
     // Not a browser: no Origin, no check.
     connect(&app, "/ws/events").await;
 }
+
+/// Two instances (each on its own database here) joined by the Redis at 127.0.0.1:6379: chat
+/// and domain events published on one reach the clients of the other.
+#[tokio::test]
+async fn with_redis_a_broadcast_on_one_instance_reaches_the_clients_of_another() {
+    if !common::tools::redis() {
+        return;
+    }
+    let prefix = format!("shop-test:{}:", uuid::Uuid::new_v4().simple());
+    let with_redis = |c: &mut shop::config::Config| {
+        c.redis_url = Some("redis://127.0.0.1:6379".into());
+        c.redis_prefix = prefix.clone();
+    };
+    let a = spawn_app_with(with_redis).await;
+    let b = spawn_app_with(with_redis).await;
+    let mut chat_on_a = connect(&a, "/ws").await;
+    let mut events_on_a = connect(&a, "/ws/events").await;
+    let mut chat_on_b = connect(&b, "/ws").await;
+
+    // Subscriptions are made in the background: retry the first message until it crosses.
+    let mut crossed = false;
+    for n in 0..50 {
+        chat_on_b
+            .send(Message::text(format!("probe {n}")))
+            .await
+            .unwrap();
+        assert_eq!(
+            next_text(&mut chat_on_b).await,
+            format!("Client says: probe {n}")
+        );
+        if let Ok(Some(Ok(Message::Text(text)))) =
+            tokio::time::timeout(Duration::from_millis(100), chat_on_a.next()).await
+        {
+            assert!(text.starts_with("Client says: probe "), "{text}");
+            crossed = true;
+            break;
+        }
+    }
+    assert!(crossed, "no message crossed from b to a through Redis");
+    chat_on_b.send(Message::text("hello from b")).await.unwrap();
+    let mut seen = next_text(&mut chat_on_a).await;
+    while seen.starts_with("Client says: probe ") {
+        seen = next_text(&mut chat_on_a).await;
+    }
+    assert_eq!(seen, "Client says: hello from b");
+
+    let user = b.create_user("ada@example.com", "ada").await;
+    let event: Value = serde_json::from_str(&next_text(&mut events_on_a).await).unwrap();
+    assert_eq!(event["type"], "user.created");
+    assert_eq!(event["data"]["id"], user["id"]);
+    assert!(event["data"].get("email").is_none());
+}

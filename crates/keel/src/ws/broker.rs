@@ -2,13 +2,14 @@
 
 use axum::extract::ws::Utf8Bytes;
 
-/// Carries a broadcast to the hub of every instance of the service.
+/// Carries a broadcast to the hubs of the other instances of the service.
 ///
-/// An implementation (Redis pub/sub, say) sends `(topic, text)` to its transport from
-/// [`Broker::publish`] without waiting, and hands every message it receives, this instance's
-/// own included, to [`super::Hub::deliver`]. Without a broker the hub delivers in-process.
+/// [`super::Hub::publish`] delivers to this instance's clients itself, then hands the message to
+/// the broker: an implementation sends `(topic, text)` to its transport without waiting, and
+/// hands every message it receives *from another instance* to [`super::Hub::deliver`] (its own
+/// echo it ignores). So a broker that is down never silences local delivery.
 pub trait Broker: Send + Sync + 'static {
-    /// Sends `text` to `topic` on every instance. Must not block: queue it if the transport is
-    /// slow, and drop (with a log line) rather than grow without bound.
+    /// Sends `text` to `topic` on the other instances. Must not block: queue it if the
+    /// transport is slow, and drop (counted, with a log line) rather than grow without bound.
     fn publish(&self, topic: &str, text: Utf8Bytes);
 }

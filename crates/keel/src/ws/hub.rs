@@ -21,6 +21,24 @@ pub(super) struct Handle {
     pub(super) close: Arc<CloseSignal>,
 }
 
+/// A [`Hub`] that may have been dropped: what a broker holds, so that hub and broker do not
+/// keep each other alive.
+#[derive(Clone)]
+pub struct WeakHub(std::sync::Weak<Inner>);
+
+impl std::fmt::Debug for WeakHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WeakHub")
+    }
+}
+
+impl WeakHub {
+    /// The hub, while it lives.
+    pub fn upgrade(&self) -> Option<Hub> {
+        self.0.upgrade().map(|inner| Hub { inner })
+    }
+}
+
 /// Connections by topic, and the means to reach them. Cheap to clone.
 #[derive(Clone)]
 pub struct Hub {
@@ -64,8 +82,8 @@ impl Hub {
         }
     }
 
-    /// Sends broadcasts through `broker` (which must hand every message it carries, this
-    /// instance's own included, to [`Hub::deliver`]). Only the first call has an effect.
+    /// Sends broadcasts to the other instances through `broker` too (which hands what it
+    /// receives from them to [`Hub::deliver`]). Only the first call has an effect.
     pub fn set_broker(&self, broker: Arc<dyn Broker>) {
         let _ = self.inner.broker.set(broker);
     }
@@ -98,16 +116,19 @@ impl Hub {
             })
     }
 
-    /// Publishes `text` to every connection of `topic`, on every instance when a broker is set.
-    /// Never waits for a client.
+    /// Publishes `text` to every connection of `topic`: this instance's at once, the other
+    /// instances' through the broker when one is set. Never waits for a client or the broker.
     pub fn publish(&self, topic: &str, text: impl Into<String>) {
         let text = Utf8Bytes::from(text.into());
-        match self.inner.broker.get() {
-            Some(broker) => broker.publish(topic, text),
-            None => {
-                self.deliver(topic, text);
-            }
+        if let Some(broker) = self.inner.broker.get() {
+            broker.publish(topic, text.clone());
         }
+        self.deliver(topic, text);
+    }
+
+    /// A handle that does not keep the hub alive (for a broker's receiving task).
+    pub fn downgrade(&self) -> WeakHub {
+        WeakHub(Arc::downgrade(&self.inner))
     }
 
     /// Hands `text` to the queue of every connection of `topic` in this process; returns how

@@ -43,6 +43,8 @@ mod connection;
 mod hub;
 mod origin;
 mod queue;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 use std::time::Duration;
 
@@ -51,7 +53,7 @@ use axum::extract::FromRequestParts;
 use http::request::Parts;
 
 pub use broker::Broker;
-pub use hub::Hub;
+pub use hub::{Hub, WeakHub};
 pub use origin::AllowedOrigins;
 
 use crate::ApiError;

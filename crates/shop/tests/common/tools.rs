@@ -47,3 +47,17 @@ pub fn standardwebhooks() -> bool {
         "python3 -m pip install standardwebhooks",
     )
 }
+
+/// Whether a Redis server answers at 127.0.0.1:6379.
+pub fn redis() -> bool {
+    let found = std::net::TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], 6379)),
+        std::time::Duration::from_secs(1),
+    )
+    .is_ok();
+    available(
+        "Redis at 127.0.0.1:6379",
+        found,
+        "apt-get install redis-server, then start it",
+    )
+}

@@ -1,0 +1,147 @@
+//! Two hubs (two instances) joined by `RedisBroker` over the Redis at 127.0.0.1:6379: a chat
+//! message sent on either reaches the clients of both, once each and in order, and each
+//! instance keeps delivering to its own clients when Redis is unreachable.
+#![cfg(feature = "redis")]
+#![allow(clippy::unwrap_used)]
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::Router;
+use futures_util::{SinkExt, StreamExt};
+use keel::layers::ServiceLayers;
+use keel::ws::redis::RedisBroker;
+use keel::ws::{Hub, WsConfig, WsUpgrade};
+use keel::TaskTracker;
+use tokio_tungstenite::tungstenite::Message;
+
+type Client =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Whether Redis answers at 127.0.0.1:6379; when not, says so and the test checks nothing
+/// (under `KEEL_REQUIRE_TEST_TOOLS`, as in CI, it fails instead).
+fn redis_running() -> bool {
+    use std::io::Write;
+    let addr = SocketAddr::from(([127, 0, 0, 1], 6379));
+    if std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("KEEL_REQUIRE_TEST_TOOLS").is_none(),
+        "Redis is not running at 127.0.0.1:6379 and KEEL_REQUIRE_TEST_TOOLS is set"
+    );
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED: Redis is not running at 127.0.0.1:6379; this test checked nothing"
+    );
+    false
+}
+
+/// One instance: a hub with a chat room at `/ws`, its broker on `url` with `prefix`.
+async fn instance(url: &str, prefix: &str) -> (SocketAddr, Hub, Arc<RedisBroker>) {
+    let hub = Hub::new(WsConfig::default());
+    let broker = RedisBroker::start(url, prefix, &hub, &TaskTracker::new()).unwrap();
+    hub.set_broker(broker.clone());
+    let chat = hub.clone();
+    let routes = Router::new().route(
+        "/ws",
+        get(move |WsUpgrade(ws): WsUpgrade| {
+            let hub = chat.clone();
+            async move {
+                let echo = hub.clone();
+                hub.serve(ws, "/ws", move |text| {
+                    echo.publish("/ws", format!("Client says: {text}"))
+                })
+            }
+        }),
+    );
+    let addr = common::serve(ServiceLayers::new().apply(routes)).await;
+    (addr, hub, broker)
+}
+
+async fn connect(addr: SocketAddr, hub: &Hub) -> Client {
+    let (client, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        if hub.connection_counts().get("/ws") == Some(&1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    client
+}
+
+/// The next `n` texts, or a panic after 5 s.
+async fn texts(client: &mut Client, n: usize) -> Vec<String> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let frame = tokio::time::timeout(Duration::from_secs(5), client.next())
+            .await
+            .unwrap_or_else(|_| panic!("{} of {n} texts within 5 s: {got:?}", got.len()))
+            .unwrap()
+            .unwrap();
+        if let Message::Text(text) = frame {
+            got.push(text.to_string());
+        }
+    }
+    got
+}
+
+/// Nothing more arrives within `wait`.
+async fn quiet(client: &mut Client, wait: Duration) {
+    if let Ok(Some(Ok(Message::Text(text)))) = tokio::time::timeout(wait, client.next()).await {
+        panic!("unexpected {text}");
+    }
+}
+
+#[tokio::test]
+async fn a_message_sent_on_either_instance_reaches_every_client_once_in_order() {
+    if !redis_running() {
+        return;
+    }
+    let prefix = format!("keel-test:{}:", uuid::Uuid::new_v4().simple());
+    let (addr_a, hub_a, broker_a) = instance("redis://127.0.0.1:6379", &prefix).await;
+    let (addr_b, hub_b, broker_b) = instance("redis://127.0.0.1:6379", &prefix).await;
+    assert!(
+        broker_a.subscribed(Duration::from_secs(5)).await,
+        "Redis at 127.0.0.1:6379"
+    );
+    assert!(broker_b.subscribed(Duration::from_secs(5)).await);
+    let mut on_a = connect(addr_a, &hub_a).await;
+    let mut on_b = connect(addr_b, &hub_b).await;
+
+    for n in 0..20 {
+        on_b.send(Message::text(format!("b{n}"))).await.unwrap();
+    }
+    on_a.send(Message::text("a0")).await.unwrap();
+    let expected_from_b: Vec<String> = (0..20).map(|n| format!("Client says: b{n}")).collect();
+    for client in [&mut on_a, &mut on_b] {
+        let got = texts(client, 21).await;
+        let from_b: Vec<String> = got.iter().filter(|t| t.contains(": b")).cloned().collect();
+        assert_eq!(from_b, expected_from_b);
+        assert_eq!(got.iter().filter(|t| *t == "Client says: a0").count(), 1);
+        quiet(client, Duration::from_millis(300)).await;
+    }
+    broker_a.stop();
+    broker_b.stop();
+}
+
+#[tokio::test]
+async fn without_redis_an_instance_still_delivers_to_its_own_clients() {
+    // Nothing listens on this port: the broker keeps retrying in the background.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (addr, hub, broker) = instance(&format!("redis://127.0.0.1:{port}"), "keel-test:").await;
+    assert!(!broker.subscribed(Duration::from_millis(300)).await);
+    let mut client = connect(addr, &hub).await;
+    client.send(Message::text("hello")).await.unwrap();
+    assert_eq!(texts(&mut client, 1).await, ["Client says: hello"]);
+    broker.stop();
+}
