@@ -145,3 +145,109 @@ async fn without_redis_an_instance_still_delivers_to_its_own_clients() {
     assert_eq!(texts(&mut client, 1).await, ["Client says: hello"]);
     broker.stop();
 }
+
+/// A TCP proxy to the Redis at 127.0.0.1:6379 that the test can cut and restore.
+struct Proxy {
+    port: u16,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+impl Proxy {
+    async fn start() -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (cut, cuts) = tokio::sync::watch::channel(0u64);
+        let accepting = up.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                if !accepting.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped: the connection is closed at once
+                }
+                let mut cuts = cuts.clone();
+                // Only a cut after this connection was made closes it.
+                cuts.borrow_and_update();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect("127.0.0.1:6379").await
+                    else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cuts.changed() => {}
+                    }
+                });
+            }
+        });
+        Proxy { port, up, cut }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Closes every connection through the proxy and refuses new ones until `restore`.
+    fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn when_redis_is_cut_off_local_delivery_goes_on_and_crossing_resumes_after() {
+    if !redis_running() {
+        return;
+    }
+    let prefix = format!("keel-test:{}:", uuid::Uuid::new_v4().simple());
+    let proxy = Proxy::start().await;
+    let (addr_a, hub_a, broker_a) = instance(&proxy.url(), &prefix).await;
+    let (addr_b, hub_b, broker_b) = instance("redis://127.0.0.1:6379", &prefix).await;
+    assert!(broker_a.subscribed(Duration::from_secs(5)).await);
+    assert!(broker_b.subscribed(Duration::from_secs(5)).await);
+    let mut on_a = connect(addr_a, &hub_a).await;
+    let mut on_b = connect(addr_b, &hub_b).await;
+    on_b.send(Message::text("before")).await.unwrap();
+    assert_eq!(texts(&mut on_a, 1).await, ["Client says: before"]);
+    assert_eq!(texts(&mut on_b, 1).await, ["Client says: before"]);
+
+    // A loses Redis: its own clients still get what they send.
+    proxy.cut();
+    for _ in 0..100 {
+        if !broker_a.subscribed(Duration::from_millis(1)).await {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!broker_a.subscribed(Duration::from_millis(1)).await);
+    on_a.send(Message::text("during")).await.unwrap();
+    assert_eq!(texts(&mut on_a, 1).await, ["Client says: during"]);
+
+    // Back: A resubscribes by itself and messages cross again, both ways.
+    proxy.restore();
+    assert!(
+        broker_a.subscribed(Duration::from_secs(10)).await,
+        "A did not resubscribe"
+    );
+    on_b.send(Message::text("after")).await.unwrap();
+    assert_eq!(texts(&mut on_b, 1).await, ["Client says: after"]);
+    let got = texts(&mut on_a, 1).await;
+    assert_eq!(got, ["Client says: after"]);
+    on_a.send(Message::text("from a again")).await.unwrap();
+    assert_eq!(texts(&mut on_a, 1).await, ["Client says: from a again"]);
+    // What A published while cut off waited in its queue: it may arrive first.
+    let mut got_b = texts(&mut on_b, 1).await;
+    if got_b[0] == "Client says: during" {
+        got_b = texts(&mut on_b, 1).await;
+    }
+    assert_eq!(got_b, ["Client says: from a again"]);
+    broker_a.stop();
+    broker_b.stop();
+}

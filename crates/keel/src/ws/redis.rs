@@ -8,8 +8,9 @@
 //!   task that pipelines them over one connection, in order; when the queue is full the message
 //!   is dropped for the other instances and counted in `websocket_broker_dropped_total`.
 //! - Both tasks reconnect with backoff (100 ms doubling to 5 s), the subscriber resubscribing.
-//!   While Redis is away, local delivery goes on; what other instances publish meanwhile is not
-//!   received (Redis pub/sub keeps nothing), and what this one publishes is dropped, counted.
+//!   While Redis is away, local delivery goes on; what this instance publishes waits in the
+//!   queue (dropped, counted, when it is full or its write fails); what other instances publish
+//!   meanwhile is never received (Redis pub/sub keeps nothing).
 //!
 //! ```no_run
 //! # async fn run(hub: keel::ws::Hub, tracker: &keel::TaskTracker) -> Result<(), keel::ws::redis::RedisError> {
