@@ -112,12 +112,17 @@ impl ServiceLayers {
         let router = router
             .fallback(route_not_found)
             .method_not_allowed_fallback(method_not_allowed)
-            .layer(DefaultBodyLimit::max(self.body_limit))
-            .layer(CatchPanicLayer::custom(panic_response))
-            .layer(EdgeLayer {
-                timeout: self.timeout,
-                tracker: self.tracker,
-            });
+            // One `layer` call: axum boxes each route once per call, and clones that box for
+            // every request, so three calls cost three boxes per request.
+            .layer(
+                tower::ServiceBuilder::new()
+                    .layer(EdgeLayer {
+                        timeout: self.timeout,
+                        tracker: self.tracker,
+                    })
+                    .layer(CatchPanicLayer::custom(panic_response))
+                    .layer(DefaultBodyLimit::max(self.body_limit)),
+            );
         Layered(router)
     }
 }

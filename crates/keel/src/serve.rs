@@ -286,6 +286,9 @@ impl Activity {
     }
 }
 
+/// Response bodies up to this size end their request as soon as they are made.
+const SMALL_BODY: u64 = 64 * 1024;
+
 /// A request in flight on its connection, until its response body is done or dropped.
 #[derive(Debug)]
 struct InFlight(Arc<Activity>);
@@ -313,6 +316,15 @@ impl hyper::service::Service<Request<Incoming>> for Tracking {
         let served = self.router.clone().call(request.map(Body::new));
         Box::pin(async move {
             let response = served.await?;
+            // A small body of known size goes to the socket's buffer in one write: the request
+            // is done. Any other keeps it in flight until the body has been sent.
+            let small = http_body::Body::size_hint(response.body())
+                .exact()
+                .is_some_and(|len| len <= SMALL_BODY);
+            if small {
+                drop(in_flight);
+                return Ok(response);
+            }
             Ok(response.map(|body| {
                 Body::new(Guarded {
                     body,
