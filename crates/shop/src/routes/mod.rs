@@ -94,18 +94,3 @@ fn announce(tasks: &keel::tasks::Tasks, state: &AppState, event: crate::events::
     });
 }
 
-/// `201 Created` with `Location` and the new resource as JSON.
-fn created<T: serde::Serialize>(
-    location: String,
-    body: T,
-) -> (
-    http::StatusCode,
-    [(http::HeaderName, String); 1],
-    keel::Json<T>,
-) {
-    (
-        http::StatusCode::CREATED,
-        [(http::header::LOCATION, location)],
-        keel::Json(body),
-    )
-}

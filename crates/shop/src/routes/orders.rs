@@ -68,7 +68,7 @@ pub(crate) async fn create(
         .map_err(refusal)?;
     let event = Event::new(EventKind::OrderCreated, &order).map_err(ApiError::internal)?;
     super::announce(&tasks, &state, event);
-    Ok(super::created(format!("/orders/{}", order.id), order))
+    Ok(keel::created(format!("/orders/{}", order.id), order))
 }
 
 /// An order by id.

@@ -62,7 +62,7 @@ pub(crate) async fn create(
     };
     let key = super::remember(claim, "/products/");
     let product = state.store.create_product(&new, key).await?;
-    Ok(super::created(format!("/products/{}", product.id), product))
+    Ok(keel::created(format!("/products/{}", product.id), product))
 }
 
 /// A product by id.

@@ -62,7 +62,7 @@ pub(crate) async fn create(
     // Anyone may listen on /ws/events: the event there names the user, never their email.
     let event = Event::new(EventKind::UserCreated, &user).map_err(ApiError::internal)?;
     super::announce(&tasks, &state, event);
-    Ok(super::created(format!("/users/{}", user.id), user))
+    Ok(keel::created(format!("/users/{}", user.id), user))
 }
 
 /// A user by id.

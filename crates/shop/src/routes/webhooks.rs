@@ -130,7 +130,7 @@ pub(crate) async fn create_endpoint(
         .store
         .create_endpoint(&url, &events, &secret, key)
         .await?;
-    Ok(super::created(
+    Ok(keel::created(
         format!("/webhook-endpoints/{}", endpoint.id),
         endpoint,
     ))
