@@ -93,4 +93,3 @@ fn announce(tasks: &keel::tasks::Tasks, state: &AppState, event: crate::events::
         hub.publish(event.topic(), event.frame());
     });
 }
-
