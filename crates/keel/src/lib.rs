@@ -56,6 +56,9 @@ pub mod extract;
 pub mod idempotency;
 pub mod jobs;
 pub mod layers;
+pub mod migration;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod request_id;
 pub mod serve;
 #[cfg(feature = "sqlite")]

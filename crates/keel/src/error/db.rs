@@ -5,7 +5,7 @@
 //! | sqlx error | becomes |
 //! |---|---|
 //! | `RowNotFound` | 404 `not_found` (use [`ResultExt::not_found`] to name the record) |
-//! | unique or foreign-key violation | 409 `conflict`, `{"field": …}` when the column is known |
+//! | unique, foreign-key or check violation | 409 `conflict`, `{"field": …}` when the column is known |
 //! | pool timeout or closed, I/O, TLS, database busy or locked | 503 `service_unavailable` with `Retry-After` |
 //! | anything else | 500 `internal_error`, the driver message only in the log |
 #![cfg(feature = "sqlx")]
@@ -24,7 +24,9 @@ impl From<sqlx::Error> for ApiError {
                 ApiError::new(StatusCode::NOT_FOUND, "not_found", "Resource not found")
             }
             sqlx::Error::Database(db)
-                if db.is_unique_violation() || db.is_foreign_key_violation() =>
+                if db.is_unique_violation()
+                    || db.is_foreign_key_violation()
+                    || db.is_check_violation() =>
             {
                 let field = constraint_field(db.as_ref());
                 ApiError::conflict(field.as_deref()).with_source(err)
@@ -58,9 +60,14 @@ fn violates(db: &dyn DatabaseError, name: &str) -> bool {
 /// The column a constraint error is about, when the database says so.
 ///
 /// SQLite names it in its message (`UNIQUE constraint failed: users.email`); PostgreSQL names
-/// the constraint, whose column [`ResultExt::on_constraint`] maps explicitly. Composite
-/// constraints name no single field.
+/// the constraint and its table, and a constraint named as PostgreSQL names them by default
+/// (`users_email_key`) gives the column. Composite constraints name no single field.
 fn constraint_field(db: &dyn DatabaseError) -> Option<String> {
+    #[cfg(feature = "postgres")]
+    if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+        let column = crate::postgres::constraint_column(pg.table()?, pg.constraint()?)?;
+        return Some(column.to_owned());
+    }
     let columns = db.message().strip_prefix("UNIQUE constraint failed: ")?;
     if columns.contains(',') {
         return None;
@@ -78,8 +85,9 @@ fn is_busy(db: &dyn DatabaseError) -> bool {
         let code = sqlite.code().and_then(|c| c.parse::<i32>().ok());
         return matches!(code.map(|c| c & 0xff), Some(5 | 6));
     }
-    db.code()
-        .is_some_and(|code| code.starts_with("08") || code == "53300" || code == "57P03")
+    db.code().is_some_and(|code| {
+        code.starts_with("08") || matches!(&*code, "53300" | "57P01" | "57P02" | "57P03")
+    })
 }
 
 /// Mapping of query results to the errors a handler means.

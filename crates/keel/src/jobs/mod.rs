@@ -2,8 +2,8 @@
 //! business write commits or rolls back with it, and survives a crash once committed.
 //!
 //! - A job is a serde payload with a [`Job::KIND`] (and a [`Job::QUEUE`]). Enqueue it with
-//!   `sqlite::SqliteQueue::enqueue` on the connection of the write that makes the
-//!   business change: if the transaction rolls back, the job never existed; if it commits, the
+//!   `sqlite::SqliteQueue::enqueue` (or `postgres::PgQueue::enqueue`) on the connection of the
+//!   write that makes the business change: if the transaction rolls back, the job never existed; if it commits, the
 //!   job will run even if the process dies the next instant.
 //! - A [`Registry`] maps each kind to its handler. [`Worker`]s keep up to `concurrency` jobs
 //!   running under short, renewed leases, run each with a per-job timeout, record outcomes as
@@ -20,8 +20,11 @@
 //!
 //! States: `pending` → `running` → `succeeded`, or back to `pending` (retry), or `dead`.
 
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+mod view;
 mod worker;
 
 use std::collections::HashMap;
@@ -33,6 +36,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+pub use view::{JobFilter, JobView, MinuteCount, RetryOutcome};
 pub use worker::{Backend, BackendError, Claimed, Lease, Outcome, Worker, WorkerConfig};
 
 /// A kind of durable job: its payload is the implementing type.

@@ -15,6 +15,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, Row};
 use tokio::sync::Notify;
 
+pub use super::view::{JobFilter, JobView, MinuteCount, RetryOutcome};
 use super::worker::{Backend, BackendError, Claimed, Lease, Outcome};
 use super::{ms, now_ms, Job};
 use crate::sqlite::{Database, Error};
@@ -222,68 +223,19 @@ fn leases_json(pairs: &[(i64, i64)]) -> Result<String, Error> {
     Ok(serde_json::to_string(pairs)?)
 }
 
-/// A job as operators see it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct JobView {
-    pub id: i64,
-    pub queue: String,
-    pub kind: String,
-    pub state: String,
-    pub attempts: i64,
-    pub max_attempts: i64,
-    pub last_error: Option<String>,
-    /// When the job is (or was) due, RFC 3339.
-    pub run_at: String,
-    pub created_at: String,
-    /// The request that enqueued it.
-    pub request_id: Option<String>,
-}
-
-impl JobView {
-    fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
-        Ok(JobView {
-            id: row.get(0)?,
-            queue: row.get(1)?,
-            kind: row.get(2)?,
-            state: row.get(3)?,
-            attempts: row.get(4)?,
-            max_attempts: row.get(5)?,
-            last_error: row.get(6)?,
-            run_at: row.get(7)?,
-            created_at: row.get(8)?,
-            request_id: row.get(9)?,
-        })
-    }
-}
-
-/// Which jobs [`SqliteQueue::list`] returns.
-#[derive(Debug, Clone, Default)]
-pub struct JobFilter {
-    pub state: Option<String>,
-    pub queue: Option<String>,
-    /// Only jobs with a smaller id: the last id of the previous page.
-    pub before_id: Option<i64>,
-    pub limit: u32,
-}
-
-/// What [`SqliteQueue::retry`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RetryOutcome {
-    /// The dead job is pending again, attempts reset.
-    Retried(JobView),
-    /// The job is not dead: nothing changed.
-    NotDead(JobView),
-    /// No such job.
-    NotFound,
-}
-
-/// Jobs finished in one minute.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct MinuteCount {
-    /// The minute, `YYYY-MM-DDTHH:MMZ`.
-    pub minute: String,
-    pub succeeded: i64,
-    pub dead: i64,
+fn view_from_row(row: &Row<'_>) -> rusqlite::Result<JobView> {
+    Ok(JobView {
+        id: row.get(0)?,
+        queue: row.get(1)?,
+        kind: row.get(2)?,
+        state: row.get(3)?,
+        attempts: row.get(4)?,
+        max_attempts: row.get(5)?,
+        last_error: row.get(6)?,
+        run_at: row.get(7)?,
+        created_at: row.get(8)?,
+        request_id: row.get(9)?,
+    })
 }
 
 const VIEW_COLUMNS: &str = "id, queue, kind, state, attempts, max_attempts, last_error, \
@@ -306,7 +258,7 @@ impl SqliteQueue {
                     filter.before_id,
                     filter.limit
                 ],
-                JobView::from_row,
+                view_from_row,
             )?;
             rows.collect()
         })
@@ -324,7 +276,7 @@ impl SqliteQueue {
                          locked_until = NULL, finished_at = NULL WHERE id = ?1 AND state = 'dead' \
                          RETURNING {VIEW_COLUMNS}"
                     ))?
-                    .query_row(rusqlite::params![id, now_ms()], JobView::from_row)
+                    .query_row(rusqlite::params![id, now_ms()], view_from_row)
                     .optional()?;
                 if let Some(job) = retried {
                     return Ok(RetryOutcome::Retried(job));
@@ -333,7 +285,7 @@ impl SqliteQueue {
                     .prepare_cached(&format!(
                         "SELECT {VIEW_COLUMNS} FROM keel_jobs WHERE id = ?1"
                     ))?
-                    .query_row([id], JobView::from_row)
+                    .query_row([id], view_from_row)
                     .optional()?;
                 Ok::<_, Error>(current.map_or(RetryOutcome::NotFound, RetryOutcome::NotDead))
             })

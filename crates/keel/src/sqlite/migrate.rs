@@ -6,23 +6,7 @@
 
 use rusqlite::{Connection, TransactionBehavior};
 
-/// One schema change.
-#[derive(Debug, Clone, Copy)]
-pub struct Migration {
-    /// Strictly increasing, from 1.
-    pub version: u32,
-    /// For the logs and errors.
-    pub name: &'static str,
-    /// One or more statements.
-    pub sql: &'static str,
-}
-
-impl Migration {
-    /// Migration `version`, called `name`, running `sql`.
-    pub const fn new(version: u32, name: &'static str, sql: &'static str) -> Self {
-        Migration { version, name, sql }
-    }
-}
+pub use crate::migration::Migration;
 
 /// A migration that failed, or a database newer than this program.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,20 @@
+//! One versioned schema change, whatever the database: SQLite's [`crate::sqlite::migrate`] and
+//! PostgreSQL's `keel::postgres::migrate` apply lists of these.
+
+/// One schema change.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    /// Strictly increasing, from 1.
+    pub version: u32,
+    /// For the logs and errors.
+    pub name: &'static str,
+    /// One or more statements.
+    pub sql: &'static str,
+}
+
+impl Migration {
+    /// Migration `version`, called `name`, running `sql`.
+    pub const fn new(version: u32, name: &'static str, sql: &'static str) -> Self {
+        Migration { version, name, sql }
+    }
+}

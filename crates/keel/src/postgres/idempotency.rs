@@ -1,0 +1,101 @@
+//! Idempotency answers in PostgreSQL: [`SCHEMA`] for the migrations, [`save`] on the
+//! transaction that creates the record, [`PgIdempotency`] for the
+//! [`IdempotencyLayer`](crate::idempotency::IdempotencyLayer), [`prune`] for a retention task.
+//!
+//! Instances that share the database share the answers: a retry that reaches another instance
+//! is replayed there, and two instances serving one key at the same moment cannot both commit
+//! (the key is the primary key; the loser's [`save`] says false and its transaction rolls back).
+
+use std::time::Duration;
+
+use sqlx::{PgConnection, PgPool};
+
+use crate::idempotency::{Claim, IdempotencyStore, StoredAnswer};
+use crate::ApiError;
+
+/// The table of stored answers.
+pub const SCHEMA: &str = r#"
+CREATE TABLE keel_idempotency (
+    key         TEXT        PRIMARY KEY,
+    fingerprint TEXT        NOT NULL,
+    status      SMALLINT    NOT NULL,
+    location    TEXT,
+    body        BYTEA       NOT NULL,
+    created_at  TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE INDEX keel_idempotency_created ON keel_idempotency (created_at);
+"#;
+
+/// Stores the answer of the request that holds `claim`, on the transaction that creates the
+/// record. False when the key is taken already (another request with the same key committed
+/// first): return an error so that the transaction rolls back, such as
+/// [`in_progress`](crate::idempotency::in_progress).
+pub async fn save(
+    conn: &mut PgConnection,
+    claim: &Claim,
+    status: u16,
+    location: Option<&str>,
+    body: &[u8],
+) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO keel_idempotency (key, fingerprint, status, location, body) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (key) DO NOTHING",
+    )
+    .bind(&claim.key)
+    .bind(&claim.fingerprint)
+    .bind(i16::try_from(status).unwrap_or(i16::MAX))
+    .bind(location)
+    .bind(body)
+    .execute(conn)
+    .await?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+/// Deletes up to `limit` answers stored more than `ttl` ago; returns how many.
+pub async fn prune(pool: &PgPool, ttl: Duration, limit: usize) -> Result<u64, sqlx::Error> {
+    let deleted = sqlx::query(
+        "DELETE FROM keel_idempotency WHERE key IN ( \
+           SELECT key FROM keel_idempotency \
+           WHERE created_at < now() - make_interval(secs => $1) LIMIT $2)",
+    )
+    .bind(ttl.as_secs_f64())
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .execute(pool)
+    .await?;
+    Ok(deleted.rows_affected())
+}
+
+/// The answers in a database whose schema includes [`SCHEMA`], each valid for `ttl`.
+#[derive(Debug, Clone)]
+pub struct PgIdempotency {
+    pool: PgPool,
+    ttl: Duration,
+}
+
+impl PgIdempotency {
+    /// Answers in `pool`'s database, replayed for `ttl` after they were stored.
+    pub fn new(pool: PgPool, ttl: Duration) -> Self {
+        Self { pool, ttl }
+    }
+}
+
+impl IdempotencyStore for PgIdempotency {
+    async fn lookup(&self, key: &str) -> Result<Option<StoredAnswer>, ApiError> {
+        let row: Option<(String, i16, Option<String>, Vec<u8>)> = sqlx::query_as(
+            "SELECT fingerprint, status, location, body FROM keel_idempotency \
+             WHERE key = $1 AND created_at >= now() - make_interval(secs => $2)",
+        )
+        .bind(key)
+        .bind(self.ttl.as_secs_f64())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(
+            row.map(|(fingerprint, status, location, body)| StoredAnswer {
+                fingerprint,
+                status: u16::try_from(status).unwrap_or(500),
+                location,
+                body,
+            }),
+        )
+    }
+}

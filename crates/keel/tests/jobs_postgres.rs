@@ -1,0 +1,211 @@
+//! The PostgreSQL job queue as several instances share it: concurrent migrations, every job
+//! run once across instances, an enqueue on one instance waking the workers of another, and
+//! the jobs of a dead instance taken over when their lease runs out.
+#![cfg(feature = "postgres")]
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use keel::jobs::postgres::{PgQueue, MIGRATIONS};
+use keel::jobs::{Backend, Job, JobError, JobMeta, Registry, Worker, WorkerConfig};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+struct Count {
+    n: u32,
+}
+impl Job for Count {
+    const KIND: &'static str = "count";
+}
+
+/// Counts the runs of each job.
+fn counter(runs: Arc<Mutex<HashMap<u32, u32>>>) -> Registry {
+    Registry::new().register(move |job: Count, _: JobMeta| {
+        *runs.lock().unwrap().entry(job.n).or_default() += 1;
+        async { Ok::<(), JobError>(()) }
+    })
+}
+
+/// One "instance": its own queue handle (its own wake-ups), listener and workers.
+fn instance(
+    schema: &common::pg::Schema,
+    registry: Registry,
+    config: WorkerConfig,
+) -> (PgQueue, CancellationToken, TaskTracker) {
+    let queue = PgQueue::new(schema.pool.clone(), 5);
+    let (stop, tracker) = (CancellationToken::new(), TaskTracker::new());
+    let listener = queue.clone();
+    let listening = stop.clone();
+    tracker.spawn(async move { listener.listen(listening).await });
+    Worker::spawn(queue.clone(), registry, config, stop.clone(), &tracker);
+    (queue, stop, tracker)
+}
+
+async fn enqueue(queue: &PgQueue, pool: &sqlx::PgPool, jobs: impl IntoIterator<Item = u32>) {
+    let mut tx = pool.begin().await.unwrap();
+    for n in jobs {
+        queue.enqueue(&mut tx, &Count { n }).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn instances_starting_together_apply_each_migration_once() {
+    let Some(schema) = common::pg::Schema::create().await else {
+        return;
+    };
+    let starts: Vec<_> = (0..4)
+        .map(|_| {
+            let pool = schema.pool.clone();
+            tokio::spawn(async move { keel::postgres::migrate(&pool, MIGRATIONS).await })
+        })
+        .collect();
+    for start in starts {
+        start.await.unwrap().unwrap();
+    }
+    let applied: Vec<(i32, String)> =
+        sqlx::query_as("SELECT version, name FROM keel_schema_migrations ORDER BY version")
+            .fetch_all(&schema.pool)
+            .await
+            .unwrap();
+    assert_eq!(applied, vec![(1, "keel jobs".to_owned())]);
+    // And again, as at the next start.
+    keel::postgres::migrate(&schema.pool, MIGRATIONS)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_burst_shared_by_two_instances_runs_each_job_exactly_once() {
+    let Some(schema) = common::pg::Schema::create().await else {
+        return;
+    };
+    keel::postgres::migrate(&schema.pool, MIGRATIONS)
+        .await
+        .unwrap();
+    let runs = Arc::new(Mutex::new(HashMap::new()));
+    let config = WorkerConfig {
+        workers: 2,
+        concurrency: 16,
+        poll_interval: Duration::from_millis(50),
+        ..WorkerConfig::default()
+    };
+    let (a, stop_a, _tracker_a) = instance(&schema, counter(runs.clone()), config.clone());
+    let (_b, stop_b, _tracker_b) = instance(&schema, counter(runs.clone()), config);
+    for chunk in (0..1_000u32).collect::<Vec<_>>().chunks(100) {
+        enqueue(&a, &schema.pool, chunk.iter().copied()).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let done: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM keel_jobs WHERE state = 'succeeded'")
+                .fetch_one(&schema.pool)
+                .await
+                .unwrap();
+        if done == 1_000 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{done} of 1000 jobs done in 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop_a.cancel();
+    stop_b.cancel();
+    let runs = runs.lock().unwrap().clone();
+    assert_eq!(runs.len(), 1_000);
+    assert!(runs.values().all(|&n| n == 1), "a job ran twice");
+    assert_eq!(
+        a.counts().await.unwrap(),
+        vec![("default".to_owned(), "succeeded".to_owned(), 1_000)]
+    );
+}
+
+#[tokio::test]
+async fn an_enqueue_on_one_instance_wakes_the_idle_workers_of_another() {
+    let Some(schema) = common::pg::Schema::create().await else {
+        return;
+    };
+    keel::postgres::migrate(&schema.pool, MIGRATIONS)
+        .await
+        .unwrap();
+    let runs = Arc::new(Mutex::new(HashMap::new()));
+    // Polling alone would take a minute.
+    let config = WorkerConfig {
+        workers: 1,
+        poll_interval: Duration::from_secs(60),
+        ..WorkerConfig::default()
+    };
+    let (_b, stop, _tracker) = instance(&schema, counter(runs.clone()), config);
+    // Let the listener subscribe and the worker go idle.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let a = PgQueue::new(schema.pool.clone(), 5);
+    for n in 0..3 {
+        let started = Instant::now();
+        enqueue(&a, &schema.pool, [n]).await;
+        while !runs.lock().unwrap().contains_key(&n) {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "job {n} not run 5 s after its enqueue on another instance"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn the_jobs_of_a_dead_instance_run_on_another_when_their_lease_runs_out() {
+    let Some(schema) = common::pg::Schema::create().await else {
+        return;
+    };
+    keel::postgres::migrate(&schema.pool, MIGRATIONS)
+        .await
+        .unwrap();
+    let dead = PgQueue::new(schema.pool.clone(), 5);
+    enqueue(&dead, &schema.pool, 0..10).await;
+    // The instance claims them with a 1 s lease, then dies without a word.
+    let lease = Duration::from_secs(1);
+    assert_eq!(dead.claim(10, lease, &[]).await.unwrap().len(), 10);
+    let died = Instant::now();
+
+    let runs = Arc::new(Mutex::new(HashMap::new()));
+    let config = WorkerConfig {
+        workers: 1,
+        poll_interval: Duration::from_millis(100),
+        ..WorkerConfig::default()
+    };
+    let (_survivor, stop, _tracker) = instance(&schema, counter(runs.clone()), config);
+    while runs.lock().unwrap().len() < 10 {
+        assert!(
+            died.elapsed() < Duration::from_secs(5),
+            "{} of 10 jobs taken over",
+            runs.lock().unwrap().len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        died.elapsed() >= lease,
+        "taken over before the lease ran out"
+    );
+    stop.cancel();
+    let attempts: Vec<(i32, String)> =
+        sqlx::query_as("SELECT DISTINCT attempts, last_error FROM keel_jobs")
+            .fetch_all(&schema.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        attempts,
+        vec![(
+            2,
+            "lease expired: the worker stopped, or lost its lease, before recording an outcome"
+                .to_owned()
+        )]
+    );
+}
