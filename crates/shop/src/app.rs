@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use keel::jobs::{Registry, Worker, WorkerConfig};
+use keel::jobs::{Registry, WorkerConfig};
 use keel::webhooks::Secret;
 use keel::ws::Hub;
 use tokio::net::TcpListener;
@@ -173,8 +173,7 @@ impl App {
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
         let stop_workers = self.stop_background.clone();
         let grace = self.workers.shutdown_grace;
-        Worker::spawn(
-            self.state.store.jobs().clone(),
+        self.state.store.jobs().spawn_workers(
             self.registry,
             self.workers,
             stop_workers.clone(),

@@ -70,6 +70,7 @@ impl From<crate::store::StoreError> for keel::ApiError {
     fn from(err: crate::store::StoreError) -> Self {
         match err {
             crate::store::StoreError::Sqlite(err) => err.into(),
+            crate::store::StoreError::Postgres(err) => err.into(),
             crate::store::StoreError::IdempotencyKeyTaken => keel::idempotency::in_progress(),
         }
     }

@@ -2,41 +2,53 @@
 //! connection, a query or which engine runs it.
 //!
 //! `Store`'s public methods are the seam: named after what the service needs (`create_user`,
-//! `place_order`, `receive_payment` …), with the same answers whatever the engine. The SQLite
-//! engine is keel's [`Database`]: every write is a closure handed to the one writer thread,
-//! which commits many callers' closures in one transaction (each in its own savepoint) and
-//! answers after the commit; every read runs inline on the calling thread's read-only
-//! connection. This is also what makes the order's stock check and decrement atomic: see
-//! [`orders`].
+//! `place_order`, `receive_payment` …), with the same answers whatever the engine. Each
+//! method hands the call to the engine the store was opened on:
+//! - [`sqlite`]: one file, one instance; keel's single writer thread committing many
+//!   requests at once, reads inline on each thread's read-only connection.
+//! - [`postgres`]: one database shared by any number of instances; a pool, one transaction per
+//!   write.
+//!
+//! The records the API shows, and what it takes to create them, live in the module of their
+//! table group (`users`, `orders` …), beside the methods that read and write them.
 
 pub mod analytics;
-mod migrations;
 pub mod orders;
+mod postgres;
 pub mod products;
 pub mod retention;
+mod sqlite;
 pub mod users;
 pub mod webhooks;
 
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use keel::idempotency::{Claim, IdempotencyStore, StoredAnswer};
+use keel::jobs::postgres::PgQueue;
 use keel::jobs::sqlite::SqliteQueue;
+use keel::jobs::{JobFilter, JobView, MinuteCount, Registry, RetryOutcome, Worker, WorkerConfig};
+use keel::postgres::idempotency::PgIdempotency;
 use keel::sqlite::idempotency::SqliteIdempotency;
-use keel::sqlite::{Database, Options};
-use rusqlite::Connection;
-use serde::Serialize;
+use keel::{CancellationToken, TaskTracker};
+
+use postgres::PgStore;
+use sqlite::SqliteStore;
 
 /// Why the store could not open.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    #[error("unsupported DATABASE_URL {0:?}: expected sqlite://PATH (a file)")]
+    #[error(
+        "unsupported DATABASE_URL {0:?}: expected sqlite://PATH (a file) or postgres://USER@HOST/DATABASE"
+    )]
     UnsupportedUrl(String),
     #[error(transparent)]
     Open(#[from] keel::sqlite::OpenError),
     #[error("cannot recover interrupted jobs: {0}")]
     Recover(#[from] keel::sqlite::Error),
+    #[error("cannot connect to PostgreSQL: {0}")]
+    Postgres(sqlx::Error),
+    #[error(transparent)]
+    Migrate(#[from] keel::postgres::MigrateError),
 }
 
 /// A read or write that failed. Handlers turn it into the envelope with `?` (the mapping is
@@ -45,6 +57,8 @@ pub enum OpenError {
 pub enum StoreError {
     #[error(transparent)]
     Sqlite(#[from] keel::sqlite::Error),
+    #[error(transparent)]
+    Postgres(#[from] sqlx::Error),
     /// Another request with the same `Idempotency-Key` committed first (on another instance):
     /// nothing was written.
     #[error("the idempotency key was taken by a concurrent request")]
@@ -63,85 +77,92 @@ impl From<serde_json::Error> for StoreError {
     }
 }
 
-/// The service's database, and the job queue inside it. One pointer: cheap to clone.
-#[derive(Debug, Clone)]
-pub struct Store {
-    inner: Arc<Inner>,
+impl StoreError {
+    /// Whether the transaction only lost a race (a deadlock, a serialization conflict) and
+    /// may simply run again.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Postgres(err) if keel::postgres::is_retryable(err))
+    }
 }
 
-#[derive(Debug)]
-struct Inner {
-    db: Database,
-    jobs: SqliteQueue,
+/// Most connections one instance opens to PostgreSQL, unless configured.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 16;
+
+/// The service's database, and the job queue inside it. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    engine: Engine,
+}
+
+#[derive(Debug, Clone)]
+enum Engine {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
 }
 
 impl Store {
     /// Opens (creating it if needed) and migrates the database at `url`; jobs enqueued through
-    /// it get `job_max_attempts` attempts. Fails at once if another process has it open.
+    /// it get `job_max_attempts` attempts. A SQLite file fails at once if another process has
+    /// it open.
     pub async fn open(url: &str, job_max_attempts: u32) -> Result<Self, OpenError> {
-        let path = sqlite_path(url).ok_or_else(|| OpenError::UnsupportedUrl(url.to_owned()))?;
-        let db = Database::open_with(path, Options::default(), migrations::run)?;
-        let jobs = SqliteQueue::new(db.clone(), job_max_attempts);
-        // The lock says no other process works on this file: whatever is `running` was left
-        // by one that died, and runs again now rather than when its lease would run out.
-        let interrupted = jobs.recover_interrupted().await?;
-        if interrupted > 0 {
-            tracing::warn!(
-                jobs = interrupted,
-                "jobs interrupted by the last stop run again"
-            );
+        Self::open_with(url, job_max_attempts, DEFAULT_MAX_CONNECTIONS).await
+    }
+
+    /// Like [`Store::open`]; on PostgreSQL, with at most `max_connections` connections.
+    pub async fn open_with(
+        url: &str,
+        job_max_attempts: u32,
+        max_connections: u32,
+    ) -> Result<Self, OpenError> {
+        if let Some(sqlite) = SqliteStore::open(url, job_max_attempts).await {
+            return Ok(Store {
+                engine: Engine::Sqlite(sqlite?),
+            });
         }
-        Ok(Store {
-            inner: Arc::new(Inner { db, jobs }),
-        })
+        if let Some(pg) = PgStore::open(url, job_max_attempts, max_connections).await {
+            return Ok(Store {
+                engine: Engine::Postgres(pg?),
+            });
+        }
+        Err(OpenError::UnsupportedUrl(url.to_owned()))
+    }
+
+    /// Whether several instances may share this store (PostgreSQL), rather than one (SQLite).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.engine, Engine::Postgres(_))
     }
 
     /// The durable job queue, in the same database.
-    pub fn jobs(&self) -> &SqliteQueue {
-        &self.inner.jobs
+    pub fn jobs(&self) -> Jobs {
+        match &self.engine {
+            Engine::Sqlite(db) => Jobs::Sqlite(db.jobs().clone()),
+            Engine::Postgres(db) => Jobs::Postgres(db.jobs().clone()),
+        }
     }
 
-    /// Succeeds when a read and a round trip through the writer both do.
+    /// Succeeds when a read and a write both do.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.inner
-            .db
-            .readers()
-            .read(|conn| conn.prepare_cached("SELECT 1")?.query_row([], |_| Ok(())))?;
-        self.inner.db.writer().ping().await?;
-        Ok(())
+        match &self.engine {
+            Engine::Sqlite(db) => db.ping().await,
+            Engine::Postgres(db) => db.ping().await,
+        }
     }
 
-    /// Commits what was handed to the writer, then closes the database and releases its lock.
+    /// Commits what was handed over, then closes the database (and releases its lock).
     pub async fn close(&self) {
-        self.inner.db.close().await;
+        match &self.engine {
+            Engine::Sqlite(db) => db.close().await,
+            Engine::Postgres(db) => db.close().await,
+        }
     }
 
     /// The answers stored under `Idempotency-Key`s, each replayed for `ttl`.
     pub fn answers(&self, ttl: Duration) -> Answers {
-        Answers(SqliteIdempotency::new(self.inner.db.clone(), ttl))
+        match &self.engine {
+            Engine::Sqlite(db) => Answers::Sqlite(db.answers(ttl)),
+            Engine::Postgres(db) => Answers::Postgres(db.answers(ttl)),
+        }
     }
-
-    fn writer(&self) -> &keel::sqlite::Writer {
-        self.inner.db.writer()
-    }
-
-    fn readers(&self) -> &keel::sqlite::Readers {
-        self.inner.db.readers()
-    }
-}
-
-/// The file of `sqlite://PATH` or `sqlite:PATH` (query parameters ignored); `None` for any
-/// other URL or an in-memory database, which would be a different, empty database on every
-/// connection.
-fn sqlite_path(url: &str) -> Option<PathBuf> {
-    let rest = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))?;
-    let path = rest.split('?').next().unwrap_or_default();
-    if path.is_empty() || path == ":memory:" || url.contains("mode=memory") {
-        return None;
-    }
-    Some(PathBuf::from(path))
 }
 
 /// A creating request's `Idempotency-Key`: the store keeps its answer (201, `Location:
@@ -154,30 +175,79 @@ pub struct Remember {
     pub location: &'static str,
 }
 
-/// Stores the answer under `remember`'s key, when there is one; inside the record's write.
-fn remember<T: Serialize>(
-    conn: &Connection,
-    remember: Option<&Remember>,
-    id: i64,
-    record: &T,
-) -> Result<(), StoreError> {
-    let Some(remember) = remember else {
-        return Ok(());
-    };
-    let body = serde_json::to_vec(record)?;
-    let location = format!("{}{id}", remember.location);
-    match keel::sqlite::idempotency::save(conn, &remember.claim, 201, Some(&location), &body)? {
-        true => Ok(()),
-        false => Err(StoreError::IdempotencyKeyTaken),
-    }
-}
-
 /// The stored answers, for keel's idempotency layer.
 #[derive(Debug, Clone)]
-pub struct Answers(SqliteIdempotency);
+pub enum Answers {
+    Sqlite(SqliteIdempotency),
+    Postgres(PgIdempotency),
+}
 
 impl IdempotencyStore for Answers {
     async fn lookup(&self, key: &str) -> Result<Option<StoredAnswer>, keel::ApiError> {
-        self.0.lookup(key).await
+        match self {
+            Answers::Sqlite(answers) => answers.lookup(key).await,
+            Answers::Postgres(answers) => answers.lookup(key).await,
+        }
+    }
+}
+
+/// The job queue of the store's database: its workers and what operators see of it.
+#[derive(Debug, Clone)]
+pub enum Jobs {
+    Sqlite(SqliteQueue),
+    Postgres(PgQueue),
+}
+
+impl Jobs {
+    /// Starts the workers, owned by `tracker` and stopped by `shutdown`.
+    pub fn spawn_workers(
+        self,
+        registry: Registry,
+        config: WorkerConfig,
+        shutdown: CancellationToken,
+        tracker: &TaskTracker,
+    ) {
+        match self {
+            Jobs::Sqlite(queue) => Worker::spawn(queue, registry, config, shutdown, tracker),
+            Jobs::Postgres(queue) => {
+                // Enqueues on any instance wake the workers here at once.
+                let listener = queue.clone();
+                let listening = shutdown.clone();
+                tracker.spawn(async move { listener.listen(listening).await });
+                Worker::spawn(queue, registry, config, shutdown, tracker);
+            }
+        }
+    }
+
+    /// Number of jobs by queue and state (states with none left out).
+    pub async fn counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        match self {
+            Jobs::Sqlite(queue) => Ok(queue.counts().await?),
+            Jobs::Postgres(queue) => Ok(queue.counts().await?),
+        }
+    }
+
+    /// Jobs newest first, filtered; keyset pagination by `before_id`.
+    pub async fn list(&self, filter: &JobFilter) -> Result<Vec<JobView>, StoreError> {
+        match self {
+            Jobs::Sqlite(queue) => Ok(queue.list(filter).await?),
+            Jobs::Postgres(queue) => Ok(queue.list(filter).await?),
+        }
+    }
+
+    /// Puts a dead job back to pending, due now, its attempts reset.
+    pub async fn retry(&self, id: i64) -> Result<RetryOutcome, StoreError> {
+        match self {
+            Jobs::Sqlite(queue) => Ok(queue.retry(id).await?),
+            Jobs::Postgres(queue) => Ok(queue.retry(id).await?),
+        }
+    }
+
+    /// Jobs finished per minute over the last `minutes` minutes, oldest first.
+    pub async fn finished_per_minute(&self, minutes: u32) -> Result<Vec<MinuteCount>, StoreError> {
+        match self {
+            Jobs::Sqlite(queue) => Ok(queue.finished_per_minute(minutes).await?),
+            Jobs::Postgres(queue) => Ok(queue.finished_per_minute(minutes).await?),
+        }
     }
 }

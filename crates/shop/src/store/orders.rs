@@ -6,19 +6,16 @@
 //! orders can never sell more than the stock, and the order and the stock change commit
 //! together or not at all.
 
-use rusqlite::{Connection, OptionalExtension, Row};
-use serde::Serialize;
-
 use std::time::Duration;
 
-use super::webhooks::{self, PaymentOutcome};
-use super::{remember, Remember, Store, StoreError};
+use serde::Serialize;
+
+use super::webhooks::PaymentOutcome;
+use super::{Engine, Remember, Store, StoreError};
 use crate::domain::{Id, Quantity};
-use crate::events::{Event, EventKind};
-use crate::jobs::ExpireOrder;
 
 /// An order as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema, sqlx::FromRow)]
 pub struct Order {
     pub id: i64,
     pub user_id: i64,
@@ -27,20 +24,6 @@ pub struct Order {
     pub total_cents: i64,
     pub status: String,
     pub created_at: String,
-}
-
-impl Order {
-    pub(super) fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Order {
-            id: row.get(0)?,
-            user_id: row.get(1)?,
-            product_id: row.get(2)?,
-            quantity: row.get(3)?,
-            total_cents: row.get(4)?,
-            status: row.get(5)?,
-            created_at: row.get(6)?,
-        })
-    }
 }
 
 /// An order to place: every field already valid.
@@ -66,21 +49,6 @@ pub enum PlaceOrderError {
     Database(#[from] StoreError),
 }
 
-impl From<keel::sqlite::Error> for PlaceOrderError {
-    fn from(err: keel::sqlite::Error) -> Self {
-        PlaceOrderError::Database(err.into())
-    }
-}
-
-impl From<rusqlite::Error> for PlaceOrderError {
-    fn from(err: rusqlite::Error) -> Self {
-        PlaceOrderError::Database(err.into())
-    }
-}
-
-pub(super) const ORDER_COLUMNS: &str =
-    "id, user_id, product_id, quantity, total_cents, status, created_at";
-
 impl Store {
     /// Places an order: refused for an unknown user or product or a short stock, otherwise
     /// the stock is decremented, the order inserted, `order.created` fanned out and its
@@ -92,109 +60,27 @@ impl Store {
         payment_window: Duration,
         key: Option<Remember>,
     ) -> Result<Order, PlaceOrderError> {
-        let jobs = self.inner.jobs.clone();
-        let order = self
-            .writer()
-            .write(move |conn| {
-                let order = insert_order(conn, new)?;
-                let event =
-                    Event::new(EventKind::OrderCreated, &order).map_err(StoreError::from)?;
-                webhooks::fan_out(conn, &jobs, &event)?;
-                let expiry = ExpireOrder { order_id: order.id };
-                jobs.enqueue_at(conn, &expiry, payment_window)
-                    .map_err(StoreError::from)?;
-                remember(conn, key.as_ref(), order.id, &order)?;
-                Ok::<_, PlaceOrderError>(order)
-            })
-            .await?;
-        self.inner.jobs.wake();
-        Ok(order)
+        match &self.engine {
+            Engine::Sqlite(db) => db.place_order(new, payment_window, key).await,
+            Engine::Postgres(db) => db.place_order(new, payment_window, key).await,
+        }
     }
 
     /// Cancels order `order_id` if it is still pending (its payment window has ended): the
     /// stock goes back and `order.cancelled` is fanned out, in one write. A paid or already
     /// cancelled order is left as it is.
     pub async fn expire_order(&self, order_id: i64) -> Result<PaymentOutcome, StoreError> {
-        let jobs = self.inner.jobs.clone();
-        let outcome = self
-            .writer()
-            .write(move |conn| {
-                let order: Option<(String, i64, i64)> = conn
-                    .prepare_cached(
-                        "SELECT status, product_id, quantity FROM orders WHERE id = ?1",
-                    )?
-                    .query_row([order_id], |row| {
-                        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-                    })
-                    .optional()?;
-                match order {
-                    Some((status, product_id, quantity)) if status == "pending" => {
-                        webhooks::cancel(conn, &jobs, order_id, product_id, quantity)
-                    }
-                    Some(_) => Ok(PaymentOutcome::Unchanged),
-                    None => Ok(PaymentOutcome::Failed(format!("unknown order {order_id}"))),
-                }
-            })
-            .await?;
-        self.inner.jobs.wake();
-        Ok(outcome)
+        match &self.engine {
+            Engine::Sqlite(db) => db.expire_order(order_id).await,
+            Engine::Postgres(db) => db.expire_order(order_id).await,
+        }
     }
 
     /// The order with this id, if any.
     pub async fn order(&self, id: Id) -> Result<Option<Order>, StoreError> {
-        Ok(self.readers().read(|conn| {
-            conn.prepare_cached(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ?1"))?
-                .query_row([id.get()], Order::from_row)
-                .optional()
-        })?)
+        match &self.engine {
+            Engine::Sqlite(db) => db.order(id).await,
+            Engine::Postgres(db) => db.order(id).await,
+        }
     }
-}
-
-fn insert_order(conn: &Connection, new: NewOrder) -> Result<Order, PlaceOrderError> {
-    let user_exists = conn
-        .prepare_cached("SELECT 1 FROM users WHERE id = ?1")?
-        .exists([new.user_id.get()])?;
-    if !user_exists {
-        return Err(PlaceOrderError::UnknownUser(new.user_id));
-    }
-    let quantity = new.quantity.get();
-    let price: Option<i64> = conn
-        .prepare_cached(
-            "UPDATE products SET stock = stock - ?1 WHERE id = ?2 AND stock >= ?1 \
-             RETURNING price_cents",
-        )?
-        .query_row([quantity, new.product_id.get()], |row| row.get(0))
-        .optional()?;
-    let Some(price) = price else {
-        let available: Option<i64> = conn
-            .prepare_cached("SELECT stock FROM products WHERE id = ?1")?
-            .query_row([new.product_id.get()], |row| row.get(0))
-            .optional()?;
-        return Err(match available {
-            None => PlaceOrderError::UnknownProduct(new.product_id),
-            Some(available) => PlaceOrderError::InsufficientStock {
-                available,
-                requested: quantity,
-            },
-        });
-    };
-    // The savepoint of this write is rolled back on any error below: the stock comes back.
-    let Some(total_cents) = price.checked_mul(quantity) else {
-        return Err(PlaceOrderError::TotalOutOfRange);
-    };
-    let order = conn
-        .prepare_cached(&format!(
-            "INSERT INTO orders (user_id, product_id, quantity, total_cents) \
-             VALUES (?1, ?2, ?3, ?4) RETURNING {ORDER_COLUMNS}"
-        ))?
-        .query_row(
-            [
-                new.user_id.get(),
-                new.product_id.get(),
-                quantity,
-                total_cents,
-            ],
-            Order::from_row,
-        )?;
-    Ok(order)
 }

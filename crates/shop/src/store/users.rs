@@ -1,31 +1,17 @@
 //! The `users` table.
 
-use rusqlite::{OptionalExtension, Row};
 use serde::Serialize;
 
-use super::{remember, webhooks, Remember, Store, StoreError};
+use super::{Engine, Remember, Store, StoreError};
 use crate::domain::{Email, Id, Username};
-use crate::events::{Event, EventKind};
-use crate::jobs::WelcomeEmail;
 
 /// A user as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema, sqlx::FromRow)]
 pub struct User {
     pub id: i64,
     pub email: String,
     pub username: String,
     pub created_at: String,
-}
-
-impl User {
-    fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
-        Ok(User {
-            id: row.get(0)?,
-            email: row.get(1)?,
-            username: row.get(2)?,
-            created_at: row.get(3)?,
-        })
-    }
 }
 
 /// A user to create: every field already valid.
@@ -45,39 +31,17 @@ impl Store {
         new: &NewUser,
         key: Option<Remember>,
     ) -> Result<User, StoreError> {
-        let new = new.clone();
-        let jobs = self.inner.jobs.clone();
-        let user = self
-            .writer()
-            .write(move |conn| {
-                let user = conn
-                    .prepare_cached(
-                        "INSERT INTO users (email, username) VALUES (?1, ?2) \
-                         RETURNING id, email, username, created_at",
-                    )?
-                    .query_row([new.email.as_str(), new.username.as_str()], User::from_row)?;
-                let welcome = WelcomeEmail {
-                    user_id: user.id,
-                    email: user.email.clone(),
-                    username: user.username.clone(),
-                };
-                jobs.enqueue(conn, &welcome)?;
-                let event = Event::new(EventKind::UserCreated, &user)?;
-                webhooks::fan_out(conn, &jobs, &event)?;
-                remember(conn, key.as_ref(), user.id, &user)?;
-                Ok::<_, StoreError>(user)
-            })
-            .await?;
-        self.inner.jobs.wake();
-        Ok(user)
+        match &self.engine {
+            Engine::Sqlite(db) => db.create_user(new, key).await,
+            Engine::Postgres(db) => db.create_user(new, key).await,
+        }
     }
 
     /// The user with this id, if any.
     pub async fn user(&self, id: Id) -> Result<Option<User>, StoreError> {
-        Ok(self.readers().read(|conn| {
-            conn.prepare_cached("SELECT id, email, username, created_at FROM users WHERE id = ?1")?
-                .query_row([id.get()], User::from_row)
-                .optional()
-        })?)
+        match &self.engine {
+            Engine::Sqlite(db) => db.user(id).await,
+            Engine::Postgres(db) => db.user(id).await,
+        }
     }
 }

@@ -11,47 +11,47 @@ const SQLITE: &[Migration] = &[
     Migration {
         version: 1,
         name: "users products orders",
-        sql: include_str!("../../migrations/sqlite/0001_init.sql"),
+        sql: include_str!("../../../migrations/sqlite/0001_init.sql"),
     },
     Migration {
         version: 2,
         name: "keel jobs",
-        sql: include_str!("../../migrations/sqlite/0002_keel_jobs.sql"),
+        sql: include_str!("../../../migrations/sqlite/0002_keel_jobs.sql"),
     },
     Migration {
         version: 3,
         name: "analytics events",
-        sql: include_str!("../../migrations/sqlite/0003_analytics.sql"),
+        sql: include_str!("../../../migrations/sqlite/0003_analytics.sql"),
     },
     Migration {
         version: 4,
         name: "webhooks",
-        sql: include_str!("../../migrations/sqlite/0004_webhooks.sql"),
+        sql: include_str!("../../../migrations/sqlite/0004_webhooks.sql"),
     },
     Migration {
         version: 5,
         name: "jobs finished index",
-        sql: include_str!("../../migrations/sqlite/0005_jobs_finished_index.sql"),
+        sql: include_str!("../../../migrations/sqlite/0005_jobs_finished_index.sql"),
     },
     Migration {
         version: 6,
         name: "retention indexes",
-        sql: include_str!("../../migrations/sqlite/0006_retention_indexes.sql"),
+        sql: include_str!("../../../migrations/sqlite/0006_retention_indexes.sql"),
     },
     Migration {
         version: 7,
         name: "keel job counts",
-        sql: include_str!("../../migrations/sqlite/0007_keel_job_counts.sql"),
+        sql: include_str!("../../../migrations/sqlite/0007_keel_job_counts.sql"),
     },
     Migration {
         version: 8,
         name: "endpoint rotation and deletion",
-        sql: include_str!("../../migrations/sqlite/0008_endpoint_rotation_deletion.sql"),
+        sql: include_str!("../../../migrations/sqlite/0008_endpoint_rotation_deletion.sql"),
     },
     Migration {
         version: 9,
         name: "keel idempotency",
-        sql: include_str!("../../migrations/sqlite/0009_keel_idempotency.sql"),
+        sql: include_str!("../../../migrations/sqlite/0009_keel_idempotency.sql"),
     },
 ];
 
@@ -90,19 +90,19 @@ mod tests {
     /// When keel's queue schema changes, shop needs a new migration, not an edited one.
     #[test]
     fn the_frozen_job_migration_is_keels_current_schema() {
-        let frozen = include_str!("../../migrations/sqlite/0002_keel_jobs.sql");
+        let frozen = include_str!("../../../migrations/sqlite/0002_keel_jobs.sql");
         let body = frozen.split_once('\n').map_or("", |(_, rest)| rest);
         assert_eq!(body.trim(), keel::jobs::sqlite::SCHEMA.trim());
-        let frozen = include_str!("../../migrations/sqlite/0005_jobs_finished_index.sql");
+        let frozen = include_str!("../../../migrations/sqlite/0005_jobs_finished_index.sql");
         let body = frozen.split_once('\n').map_or("", |(_, rest)| rest);
         assert_eq!(
             body.trim(),
             keel::jobs::sqlite::SCHEMA_FINISHED_INDEX.trim()
         );
-        let frozen = include_str!("../../migrations/sqlite/0007_keel_job_counts.sql");
+        let frozen = include_str!("../../../migrations/sqlite/0007_keel_job_counts.sql");
         let body = frozen.split_once('\n').map_or("", |(_, rest)| rest);
         assert_eq!(body.trim(), keel::jobs::sqlite::SCHEMA_COUNTS.trim());
-        let frozen = include_str!("../../migrations/sqlite/0009_keel_idempotency.sql");
+        let frozen = include_str!("../../../migrations/sqlite/0009_keel_idempotency.sql");
         let body = frozen.split_once('\n').map_or("", |(_, rest)| rest);
         assert_eq!(body.trim(), keel::sqlite::idempotency::SCHEMA.trim());
     }

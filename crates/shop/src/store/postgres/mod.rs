@@ -1,0 +1,147 @@
+//! The PostgreSQL engine of the [`Store`](super::Store), for any number of instances sharing
+//! one database: a pool of connections; every write is one transaction (the record, its jobs,
+//! its webhook deliveries and its `Idempotency-Key` answer commit together); the stock rule is
+//! one conditional `UPDATE`, which PostgreSQL evaluates under the row's lock, so concurrent
+//! orders on any instances never oversell. A transaction that lost a deadlock or a
+//! serialization conflict runs again (up to three times); a database that cannot be reached is
+//! a 503 with `Retry-After`.
+
+mod analytics;
+mod orders;
+mod products;
+mod retention;
+mod users;
+mod webhooks;
+
+use std::time::Duration;
+
+use keel::jobs::postgres::PgQueue;
+use keel::migration::Migration;
+use keel::postgres::idempotency::PgIdempotency;
+use serde::Serialize;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{PgConnection, PgPool};
+
+use super::{OpenError, Remember, StoreError};
+
+/// In order. Append; never edit one that has shipped.
+const MIGRATIONS: &[Migration] = &[
+    keel::jobs::postgres::MIGRATIONS[0],
+    Migration::new(
+        2,
+        "users products orders analytics webhooks",
+        include_str!("../../../migrations/postgres/0002_shop.sql"),
+    ),
+    Migration::new(3, "keel idempotency", keel::postgres::idempotency::SCHEMA),
+];
+
+/// How an API timestamp is shown: RFC 3339 in UTC with milliseconds, as on SQLite.
+macro_rules! rfc3339 {
+    ($column:literal) => {
+        concat!(
+            "to_char(",
+            $column,
+            " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+        )
+    };
+}
+pub(super) use rfc3339;
+
+/// Runs a transaction again when it lost a deadlock or a serialization conflict, up to three
+/// times in all.
+macro_rules! retried {
+    ($attempt:expr) => {{
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match $attempt {
+                Err(err) if tries < 3 && err.is_retryable() => continue,
+                result => break result,
+            }
+        }
+    }};
+}
+pub(super) use retried;
+
+/// One database shared by every instance, and the job queue inside it.
+#[derive(Debug, Clone)]
+pub(crate) struct PgStore {
+    pool: PgPool,
+    jobs: PgQueue,
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://…`) and applies the migrations the database lacks (every
+    /// instance may do so at the same time: one applies each); `None` when `url` is not a
+    /// PostgreSQL URL.
+    pub(crate) async fn open(
+        url: &str,
+        job_max_attempts: u32,
+        max_connections: u32,
+    ) -> Option<Result<Self, OpenError>> {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return None;
+        }
+        Some(Self::connect(url, job_max_attempts, max_connections).await)
+    }
+
+    async fn connect(
+        url: &str,
+        job_max_attempts: u32,
+        max_connections: u32,
+    ) -> Result<Self, OpenError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(2))
+            // A request waits this long for a connection before its 503.
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await
+            .map_err(OpenError::Postgres)?;
+        keel::postgres::migrate(&pool, MIGRATIONS).await?;
+        let jobs = PgQueue::new(pool.clone(), job_max_attempts);
+        Ok(PgStore { pool, jobs })
+    }
+
+    pub(crate) fn jobs(&self) -> &PgQueue {
+        &self.jobs
+    }
+
+    pub(crate) async fn ping(&self) -> Result<(), StoreError> {
+        // A read, and a write that leaves nothing behind.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT 1").execute(&mut *tx).await?;
+        sqlx::query("SELECT pg_current_xact_id()")
+            .execute(&mut *tx)
+            .await?;
+        tx.rollback().await?;
+        Ok(())
+    }
+
+    pub(crate) async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub(crate) fn answers(&self, ttl: Duration) -> PgIdempotency {
+        PgIdempotency::new(self.pool.clone(), ttl)
+    }
+}
+
+/// Stores the answer under `remember`'s key, when there is one, on the record's transaction.
+async fn remember<T: Serialize>(
+    conn: &mut PgConnection,
+    remember: Option<&Remember>,
+    id: i64,
+    record: &T,
+) -> Result<(), StoreError> {
+    let Some(remember) = remember else {
+        return Ok(());
+    };
+    let body = serde_json::to_vec(record)?;
+    let location = format!("{}{id}", remember.location);
+    match keel::postgres::idempotency::save(conn, &remember.claim, 201, Some(&location), &body)
+        .await?
+    {
+        true => Ok(()),
+        false => Err(StoreError::IdempotencyKeyTaken),
+    }
+}

@@ -1,0 +1,148 @@
+//! The `orders` table on PostgreSQL, and the one transaction that sells stock.
+//!
+//! The stock check and decrement are one conditional `UPDATE … WHERE stock >= quantity`: the
+//! row's lock makes concurrent orders, from any instance, take turns on it, and the condition
+//! is evaluated again on the row as the previous order left it, so the stock never goes below
+//! zero and the order and its stock change commit together or not at all.
+
+use std::time::Duration;
+
+use sqlx::PgConnection;
+
+use super::{remember, retried, rfc3339, webhooks, PgStore};
+use crate::domain::Id;
+use crate::events::{Event, EventKind};
+use crate::jobs::ExpireOrder;
+use crate::store::orders::{NewOrder, Order, PlaceOrderError};
+use crate::store::webhooks::PaymentOutcome;
+use crate::store::{Remember, StoreError};
+
+pub(super) const ORDER_COLUMNS: &str = concat!(
+    "id, user_id, product_id, quantity, total_cents, status, ",
+    rfc3339!("created_at"),
+    " AS created_at"
+);
+
+impl From<sqlx::Error> for PlaceOrderError {
+    fn from(err: sqlx::Error) -> Self {
+        PlaceOrderError::Database(err.into())
+    }
+}
+
+impl PlaceOrderError {
+    fn is_retryable(&self) -> bool {
+        matches!(self, PlaceOrderError::Database(err) if err.is_retryable())
+    }
+}
+
+impl PgStore {
+    pub(crate) async fn place_order(
+        &self,
+        new: NewOrder,
+        payment_window: Duration,
+        key: Option<Remember>,
+    ) -> Result<Order, PlaceOrderError> {
+        retried!(
+            self.place_order_once(new, payment_window, key.as_ref())
+                .await
+        )
+    }
+
+    async fn place_order_once(
+        &self,
+        new: NewOrder,
+        payment_window: Duration,
+        key: Option<&Remember>,
+    ) -> Result<Order, PlaceOrderError> {
+        let mut tx = self.pool.begin().await?;
+        let order = insert_order(&mut tx, new).await?;
+        let event = Event::new(EventKind::OrderCreated, &order).map_err(StoreError::from)?;
+        webhooks::fan_out(&mut tx, &self.jobs, &event).await?;
+        let expiry = ExpireOrder { order_id: order.id };
+        self.jobs
+            .enqueue_at(&mut tx, &expiry, payment_window)
+            .await?;
+        remember(&mut tx, key, order.id, &order).await?;
+        tx.commit().await?;
+        Ok(order)
+    }
+
+    pub(crate) async fn expire_order(&self, order_id: i64) -> Result<PaymentOutcome, StoreError> {
+        retried!(self.expire_order_once(order_id).await)
+    }
+
+    async fn expire_order_once(&self, order_id: i64) -> Result<PaymentOutcome, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let order: Option<(String, i64, i64)> = sqlx::query_as(
+            "SELECT status, product_id, quantity FROM orders WHERE id = $1 FOR UPDATE",
+        )
+        .bind(order_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let outcome = match order {
+            Some((status, product_id, quantity)) if status == "pending" => {
+                webhooks::cancel(&mut tx, &self.jobs, order_id, product_id, quantity).await?
+            }
+            Some(_) => PaymentOutcome::Unchanged,
+            None => PaymentOutcome::Failed(format!("unknown order {order_id}")),
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    pub(crate) async fn order(&self, id: Id) -> Result<Option<Order>, StoreError> {
+        Ok(
+            sqlx::query_as(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
+                .bind(id.get())
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+}
+
+async fn insert_order(conn: &mut PgConnection, new: NewOrder) -> Result<Order, PlaceOrderError> {
+    let user_exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)")
+        .bind(new.user_id.get())
+        .fetch_one(&mut *conn)
+        .await?;
+    if !user_exists {
+        return Err(PlaceOrderError::UnknownUser(new.user_id));
+    }
+    let quantity = new.quantity.get();
+    let price: Option<i64> = sqlx::query_scalar(
+        "UPDATE products SET stock = stock - $1 WHERE id = $2 AND stock >= $1 \
+         RETURNING price_cents",
+    )
+    .bind(quantity)
+    .bind(new.product_id.get())
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(price) = price else {
+        let available: Option<i64> = sqlx::query_scalar("SELECT stock FROM products WHERE id = $1")
+            .bind(new.product_id.get())
+            .fetch_optional(&mut *conn)
+            .await?;
+        return Err(match available {
+            None => PlaceOrderError::UnknownProduct(new.product_id),
+            Some(available) => PlaceOrderError::InsufficientStock {
+                available,
+                requested: quantity,
+            },
+        });
+    };
+    // The transaction is rolled back on any error below: the stock comes back.
+    let Some(total_cents) = price.checked_mul(quantity) else {
+        return Err(PlaceOrderError::TotalOutOfRange);
+    };
+    let order = sqlx::query_as(&format!(
+        "INSERT INTO orders (user_id, product_id, quantity, total_cents) \
+         VALUES ($1, $2, $3, $4) RETURNING {ORDER_COLUMNS}"
+    ))
+    .bind(new.user_id.get())
+    .bind(new.product_id.get())
+    .bind(quantity)
+    .bind(total_cents)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(order)
+}

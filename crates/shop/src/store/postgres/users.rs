@@ -1,0 +1,59 @@
+//! The `users` table on PostgreSQL.
+
+use super::{remember, retried, rfc3339, webhooks, PgStore};
+use crate::domain::Id;
+use crate::events::{Event, EventKind};
+use crate::jobs::WelcomeEmail;
+use crate::store::users::{NewUser, User};
+use crate::store::{Remember, StoreError};
+
+const USER_COLUMNS: &str = concat!(
+    "id, email, username, ",
+    rfc3339!("created_at"),
+    " AS created_at"
+);
+
+impl PgStore {
+    pub(crate) async fn create_user(
+        &self,
+        new: &NewUser,
+        key: Option<Remember>,
+    ) -> Result<User, StoreError> {
+        retried!(self.create_user_once(new, key.as_ref()).await)
+    }
+
+    async fn create_user_once(
+        &self,
+        new: &NewUser,
+        key: Option<&Remember>,
+    ) -> Result<User, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let user: User = sqlx::query_as(&format!(
+            "INSERT INTO users (email, username) VALUES ($1, $2) RETURNING {USER_COLUMNS}"
+        ))
+        .bind(new.email.as_str())
+        .bind(new.username.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
+        let welcome = WelcomeEmail {
+            user_id: user.id,
+            email: user.email.clone(),
+            username: user.username.clone(),
+        };
+        self.jobs.enqueue(&mut tx, &welcome).await?;
+        let event = Event::new(EventKind::UserCreated, &user)?;
+        webhooks::fan_out(&mut tx, &self.jobs, &event).await?;
+        remember(&mut tx, key, user.id, &user).await?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    pub(crate) async fn user(&self, id: Id) -> Result<Option<User>, StoreError> {
+        Ok(
+            sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+                .bind(id.get())
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+}

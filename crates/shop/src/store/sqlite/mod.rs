@@ -1,0 +1,116 @@
+//! The SQLite engine of the [`Store`](super::Store): keel's [`Database`], where every write is
+//! a closure handed to the one writer thread, which commits many callers' closures in one
+//! transaction (each in its own savepoint) and answers after the commit, and every read runs
+//! inline on the calling thread's read-only connection. This is also what makes the order's
+//! stock check and decrement atomic: see [`orders`].
+
+mod analytics;
+mod migrations;
+pub(super) mod orders;
+mod products;
+mod retention;
+mod users;
+mod webhooks;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use keel::jobs::sqlite::SqliteQueue;
+use keel::sqlite::idempotency::SqliteIdempotency;
+use keel::sqlite::{Database, Options};
+use rusqlite::Connection;
+use serde::Serialize;
+
+use super::{OpenError, Remember, StoreError};
+
+/// One service's SQLite file, and the job queue inside it.
+#[derive(Debug, Clone)]
+pub(crate) struct SqliteStore {
+    db: Database,
+    jobs: SqliteQueue,
+}
+
+impl SqliteStore {
+    /// Opens (creating it if needed) and migrates the database file of `url`, a
+    /// `sqlite://PATH`; `None` when `url` is not one. Fails at once if another process has it
+    /// open.
+    pub(crate) async fn open(url: &str, job_max_attempts: u32) -> Option<Result<Self, OpenError>> {
+        let path = sqlite_path(url)?;
+        Some(Self::open_path(path, job_max_attempts).await)
+    }
+
+    async fn open_path(path: PathBuf, job_max_attempts: u32) -> Result<Self, OpenError> {
+        let db = Database::open_with(path, Options::default(), migrations::run)?;
+        let jobs = SqliteQueue::new(db.clone(), job_max_attempts);
+        // The lock says no other process works on this file: whatever is `running` was left
+        // by one that died, and runs again now rather than when its lease would run out.
+        let interrupted = jobs.recover_interrupted().await?;
+        if interrupted > 0 {
+            tracing::warn!(
+                jobs = interrupted,
+                "jobs interrupted by the last stop run again"
+            );
+        }
+        Ok(SqliteStore { db, jobs })
+    }
+
+    pub(crate) fn jobs(&self) -> &SqliteQueue {
+        &self.jobs
+    }
+
+    pub(crate) async fn ping(&self) -> Result<(), StoreError> {
+        self.db
+            .readers()
+            .read(|conn| conn.prepare_cached("SELECT 1")?.query_row([], |_| Ok(())))?;
+        self.db.writer().ping().await?;
+        Ok(())
+    }
+
+    pub(crate) async fn close(&self) {
+        self.db.close().await;
+    }
+
+    pub(crate) fn answers(&self, ttl: Duration) -> SqliteIdempotency {
+        SqliteIdempotency::new(self.db.clone(), ttl)
+    }
+
+    fn writer(&self) -> &keel::sqlite::Writer {
+        self.db.writer()
+    }
+
+    fn readers(&self) -> &keel::sqlite::Readers {
+        self.db.readers()
+    }
+}
+
+/// The file of `sqlite://PATH` or `sqlite:PATH` (query parameters ignored); `None` for any
+/// other URL or an in-memory database, which would be a different, empty database on every
+/// connection.
+fn sqlite_path(url: &str) -> Option<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" || url.contains("mode=memory") {
+        return None;
+    }
+    Some(PathBuf::from(path))
+}
+
+/// Stores the answer under `remember`'s key, when there is one; inside the record's write.
+fn remember<T: Serialize>(
+    conn: &Connection,
+    remember: Option<&Remember>,
+    id: i64,
+    record: &T,
+) -> Result<(), StoreError> {
+    let Some(remember) = remember else {
+        return Ok(());
+    };
+    let body = serde_json::to_vec(record)?;
+    let location = format!("{}{id}", remember.location);
+    match keel::sqlite::idempotency::save(conn, &remember.claim, 201, Some(&location), &body)? {
+        true => Ok(()),
+        false => Err(StoreError::IdempotencyKeyTaken),
+    }
+}
