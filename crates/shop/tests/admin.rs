@@ -368,12 +368,12 @@ async fn the_console_shows_a_dead_job_and_retry_takes_it_off_the_list() {
 async fn the_console_pages_through_a_thousand_dead_jobs() {
     let app = spawn_app_with(|c| c.admin_token = Some(TOKEN.into())).await;
     let mut db = app.db().await;
-    sqlx::query(
+    let now = common::sql("strftime('%Y-%m-%dT%H:%M:%fZ', 'now')", "now()");
+    sqlx::query(&format!(
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000) \
          INSERT INTO keel_jobs (queue, kind, payload, state, attempts, max_attempts, last_error, run_at, finished_at) \
-         SELECT 'email', 'welcome_email', '{}', 'dead', 8, 8, 'SMTP: refused ' || i, 0, \
-                strftime('%Y-%m-%dT%H:%M:%fZ', 'now') FROM n",
-    )
+         SELECT 'email', 'welcome_email', '{{}}', 'dead', 8, 8, 'SMTP: refused ' || i, 0, {now} FROM n"
+    ))
     .execute(&mut db)
     .await
     .unwrap();

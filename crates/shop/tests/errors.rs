@@ -150,17 +150,19 @@ async fn a_known_path_with_another_method_is_405_with_allow() {
 
 #[tokio::test]
 async fn a_locked_database_is_503_with_retry_after() {
-    use sqlx::Connection;
     let app = spawn_app().await;
     app.create_user("a@b.io", "abc").await;
 
-    // Another process holds the write lock past the service's busy timeout.
-    let url = format!("sqlite://{}", app.db_path.display());
-    let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
-    sqlx::query("BEGIN EXCLUSIVE")
-        .execute(&mut other)
-        .await
-        .unwrap();
+    // Another process holds the write lock past the service's busy (lock) timeout.
+    let mut other = app.db().await;
+    for statement in common::sql(
+        "BEGIN EXCLUSIVE",
+        "BEGIN; LOCK TABLE users IN EXCLUSIVE MODE",
+    )
+    .split("; ")
+    {
+        sqlx::query(statement).execute(&mut other).await.unwrap();
+    }
 
     let res = app
         .post_json("/users", &json!({"email": "b@b.io", "username": "bcd"}))
@@ -197,14 +199,16 @@ async fn health_and_readiness_answer_ok() {
 
 #[tokio::test]
 async fn a_request_held_past_the_timeout_is_504_and_the_service_goes_on() {
-    use sqlx::Connection;
     let app = spawn_app_with(|c| c.request_timeout_secs = 1).await;
-    let url = format!("sqlite://{}", app.db_path.display());
-    let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
-    sqlx::query("BEGIN EXCLUSIVE")
-        .execute(&mut other)
-        .await
-        .unwrap();
+    let mut other = app.db().await;
+    for statement in common::sql(
+        "BEGIN EXCLUSIVE",
+        "BEGIN; LOCK TABLE users IN EXCLUSIVE MODE",
+    )
+    .split("; ")
+    {
+        sqlx::query(statement).execute(&mut other).await.unwrap();
+    }
 
     // The write waits for the lock (up to 5 s) and the 1 s timeout answers first.
     let res = app
@@ -220,10 +224,8 @@ async fn a_request_held_past_the_timeout_is_504_and_the_service_goes_on() {
 
 #[tokio::test]
 async fn an_unexpected_database_error_is_500_without_the_driver_message() {
-    use sqlx::Connection;
     let app = spawn_app().await;
-    let url = format!("sqlite://{}", app.db_path.display());
-    let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let mut other = app.db().await;
     sqlx::query("DROP TABLE orders")
         .execute(&mut other)
         .await

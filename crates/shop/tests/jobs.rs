@@ -173,11 +173,12 @@ async fn user_and_order_analytics_events_are_recorded_after_the_response() {
 
     let events: Vec<(String, String, Option<String>)> = eventually(10, "two events", || async {
         let mut db = app.db().await;
-        let rows: Vec<(String, String, Option<String>)> =
-            sqlx::query_as("SELECT name, properties, request_id FROM analytics_events ORDER BY id")
-                .fetch_all(&mut db)
-                .await
-                .unwrap();
+        let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
+            "SELECT name, CAST(properties AS TEXT), request_id FROM analytics_events ORDER BY id",
+        )
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
         (rows.len() == 2).then_some(rows)
     })
     .await;

@@ -46,9 +46,10 @@ async fn concurrent_signups_commit_together_and_only_the_collisions_are_409() {
 
     // Each created user has exactly one welcome job; the collisions left none.
     let mut db = app.db().await;
-    let jobs: Vec<(i64,)> = sqlx::query_as(
+    let jobs: Vec<(i64,)> = sqlx::query_as(common::sql(
         "SELECT json_extract(payload, '$.user_id') FROM keel_jobs WHERE kind = 'welcome_email'",
-    )
+        "SELECT (payload::json ->> 'user_id')::bigint FROM keel_jobs WHERE kind = 'welcome_email'",
+    ))
     .fetch_all(&mut db)
     .await
     .unwrap();
@@ -92,12 +93,19 @@ async fn retention_deletes_only_what_is_finished_and_older_than_the_setting() {
     // finished one just inside it.
     execute(
         &app,
-        "UPDATE keel_jobs SET finished_at = '2020-01-01T00:00:00.000Z' WHERE id IN (1, 2);
-         UPDATE keel_jobs SET finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-6 days')
-           WHERE id = 3;
-         INSERT INTO keel_jobs (queue, kind, payload, max_attempts, run_at, created_at)
-           VALUES ('email', 'later', '{}', 8, 9999999999999, '2020-01-01T00:00:00.000Z');
-         UPDATE analytics_events SET created_at = '2020-01-01T00:00:00.000Z' WHERE id IN (1, 2);",
+        common::sql(
+            "UPDATE keel_jobs SET finished_at = '2020-01-01T00:00:00.000Z' WHERE id IN (1, 2);
+             UPDATE keel_jobs SET finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-6 days')
+               WHERE id = 3;
+             INSERT INTO keel_jobs (queue, kind, payload, max_attempts, run_at, created_at)
+               VALUES ('email', 'later', '{}', 8, 9999999999999, '2020-01-01T00:00:00.000Z');
+             UPDATE analytics_events SET created_at = '2020-01-01T00:00:00.000Z' WHERE id IN (1, 2);",
+            "UPDATE keel_jobs SET finished_at = '2020-01-01T00:00:00Z' WHERE id IN (1, 2);
+             UPDATE keel_jobs SET finished_at = now() - interval '6 days' WHERE id = 3;
+             INSERT INTO keel_jobs (queue, kind, payload, max_attempts, run_at, created_at)
+               VALUES ('email', 'later', '{}', 8, 9999999999999, '2020-01-01T00:00:00Z');
+             UPDATE analytics_events SET created_at = '2020-01-01T00:00:00Z' WHERE id IN (1, 2);",
+        ),
     )
     .await;
     eventually(10, "the old rows to go", || async {

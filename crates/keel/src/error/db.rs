@@ -86,7 +86,7 @@ fn is_busy(db: &dyn DatabaseError) -> bool {
         return matches!(code.map(|c| c & 0xff), Some(5 | 6));
     }
     db.code().is_some_and(|code| {
-        code.starts_with("08") || matches!(&*code, "53300" | "57P01" | "57P02" | "57P03")
+        code.starts_with("08") || matches!(&*code, "53300" | "55P03" | "57P01" | "57P02" | "57P03")
     })
 }
 

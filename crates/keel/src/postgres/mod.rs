@@ -128,7 +128,8 @@ fn version_i32(version: u32) -> i32 {
 
 /// Whether a client should come back shortly rather than see a failure: the database could
 /// not be reached, the connection broke, the pool is exhausted or closed, or PostgreSQL says
-/// so itself (connection exceptions, too many connections, shutting down, starting up).
+/// so itself (connection exceptions, too many connections, a lock not granted within
+/// `lock_timeout`, shutting down, starting up).
 pub fn is_unavailable(err: &sqlx::Error) -> bool {
     match err {
         sqlx::Error::PoolTimedOut
@@ -139,6 +140,7 @@ pub fn is_unavailable(err: &sqlx::Error) -> bool {
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
             code.starts_with("08")
                 || code == "53300"
+                || code == "55P03"
                 || code == "57P01"
                 || code == "57P02"
                 || code == "57P03"

@@ -1,8 +1,14 @@
-//! `spawn_app`: the real service on 127.0.0.1:0 over a fresh SQLite file, and a real HTTP
-//! client to talk to it.
+//! `spawn_app`: the real service on 127.0.0.1:0 over a fresh database, and a real HTTP client
+//! to talk to it.
+//!
+//! The database is a new SQLite file, or, with `SHOP_TEST_ENGINE=postgres`, a new schema of its
+//! own on the PostgreSQL server at 127.0.0.1:5432 (or `SHOP_TEST_POSTGRES_URL`): the same
+//! suite runs on either engine. The few tests about one engine's own behaviour (a SQLite
+//! file's lock, say) say so and return at once on the other.
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod browser;
+pub mod pg;
 pub mod receiver;
 pub mod smtp;
 pub mod tools;
@@ -19,10 +25,50 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
     pub db_path: std::path::PathBuf,
+    /// The `DATABASE_URL` the service was started with.
+    pub database_url: String,
     pub mail_dir: std::path::PathBuf,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
     _dir: tempfile::TempDir,
+    _schema: Option<pg::Schema>,
+}
+
+/// The engine the suite runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+/// `SHOP_TEST_ENGINE`: `postgres`, or SQLite by default.
+pub fn engine() -> Engine {
+    match std::env::var("SHOP_TEST_ENGINE").as_deref() {
+        Ok("postgres") => Engine::Postgres,
+        _ => Engine::Sqlite,
+    }
+}
+
+/// `sqlite` or `postgres`, whichever the suite runs on: for SQL that differs between them.
+pub fn sql(sqlite: &'static str, postgres: &'static str) -> &'static str {
+    match engine() {
+        Engine::Sqlite => sqlite,
+        Engine::Postgres => postgres,
+    }
+}
+
+/// True (after saying why) when the suite runs on another engine than the one a test is
+/// about: the test returns at once.
+pub fn not_on(engine_of_test: Engine, why: &str) -> bool {
+    if engine() == engine_of_test {
+        return false;
+    }
+    eprintln!(
+        "on {:?} only ({why}): nothing to check on {:?}",
+        engine_of_test,
+        engine()
+    );
+    true
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -33,10 +79,15 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let db_path = dir.path().join("shop.db");
-    let mut config = Config::new(
-        "127.0.0.1:0".parse().unwrap(),
-        format!("sqlite://{}", db_path.display()),
-    );
+    let schema = match engine() {
+        Engine::Sqlite => None,
+        Engine::Postgres => Some(pg::Schema::create().await),
+    };
+    let database_url = match &schema {
+        None => format!("sqlite://{}", db_path.display()),
+        Some(schema) => schema.url.clone(),
+    };
+    let mut config = Config::new("127.0.0.1:0".parse().unwrap(), database_url.clone());
     config.mail_dir = dir.path().join("mail");
     config.job_backoff_base_ms = 50;
     configure(&mut config);
@@ -51,10 +102,12 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
         addr,
         client: reqwest::Client::builder().no_proxy().build().unwrap(),
         db_path,
+        database_url,
         mail_dir,
         stop: Some(stop),
         server: Some(server),
         _dir: dir,
+        _schema: schema,
     }
 }
 
@@ -140,11 +193,14 @@ impl TestApp {
         res.json().await.unwrap()
     }
 
-    /// A connection of its own to the service's database, to look at what the API does not show.
-    pub async fn db(&self) -> sqlx::SqliteConnection {
+    /// A connection of its own to the service's database, to look at what the API does not
+    /// show, on either engine (write `$1` for parameters; both read it).
+    pub async fn db(&self) -> sqlx::AnyConnection {
         use sqlx::Connection;
-        let url = format!("sqlite://{}", self.db_path.display());
-        sqlx::SqliteConnection::connect(&url).await.unwrap()
+        sqlx::any::install_default_drivers();
+        sqlx::AnyConnection::connect(&self.database_url)
+            .await
+            .unwrap()
     }
 
     /// Stops the server gracefully and waits for it.

@@ -19,7 +19,9 @@ use keel::jobs::postgres::PgQueue;
 use keel::migration::Migration;
 use keel::postgres::idempotency::PgIdempotency;
 use serde::Serialize;
-use sqlx::postgres::PgPoolOptions;
+use std::str::FromStr;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool};
 
 use super::{OpenError, Remember, StoreError};
@@ -90,11 +92,16 @@ impl PgStore {
         job_max_attempts: u32,
         max_connections: u32,
     ) -> Result<Self, OpenError> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(OpenError::Postgres)?
+            // A write waits this long for a row or table lock another session holds before its
+            // 503 with `Retry-After`, as SQLite's busy timeout does.
+            .options([("lock_timeout", "5s")]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(2))
             // A request waits this long for a connection before its 503.
             .acquire_timeout(Duration::from_secs(5))
-            .connect(url)
+            .connect_with(options)
             .await
             .map_err(OpenError::Postgres)?;
         keel::postgres::migrate(&pool, MIGRATIONS).await?;
