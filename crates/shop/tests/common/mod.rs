@@ -9,6 +9,8 @@
 
 pub mod browser;
 pub mod pg;
+pub mod process;
+pub mod proxy;
 pub mod receiver;
 pub mod smtp;
 pub mod tools;

@@ -61,3 +61,18 @@ pub fn redis() -> bool {
         "apt-get install redis-server, then start it",
     )
 }
+
+/// Whether a PostgreSQL server answers at 127.0.0.1:5432 (or `SHOP_TEST_POSTGRES_URL` is set).
+pub fn postgres() -> bool {
+    let found = std::env::var_os("SHOP_TEST_POSTGRES_URL").is_some()
+        || std::net::TcpStream::connect_timeout(
+            &std::net::SocketAddr::from(([127, 0, 0, 1], 5432)),
+            std::time::Duration::from_secs(1),
+        )
+        .is_ok();
+    available(
+        "PostgreSQL at 127.0.0.1:5432",
+        found,
+        "apt-get install postgresql, then start it",
+    )
+}
