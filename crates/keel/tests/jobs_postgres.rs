@@ -46,12 +46,22 @@ fn instance(
     (queue, stop, tracker)
 }
 
+/// Enqueues the jobs in one statement; checks that their ids come back in order.
 async fn enqueue(queue: &PgQueue, pool: &sqlx::PgPool, jobs: impl IntoIterator<Item = u32>) {
+    let jobs: Vec<Count> = jobs.into_iter().map(|n| Count { n }).collect();
     let mut tx = pool.begin().await.unwrap();
-    for n in jobs {
-        queue.enqueue(&mut tx, &Count { n }).await.unwrap();
-    }
+    let ids = queue.enqueue_all(&mut tx, &jobs).await.unwrap();
     tx.commit().await.unwrap();
+    assert_eq!(ids.len(), jobs.len());
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    let payloads: Vec<String> =
+        sqlx::query_scalar("SELECT payload FROM keel_jobs WHERE id = ANY($1) ORDER BY id")
+            .bind(&ids)
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    let expected: Vec<String> = jobs.iter().map(|j| format!("{{\"n\":{}}}", j.n)).collect();
+    assert_eq!(payloads, expected);
 }
 
 #[tokio::test]

@@ -192,6 +192,34 @@ impl PgQueue {
         .await
     }
 
+    /// Adds every job of `jobs` to the queue on `conn` in one statement: the way to enqueue many
+    /// at once (a fan-out, an import), at the cost of one. Returns their ids, in order.
+    pub async fn enqueue_all<J: Job>(
+        &self,
+        conn: &mut PgConnection,
+        jobs: &[J],
+    ) -> Result<Vec<i64>, sqlx::Error> {
+        let payloads = jobs
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|err| sqlx::Error::Encode(err.into()))?;
+        let request_id = RequestId::current();
+        sqlx::query_scalar(&format!(
+            "INSERT INTO keel_jobs (queue, kind, payload, max_attempts, run_at, request_id) \
+             SELECT $1, $2, payload, $4, {NOW_MS}, $5 \
+             FROM unnest($3::text[]) WITH ORDINALITY AS job(payload, n) ORDER BY n \
+             RETURNING id"
+        ))
+        .bind(J::QUEUE)
+        .bind(J::KIND)
+        .bind(payloads)
+        .bind(i32::try_from(self.max_attempts).unwrap_or(i32::MAX))
+        .bind(request_id.as_ref().map(RequestId::as_str))
+        .fetch_all(conn)
+        .await
+    }
+
     /// Tells one idle worker of this instance that jobs are due.
     pub fn wake(&self) {
         self.wake.notify_one();
@@ -358,22 +386,20 @@ impl Backend for PgQueue {
         running_here: &[i64],
     ) -> Result<Vec<Claimed>, BackendError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        // Jobs whose lease ran out on their last attempt were lost by a worker each time (a
-        // crash, or a job outliving its lease): stop there rather than loop forever.
-        sqlx::query(&format!(
-            "UPDATE keel_jobs SET state = 'dead', locked_until = NULL, finished_at = now(), \
-             last_error = $2 \
-             WHERE id IN (SELECT id FROM keel_jobs \
-               WHERE state = 'running' AND locked_until <= {NOW_MS} \
-                 AND attempts >= max_attempts AND id <> ALL($1) \
-               FOR UPDATE SKIP LOCKED)"
-        ))
-        .bind(running_here)
-        .bind(LEASE_EXPIRED_LAST)
-        .execute(&self.pool)
-        .await?;
+        // One statement, three parts on disjoint rows: jobs whose lease ran out on their last
+        // attempt were lost by a worker each time (a crash, or a job outliving its lease) and
+        // are dead rather than looping forever; those whose lease ran out earlier are taken
+        // again; then due pending jobs.
         let rows = sqlx::query(&format!(
             "WITH clock AS (SELECT {NOW_MS} AS now), \
+             lost AS ( \
+               UPDATE keel_jobs SET state = 'dead', locked_until = NULL, finished_at = now(), \
+                 last_error = $5 \
+               WHERE id IN (SELECT id FROM keel_jobs, clock \
+                 WHERE state = 'running' AND locked_until <= clock.now \
+                   AND attempts >= max_attempts AND id <> ALL($3) \
+                 FOR UPDATE OF keel_jobs SKIP LOCKED) \
+               RETURNING id), \
              expired AS ( \
                SELECT id FROM keel_jobs, clock \
                WHERE state = 'running' AND locked_until <= clock.now \
@@ -395,6 +421,7 @@ impl Backend for PgQueue {
         .bind(ms(lease))
         .bind(running_here)
         .bind(LEASE_EXPIRED)
+        .bind(LEASE_EXPIRED_LAST)
         .fetch_all(&self.pool)
         .await?;
         let claimed = rows
