@@ -14,13 +14,20 @@
 # Each scenario runs $ROUNDS times (default 3) per server, rotating which goes first, and the
 # best run of each is kept, so that noise from the shared machine hits all alike. Prints
 # requests/s, p99 latency and the ratios. shop runs its job workers (a .eml file per user).
+#
+# ENGINE=postgres runs the three on PostgreSQL instead (DATABASE_URL names the server, default
+# postgres://postgres@127.0.0.1:5432/test; each works in a schema of its own, made anew), the
+# third being crates/shop/examples/postgres_limit.rs: bare axum and sqlx, a pool of 16, the
+# user and its job row inserted in one transaction.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 secs=${1:-8}
 rounds=${ROUNDS:-3}
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
-cargo build --release -q -p shop --bin shop --example bare_axum --example sqlite_limit
+engine=${ENGINE:-sqlite}
+cargo build --release -q -p shop --bin shop --example bare_axum --example sqlite_limit \
+  --example postgres_limit
 target=${CARGO_TARGET_DIR:-target}
 
 work=$(mktemp -d)
@@ -33,12 +40,26 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work" "$mail"; }
 trap cleanup EXIT
 
-SHOP_ADDR=127.0.0.1:18000 DATABASE_URL="sqlite://$work/shop.db" SHOP_MAIL_DIR="$mail" \
+if [ "$engine" = postgres ]; then
+  server=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
+  for schema in bench_http_shop bench_http_bare bench_http_limit; do
+    psql -q "$server" -c "DROP SCHEMA IF EXISTS $schema CASCADE" -c "CREATE SCHEMA $schema" 2>/dev/null
+  done
+  in_schema() { echo "$server?options=-c%20search_path%3D$1"; }
+  shop_db=$(in_schema bench_http_shop) bare_db=$(in_schema bench_http_bare)
+  limit=(postgres_limit "$(in_schema bench_http_limit)")
+  limit_name="axum + sqlx"
+else
+  shop_db="sqlite://$work/shop.db" bare_db="sqlite://$work/bare.db"
+  limit=(sqlite_limit "$work/limit.db")
+  limit_name="limit"
+fi
+SHOP_ADDR=127.0.0.1:18000 DATABASE_URL="$shop_db" SHOP_MAIL_DIR="$mail" \
   RUST_LOG=warn "$target/release/shop" >"$work/shop.log" 2>&1 &
 pids+=($!)
-"$target/release/examples/bare_axum" 127.0.0.1:18001 "sqlite://$work/bare.db" >"$work/bare.log" 2>&1 &
+"$target/release/examples/bare_axum" 127.0.0.1:18001 "$bare_db" >"$work/bare.log" 2>&1 &
 pids+=($!)
-"$target/release/examples/sqlite_limit" 127.0.0.1:18002 "$work/limit.db" >"$work/limit.log" 2>&1 &
+"$target/release/examples/${limit[0]}" 127.0.0.1:18002 "${limit[1]}" >"$work/limit.log" 2>&1 &
 pids+=($!)
 for port in 18000 18001 18002; do
   for _ in $(seq 100); do
@@ -89,7 +110,8 @@ run() {
   echo "$rps $p99"
 }
 
-printf '| scenario | shop req/s | shop p99 | bare axum req/s | bare p99 | limit req/s | limit p99 | shop / bare | shop / limit |\n'
+printf '| scenario (%s) | shop req/s | shop p99 | bare axum req/s | bare p99 | %s req/s | %s p99 | shop / bare | shop / %s |\n' \
+  "$engine" "$limit_name" "$limit_name" "$limit_name"
 printf '|---|---|---|---|---|---|---|---|---|\n'
 for scenario in ${SCENARIOS:-post get 404 422}; do
   declare -A best=([18000]=0 [18001]=0 [18002]=0) p99s=([18000]=- [18001]=- [18002]=-)

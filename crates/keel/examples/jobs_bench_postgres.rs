@@ -102,6 +102,7 @@ async fn enqueue(instances: &[Instance], jobs: u64) {
                 let mut tx = pool.begin().await.expect("begin");
                 queue.enqueue_all(&mut tx, &batch).await.expect("enqueue");
                 tx.commit().await.expect("commit");
+                queue.wake();
                 first += BATCH as u64 * callers;
             }
         });

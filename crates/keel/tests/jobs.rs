@@ -201,6 +201,7 @@ async fn enqueue<J: Job + Clone + Sync>(db: &Db, job: &J) -> i64 {
             let mut tx = pool.begin().await.unwrap();
             let id = queue.enqueue(&mut tx, job).await.unwrap();
             tx.commit().await.unwrap();
+            queue.wake();
             id
         }
     }

@@ -52,6 +52,7 @@ async fn enqueue(queue: &PgQueue, pool: &sqlx::PgPool, jobs: impl IntoIterator<I
     let mut tx = pool.begin().await.unwrap();
     let ids = queue.enqueue_all(&mut tx, &jobs).await.unwrap();
     tx.commit().await.unwrap();
+    queue.wake();
     assert_eq!(ids.len(), jobs.len());
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
     let payloads: Vec<String> =

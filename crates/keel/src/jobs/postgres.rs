@@ -2,9 +2,10 @@
 //! in the service's own database.
 //!
 //! - **Enqueue** on the caller's transaction ([`PgQueue::enqueue`]): the job exists if and only
-//!   if the business change commits. A statement trigger sends `NOTIFY keel_jobs` with it, which
-//!   PostgreSQL delivers at the commit to every instance [`PgQueue::listen`]ing, so idle workers
-//!   everywhere start at once; polling is only the fallback.
+//!   if the business change commits. The enqueue carries a `NOTIFY keel_jobs` (at most one every
+//!   few milliseconds per instance), which PostgreSQL delivers at the commit to every instance
+//!   [`PgQueue::listen`]ing, so idle workers everywhere start at once; [`PgQueue::wake`], called
+//!   after the commit, wakes one here whatever the throttle. Polling is only the fallback.
 //! - **Claims** take a batch with `FOR UPDATE SKIP LOCKED` on partial indexes (due pending jobs,
 //!   expired leases): workers on any number of instances never wait on each other and never take
 //!   the same job. Leases are short and renewed; their times come from the database's clock
@@ -19,6 +20,7 @@
 //! Times the worker compares (`run_at`, `locked_until`) are milliseconds since the Unix epoch
 //! by the database's clock; `created_at` and `finished_at` are `timestamptz`.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,7 +35,7 @@ use super::{ms, Job};
 use crate::migration::Migration;
 use crate::RequestId;
 
-/// The `keel_jobs` table, its indexes, the counts and the wake-up trigger.
+/// The `keel_jobs` table, its indexes and the triggers that keep the counts.
 pub const SCHEMA: &str = r#"
 CREATE TABLE keel_jobs (
     id           BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -65,7 +67,6 @@ CREATE FUNCTION keel_jobs_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO keel_job_counts (queue, state, n)
         SELECT queue, state, count(*) FROM keel_new GROUP BY queue, state;
-    PERFORM pg_notify('keel_jobs', '');
     RETURN NULL;
 END $$;
 CREATE TRIGGER keel_jobs_inserted AFTER INSERT ON keel_jobs
@@ -102,6 +103,9 @@ pub const MIGRATIONS: &[Migration] = &[Migration::new(1, "keel jobs", SCHEMA)];
 
 /// The channel enqueues notify.
 const CHANNEL: &str = "keel_jobs";
+
+/// At most one enqueue in this long carries a `NOTIFY`.
+const NOTIFY_EVERY: Duration = Duration::from_millis(5);
 
 /// Now, in milliseconds since the epoch, by the database's clock.
 const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
@@ -145,6 +149,8 @@ pub struct PgQueue {
     pool: PgPool,
     max_attempts: u32,
     wake: Arc<Notify>,
+    /// When this instance last sent a `NOTIFY` with an enqueue (ms since the epoch).
+    last_notify: Arc<AtomicI64>,
 }
 
 impl PgQueue {
@@ -155,12 +161,14 @@ impl PgQueue {
             pool,
             max_attempts: max_attempts.max(1),
             wake: Arc::new(Notify::new()),
+            last_notify: Arc::new(AtomicI64::new(0)),
         }
     }
 
     /// Adds `job` to the queue on `conn`, the transaction of the business change: the job
-    /// exists if and only if it commits, and the commit wakes idle workers on every instance.
-    /// The id of the current request, if any, is stored with it.
+    /// exists if and only if it commits, and the commit wakes idle workers on every instance
+    /// (call [`PgQueue::wake`] after it to be sure of one here). The id of the current
+    /// request, if any, is stored with it.
     pub async fn enqueue<J: Job>(
         &self,
         conn: &mut PgConnection,
@@ -178,18 +186,19 @@ impl PgQueue {
     ) -> Result<i64, sqlx::Error> {
         let payload = serde_json::to_string(job).map_err(|err| sqlx::Error::Encode(err.into()))?;
         let request_id = RequestId::current();
-        sqlx::query_scalar(&format!(
+        let insert = format!(
             "INSERT INTO keel_jobs (queue, kind, payload, max_attempts, run_at, request_id) \
              VALUES ($1, $2, $3, $4, {NOW_MS} + $5, $6) RETURNING id"
-        ))
-        .bind(J::QUEUE)
-        .bind(J::KIND)
-        .bind(payload)
-        .bind(i32::try_from(self.max_attempts).unwrap_or(i32::MAX))
-        .bind(ms(delay))
-        .bind(request_id.as_ref().map(RequestId::as_str))
-        .fetch_one(conn)
-        .await
+        );
+        sqlx::query_scalar(&self.with_notify(&insert))
+            .bind(J::QUEUE)
+            .bind(J::KIND)
+            .bind(payload)
+            .bind(i32::try_from(self.max_attempts).unwrap_or(i32::MAX))
+            .bind(ms(delay))
+            .bind(request_id.as_ref().map(RequestId::as_str))
+            .fetch_one(conn)
+            .await
     }
 
     /// Adds every job of `jobs` to the queue on `conn` in one statement: the way to enqueue many
@@ -205,24 +214,49 @@ impl PgQueue {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|err| sqlx::Error::Encode(err.into()))?;
         let request_id = RequestId::current();
-        sqlx::query_scalar(&format!(
+        let insert = format!(
             "INSERT INTO keel_jobs (queue, kind, payload, max_attempts, run_at, request_id) \
              SELECT $1, $2, payload, $4, {NOW_MS}, $5 \
              FROM unnest($3::text[]) WITH ORDINALITY AS job(payload, n) ORDER BY n \
              RETURNING id"
-        ))
-        .bind(J::QUEUE)
-        .bind(J::KIND)
-        .bind(payloads)
-        .bind(i32::try_from(self.max_attempts).unwrap_or(i32::MAX))
-        .bind(request_id.as_ref().map(RequestId::as_str))
-        .fetch_all(conn)
-        .await
+        );
+        sqlx::query_scalar(&self.with_notify(&insert))
+            .bind(J::QUEUE)
+            .bind(J::KIND)
+            .bind(payloads)
+            .bind(i32::try_from(self.max_attempts).unwrap_or(i32::MAX))
+            .bind(request_id.as_ref().map(RequestId::as_str))
+            .fetch_all(conn)
+            .await
     }
 
-    /// Tells one idle worker of this instance that jobs are due.
+    /// Tells one idle worker of this instance that jobs are due: call it once an enqueue has
+    /// committed. (The other instances hear of it from the commit's `NOTIFY`.)
     pub fn wake(&self) {
         self.wake.notify_one();
+    }
+
+    /// `insert` (an `INSERT … RETURNING id`), with a `NOTIFY keel_jobs` in the same statement
+    /// unless one went out less than [`NOTIFY_EVERY`] ago: delivered at the commit, to every
+    /// instance listening. A `NOTIFY` takes a lock that serializes the commits of the whole
+    /// database; one in every transaction cost a fifth of a write-heavy service's throughput,
+    /// one every few milliseconds costs nothing visible, and workers busy claiming need none.
+    fn with_notify(&self, insert: &str) -> String {
+        let now = crate::jobs::now_ms();
+        let last = self.last_notify.load(Ordering::Acquire);
+        let due = now.saturating_sub(last) >= ms(NOTIFY_EVERY)
+            && self
+                .last_notify
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok();
+        if !due {
+            return insert.to_owned();
+        }
+        format!(
+            "WITH inserted AS ({insert}), \
+             notified AS (SELECT pg_notify('{CHANNEL}', '')) \
+             SELECT inserted.id FROM inserted, notified"
+        )
     }
 
     /// Listens for enqueues committed by any instance and wakes a worker here for each, until

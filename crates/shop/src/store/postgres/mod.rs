@@ -133,6 +133,26 @@ impl PgStore {
     }
 }
 
+/// Commits `tx` when `result` is a success; otherwise rolls it back at once (a transaction
+/// merely dropped is rolled back at the connection's next use, holding its locks until then).
+async fn finish<T, E: From<sqlx::Error>>(
+    tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    result: Result<T, E>,
+) -> Result<T, E> {
+    match result {
+        Ok(value) => {
+            tx.commit().await?;
+            Ok(value)
+        }
+        Err(err) => {
+            if let Err(rollback) = tx.rollback().await {
+                tracing::debug!(error = %rollback, "rollback failed; the connection is dropped");
+            }
+            Err(err)
+        }
+    }
+}
+
 /// Stores the answer under `remember`'s key, when there is one, on the record's transaction.
 async fn remember<T: Serialize>(
     conn: &mut PgConnection,

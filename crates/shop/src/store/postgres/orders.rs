@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use sqlx::PgConnection;
 
-use super::{remember, retried, rfc3339, webhooks, PgStore};
+use super::{finish, remember, retried, rfc3339, webhooks, PgStore};
 use crate::domain::Id;
 use crate::events::{Event, EventKind};
 use crate::jobs::ExpireOrder;
@@ -55,16 +55,21 @@ impl PgStore {
         key: Option<&Remember>,
     ) -> Result<Order, PlaceOrderError> {
         let mut tx = self.pool.begin().await?;
-        let order = insert_order(&mut tx, new).await?;
-        let event = Event::new(EventKind::OrderCreated, &order).map_err(StoreError::from)?;
-        webhooks::fan_out(&mut tx, &self.jobs, &event).await?;
-        let expiry = ExpireOrder { order_id: order.id };
-        self.jobs
-            .enqueue_at(&mut tx, &expiry, payment_window)
-            .await?;
-        remember(&mut tx, key, order.id, &order).await?;
-        tx.commit().await?;
-        Ok(order)
+        let result: Result<Order, PlaceOrderError> = async {
+            let order = insert_order(&mut tx, new).await?;
+            let event = Event::new(EventKind::OrderCreated, &order).map_err(StoreError::from)?;
+            webhooks::fan_out(&mut tx, &self.jobs, &event).await?;
+            let expiry = ExpireOrder { order_id: order.id };
+            self.jobs
+                .enqueue_at(&mut tx, &expiry, payment_window)
+                .await?;
+            remember(&mut tx, key, order.id, &order).await?;
+            Ok(order)
+        }
+        .await;
+        let value = finish(tx, result).await?;
+        self.jobs.wake();
+        Ok(value)
     }
 
     pub(crate) async fn expire_order(&self, order_id: i64) -> Result<PaymentOutcome, StoreError> {
@@ -73,21 +78,26 @@ impl PgStore {
 
     async fn expire_order_once(&self, order_id: i64) -> Result<PaymentOutcome, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let order: Option<(String, i64, i64)> = sqlx::query_as(
-            "SELECT status, product_id, quantity FROM orders WHERE id = $1 FOR UPDATE",
-        )
-        .bind(order_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let outcome = match order {
-            Some((status, product_id, quantity)) if status == "pending" => {
-                webhooks::cancel(&mut tx, &self.jobs, order_id, product_id, quantity).await?
-            }
-            Some(_) => PaymentOutcome::Unchanged,
-            None => PaymentOutcome::Failed(format!("unknown order {order_id}")),
-        };
-        tx.commit().await?;
-        Ok(outcome)
+        let result: Result<PaymentOutcome, StoreError> = async {
+            let order: Option<(String, i64, i64)> = sqlx::query_as(
+                "SELECT status, product_id, quantity FROM orders WHERE id = $1 FOR UPDATE",
+            )
+            .bind(order_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let outcome = match order {
+                Some((status, product_id, quantity)) if status == "pending" => {
+                    webhooks::cancel(&mut tx, &self.jobs, order_id, product_id, quantity).await?
+                }
+                Some(_) => PaymentOutcome::Unchanged,
+                None => PaymentOutcome::Failed(format!("unknown order {order_id}")),
+            };
+            Ok(outcome)
+        }
+        .await;
+        let value = finish(tx, result).await?;
+        self.jobs.wake();
+        Ok(value)
     }
 
     pub(crate) async fn order(&self, id: Id) -> Result<Option<Order>, StoreError> {

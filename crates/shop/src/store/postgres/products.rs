@@ -1,6 +1,6 @@
 //! The `products` table on PostgreSQL.
 
-use super::{remember, retried, rfc3339, PgStore};
+use super::{finish, remember, retried, rfc3339, PgStore};
 use crate::domain::Id;
 use crate::store::products::{NewProduct, Product};
 use crate::store::{Remember, StoreError};
@@ -26,18 +26,22 @@ impl PgStore {
         key: Option<&Remember>,
     ) -> Result<Product, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let product: Product = sqlx::query_as(&format!(
-            "INSERT INTO products (name, price_cents, stock) VALUES ($1, $2, $3) \
-             RETURNING {PRODUCT_COLUMNS}"
-        ))
-        .bind(new.name.as_str())
-        .bind(new.price_cents)
-        .bind(new.stock)
-        .fetch_one(&mut *tx)
-        .await?;
-        remember(&mut tx, key, product.id, &product).await?;
-        tx.commit().await?;
-        Ok(product)
+        let result: Result<Product, StoreError> = async {
+            let product: Product = sqlx::query_as(&format!(
+                "INSERT INTO products (name, price_cents, stock) VALUES ($1, $2, $3) \
+                 RETURNING {PRODUCT_COLUMNS}"
+            ))
+            .bind(new.name.as_str())
+            .bind(new.price_cents)
+            .bind(new.stock)
+            .fetch_one(&mut *tx)
+            .await?;
+            remember(&mut tx, key, product.id, &product).await?;
+            Ok(product)
+        }
+        .await;
+        let value = finish(tx, result).await?;
+        Ok(value)
     }
 
     pub(crate) async fn product(&self, id: Id) -> Result<Option<Product>, StoreError> {

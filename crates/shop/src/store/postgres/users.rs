@@ -1,6 +1,6 @@
 //! The `users` table on PostgreSQL.
 
-use super::{remember, retried, rfc3339, webhooks, PgStore};
+use super::{finish, remember, retried, rfc3339, webhooks, PgStore};
 use crate::domain::Id;
 use crate::events::{Event, EventKind};
 use crate::jobs::WelcomeEmail;
@@ -28,24 +28,29 @@ impl PgStore {
         key: Option<&Remember>,
     ) -> Result<User, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let user: User = sqlx::query_as(&format!(
-            "INSERT INTO users (email, username) VALUES ($1, $2) RETURNING {USER_COLUMNS}"
-        ))
-        .bind(new.email.as_str())
-        .bind(new.username.as_str())
-        .fetch_one(&mut *tx)
-        .await?;
-        let welcome = WelcomeEmail {
-            user_id: user.id,
-            email: user.email.clone(),
-            username: user.username.clone(),
-        };
-        self.jobs.enqueue(&mut tx, &welcome).await?;
-        let event = Event::new(EventKind::UserCreated, &user)?;
-        webhooks::fan_out(&mut tx, &self.jobs, &event).await?;
-        remember(&mut tx, key, user.id, &user).await?;
-        tx.commit().await?;
-        Ok(user)
+        let result: Result<User, StoreError> = async {
+            let user: User = sqlx::query_as(&format!(
+                "INSERT INTO users (email, username) VALUES ($1, $2) RETURNING {USER_COLUMNS}"
+            ))
+            .bind(new.email.as_str())
+            .bind(new.username.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+            let welcome = WelcomeEmail {
+                user_id: user.id,
+                email: user.email.clone(),
+                username: user.username.clone(),
+            };
+            self.jobs.enqueue(&mut tx, &welcome).await?;
+            let event = Event::new(EventKind::UserCreated, &user)?;
+            webhooks::fan_out(&mut tx, &self.jobs, &event).await?;
+            remember(&mut tx, key, user.id, &user).await?;
+            Ok(user)
+        }
+        .await;
+        let value = finish(tx, result).await?;
+        self.jobs.wake();
+        Ok(value)
     }
 
     pub(crate) async fn user(&self, id: Id) -> Result<Option<User>, StoreError> {

@@ -8,7 +8,7 @@ use keel::jobs::postgres::PgQueue;
 use sqlx::PgConnection;
 
 use super::orders::ORDER_COLUMNS;
-use super::{remember, retried, rfc3339, PgStore};
+use super::{finish, remember, retried, rfc3339, PgStore};
 use crate::events::{Event, EventKind};
 use crate::jobs::{DeliverWebhook, ProcessPayment};
 use crate::store::orders::Order;
@@ -53,26 +53,30 @@ impl PgStore {
         key: Option<&Remember>,
     ) -> Result<Endpoint, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let (id, created_at): (i64, String) = sqlx::query_as(concat!(
-            "INSERT INTO webhook_endpoints (url, events, secret) VALUES ($1, $2::jsonb, $3) \
-             RETURNING id, ",
-            rfc3339!("created_at")
-        ))
-        .bind(url)
-        .bind(events_json)
-        .bind(secret)
-        .fetch_one(&mut *tx)
-        .await?;
-        let endpoint = Endpoint {
-            id,
-            url: url.to_owned(),
-            events: events.to_vec(),
-            secret: secret.to_owned(),
-            created_at,
-        };
-        remember(&mut tx, key, endpoint.id, &endpoint).await?;
-        tx.commit().await?;
-        Ok(endpoint)
+        let result: Result<Endpoint, StoreError> = async {
+            let (id, created_at): (i64, String) = sqlx::query_as(concat!(
+                "INSERT INTO webhook_endpoints (url, events, secret) VALUES ($1, $2::jsonb, $3) \
+                 RETURNING id, ",
+                rfc3339!("created_at")
+            ))
+            .bind(url)
+            .bind(events_json)
+            .bind(secret)
+            .fetch_one(&mut *tx)
+            .await?;
+            let endpoint = Endpoint {
+                id,
+                url: url.to_owned(),
+                events: events.to_vec(),
+                secret: secret.to_owned(),
+                created_at,
+            };
+            remember(&mut tx, key, endpoint.id, &endpoint).await?;
+            Ok(endpoint)
+        }
+        .await;
+        let value = finish(tx, result).await?;
+        Ok(value)
     }
 
     pub(crate) async fn endpoint_summaries(
@@ -188,23 +192,28 @@ impl PgStore {
         order_id: i64,
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let inbound: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO inbound_webhooks (message_id, type, order_id) VALUES ($1, $2, $3) \
-             ON CONFLICT (message_id) DO NOTHING RETURNING id",
-        )
-        .bind(message_id)
-        .bind(kind)
-        .bind(order_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(inbound_id) = inbound else {
-            return Ok(false);
-        };
-        self.jobs
-            .enqueue(&mut tx, &ProcessPayment { inbound_id })
+        let result: Result<bool, StoreError> = async {
+            let inbound: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO inbound_webhooks (message_id, type, order_id) VALUES ($1, $2, $3) \
+                 ON CONFLICT (message_id) DO NOTHING RETURNING id",
+            )
+            .bind(message_id)
+            .bind(kind)
+            .bind(order_id)
+            .fetch_optional(&mut *tx)
             .await?;
-        tx.commit().await?;
-        Ok(true)
+            let Some(inbound_id) = inbound else {
+                return Ok(false);
+            };
+            self.jobs
+                .enqueue(&mut tx, &ProcessPayment { inbound_id })
+                .await?;
+            Ok(true)
+        }
+        .await;
+        let value = finish(tx, result).await?;
+        self.jobs.wake();
+        Ok(value)
     }
 
     pub(crate) async fn process_payment(
@@ -216,9 +225,14 @@ impl PgStore {
 
     async fn process_payment_once(&self, inbound_id: i64) -> Result<PaymentOutcome, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let outcome = process_payment(&mut tx, &self.jobs, inbound_id).await?;
-        tx.commit().await?;
-        Ok(outcome)
+        let result: Result<PaymentOutcome, StoreError> = async {
+            let outcome = process_payment(&mut tx, &self.jobs, inbound_id).await?;
+            Ok(outcome)
+        }
+        .await;
+        let value = finish(tx, result).await?;
+        self.jobs.wake();
+        Ok(value)
     }
 
     pub(crate) async fn delete_endpoint(&self, id: i64) -> Result<bool, StoreError> {
@@ -227,31 +241,35 @@ impl PgStore {
 
     async fn delete_endpoint_once(&self, id: i64) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let deleted = sqlx::query(
-            "UPDATE webhook_endpoints SET deleted_at = now() WHERE id = $1 AND deleted_at IS NULL",
-        )
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        if deleted.rows_affected() == 0 {
-            return Ok(false);
+        let result: Result<bool, StoreError> = async {
+            let deleted = sqlx::query(
+                "UPDATE webhook_endpoints SET deleted_at = now() WHERE id = $1 AND deleted_at IS NULL",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            if deleted.rows_affected() == 0 {
+                return Ok(false);
+            }
+            sqlx::query(
+                "WITH stopped AS ( \
+                   UPDATE keel_jobs SET state = 'dead', locked_until = NULL, finished_at = now(), \
+                     last_error = $2 \
+                   WHERE state IN ('pending', 'running') AND id IN \
+                     (SELECT job_id FROM webhook_deliveries WHERE endpoint_id = $1) \
+                   RETURNING id) \
+                 UPDATE webhook_deliveries SET last_error = $2 \
+                 WHERE endpoint_id = $1 AND job_id IN (SELECT id FROM stopped)",
+            )
+            .bind(id)
+            .bind(ENDPOINT_DELETED)
+            .execute(&mut *tx)
+            .await?;
+            Ok(true)
         }
-        sqlx::query(
-            "WITH stopped AS ( \
-               UPDATE keel_jobs SET state = 'dead', locked_until = NULL, finished_at = now(), \
-                 last_error = $2 \
-               WHERE state IN ('pending', 'running') AND id IN \
-                 (SELECT job_id FROM webhook_deliveries WHERE endpoint_id = $1) \
-               RETURNING id) \
-             UPDATE webhook_deliveries SET last_error = $2 \
-             WHERE endpoint_id = $1 AND job_id IN (SELECT id FROM stopped)",
-        )
-        .bind(id)
-        .bind(ENDPOINT_DELETED)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(true)
+        .await;
+        let value = finish(tx, result).await?;
+        Ok(value)
     }
 
     pub(crate) async fn rotate_secret(
