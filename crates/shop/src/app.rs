@@ -80,7 +80,12 @@ impl App {
             }
         }
         crate::metrics::handle();
-        let store = Store::open(&config.database_url, config.job_max_attempts).await?;
+        let store = Store::open_with(
+            &config.database_url,
+            config.job_max_attempts,
+            config.db_max_connections,
+        )
+        .await?;
         let mailer = Mailer::new(
             config.smtp_url.as_deref(),
             &config.mail_dir,

@@ -15,9 +15,14 @@ pub struct Config {
     #[arg(long, env = "SHOP_ADDR", default_value = "127.0.0.1:8000")]
     pub addr: SocketAddr,
 
-    /// Database: `sqlite://PATH` (created and migrated at start-up).
+    /// Database: `sqlite://PATH` (created and migrated at start-up; one instance), or
+    /// `postgres://USER@HOST[:PORT]/DATABASE` (migrated at start-up; any number of instances).
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://shop.db")]
     pub database_url: String,
+
+    /// Most connections this instance opens to PostgreSQL (unused on SQLite).
+    #[arg(long, env = "SHOP_DB_MAX_CONNECTIONS", default_value_t = crate::store::DEFAULT_MAX_CONNECTIONS)]
+    pub db_max_connections: u32,
 
     /// SMTP server for outgoing mail (`smtp://[user:pass@]host[:port]`, `?tls=required` for
     /// STARTTLS, `smtps://` for TLS); unset, mail is written
