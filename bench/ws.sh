@@ -4,6 +4,9 @@
 #
 #   bench/ws.sh                      runs: 10k clients at 10 and 30 events/s, 1k at 300
 #   bench/ws.sh CONNECTIONS RATE SECONDS
+#   bench/ws.sh cross [CONNECTIONS RATE SECONDS]   (default 2000 100 10) one instance, then two
+#                    sharing the Redis at $REDIS_URL (default redis://127.0.0.1:6379): events
+#                    created on one, clients on the other; the difference is what Redis adds
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +14,16 @@ cd "$(dirname "$0")/.."
 ulimit -n "$(ulimit -Hn)"
 cargo build --release -q -p shop --bin shop --example ws_load
 target=${CARGO_TARGET_DIR:-target}
+if [ "${1:-}" = cross ]; then
+  shift
+  run=("${1:-2000}" "${2:-100}" "${3:-10}")
+  echo "== one instance: ${run[*]} (connections, events/s, seconds)"
+  env -u REDIS_URL "$target/release/examples/ws_load" "${run[@]}"
+  echo
+  echo "== two instances through Redis: ${run[*]}"
+  REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379} "$target/release/examples/ws_load" "${run[@]}"
+  exit
+fi
 if [ $# -ge 3 ]; then
   "$target/release/examples/ws_load" "$@"
   exit

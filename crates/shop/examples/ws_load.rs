@@ -11,6 +11,10 @@
 //! event and record the time from the `POST /users` being sent to the event's receipt: the
 //! latency a client sees, HTTP, SQLite commit and broadcast included. The other clients count
 //! frames.
+//!
+//! With `REDIS_URL` set it starts two instances sharing that Redis (each on its own SQLite
+//! file): the users are created on the first, the clients listen on the second, so every event
+//! crosses through Redis. `bench/ws.sh cross` runs it both ways to give what Redis adds.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -91,6 +95,41 @@ async fn client(url: String, shared: Arc<Shared>, sampled: bool) {
     shared.closed.fetch_add(1, Ordering::Relaxed);
 }
 
+/// Starts `target/release/shop` on a fresh SQLite file in `dir`; returns it and its port.
+fn start_shop(
+    dir: &std::path::Path,
+    redis: Option<&str>,
+    prefix: &str,
+    max_connections: u64,
+) -> (std::process::Child, u16) {
+    std::fs::create_dir_all(dir).expect("a temporary folder");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+    let mut command = std::process::Command::new(format!("{target}/release/shop"));
+    command
+        .env("SHOP_ADDR", format!("127.0.0.1:{port}"))
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}/shop.db", dir.display()),
+        )
+        .env("SHOP_MAIL_DIR", dir.join("mail"))
+        .env("RUST_LOG", "error")
+        .env("SHOP_MAX_CONNECTIONS", max_connections.to_string())
+        .env("SHOP_REDIS_PREFIX", prefix)
+        .env_remove("REDIS_URL")
+        .stdout(std::process::Stdio::null());
+    if let Some(redis) = redis {
+        command.env("REDIS_URL", redis);
+    }
+    let child = command
+        .spawn()
+        .expect("target/release/shop (cargo build --release)");
+    (child, port)
+}
+
 fn percentile(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -108,32 +147,34 @@ async fn main() {
     let events = rate * seconds;
 
     let dir = std::env::temp_dir().join(format!("shop-ws-load-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("a temporary folder");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
-    let mut shop = std::process::Command::new(format!("{target}/release/shop"))
-        .env("SHOP_ADDR", format!("127.0.0.1:{port}"))
-        .env(
-            "DATABASE_URL",
-            format!("sqlite://{}/shop.db", dir.display()),
-        )
-        .env("SHOP_MAIL_DIR", dir.join("mail"))
-        .env("RUST_LOG", "error")
-        // Room for every client and the HTTP connections that publish the events.
-        .env("SHOP_MAX_CONNECTIONS", (connections + 1_000).to_string())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("target/release/shop (cargo build --release)");
+    let redis = std::env::var("REDIS_URL").ok();
+    let prefix = format!("ws-load:{}:", std::process::id());
+    // Room for every client and the HTTP connections that publish the events.
+    let max_connections = connections + 1_000;
+    let (mut shop, port) = start_shop(&dir.join("a"), redis.as_deref(), &prefix, max_connections);
+    let mut listening = redis
+        .as_deref()
+        .map(|redis| start_shop(&dir.join("b"), Some(redis), &prefix, max_connections));
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
-    for _ in 0..200 {
-        if http.get(format!("{base}/healthz")).send().await.is_ok() {
-            break;
+    for port in [Some(port), listening.as_ref().map(|(_, port)| *port)]
+        .into_iter()
+        .flatten()
+    {
+        for _ in 0..200 {
+            if http
+                .get(format!("http://127.0.0.1:{port}/healthz"))
+                .send()
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if listening.is_some() {
+        println!("two instances through Redis: events created on one, clients on the other");
     }
 
     let shared = Arc::new(Shared {
@@ -146,8 +187,12 @@ async fn main() {
         closed: AtomicU64::new(0),
     });
 
-    let rss_before = rss_kib(shop.id());
-    let url = format!("ws://127.0.0.1:{port}/ws/events");
+    let (clients_pid, clients_port) = match &listening {
+        Some((child, port)) => (child.id(), *port),
+        None => (shop.id(), port),
+    };
+    let rss_before = rss_kib(clients_pid);
+    let url = format!("ws://127.0.0.1:{clients_port}/ws/events");
     let connecting = Instant::now();
     let mut tasks = Vec::with_capacity(connections as usize);
     for n in 0..connections {
@@ -162,7 +207,7 @@ async fn main() {
         }
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let rss_idle = rss_kib(shop.id());
+    let rss_idle = rss_kib(clients_pid);
     let refused = shared.closed.load(Ordering::Relaxed);
     println!(
         "connections: {} open of {connections} in {:.1} s",
@@ -238,6 +283,10 @@ async fn main() {
 
     let _ = shop.kill();
     let _ = shop.wait();
+    if let Some((child, _)) = listening.as_mut() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
     for task in tasks {
         task.abort();
     }
