@@ -118,6 +118,13 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub ws_idle_timeout_secs: u64,
 
+    /// Seconds a WebSocket client may take to accept one frame, and may go without accepting
+    /// any while its queue is over half full, before it is closed; until then senders wait
+    /// for it.
+    #[arg(long, env = "SHOP_WS_WRITE_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub ws_write_timeout_secs: u64,
+
     /// Origins (`https://app.example.com`, comma-separated) whose pages may open WebSockets
     /// besides the service's own; a browser's handshake from any other is refused with 403.
     #[arg(long, env = "SHOP_ALLOWED_ORIGINS", value_delimiter = ',')]
@@ -195,7 +202,7 @@ impl Config {
             max_message_bytes: self.ws_max_message_bytes,
             queue_bytes: usize::try_from(self.ws_queue_bytes).unwrap_or(usize::MAX),
             idle_timeout: Duration::from_secs(self.ws_idle_timeout_secs),
-            ..keel::ws::WsConfig::default()
+            write_timeout: Duration::from_secs(self.ws_write_timeout_secs),
         }
     }
 

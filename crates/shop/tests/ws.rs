@@ -259,7 +259,12 @@ async fn a_client_on_a_slow_link_that_keeps_reading_gets_everything_and_slows_th
 
 #[tokio::test]
 async fn a_client_that_never_reads_is_closed_and_the_others_get_everything_in_order() {
-    let app = spawn_app_with(|c| c.ws_queue_bytes = 256 * 1024).await;
+    // Senders wait up to the write timeout for a member that writes nothing: 2 s here.
+    let app = spawn_app_with(|c| {
+        c.ws_queue_bytes = 256 * 1024;
+        c.ws_write_timeout_secs = 2;
+    })
+    .await;
     let mut sender = connect(&app, "/ws").await;
     let mut reader = connect(&app, "/ws").await;
     let mut stuck = connect(&app, "/ws").await;

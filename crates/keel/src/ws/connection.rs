@@ -78,7 +78,7 @@ impl CloseSignal {
 /// Serves `socket` as a member of `topic` until either side ends it.
 pub(super) async fn run(hub: Hub, socket: WebSocket, topic: String, on_text: OnText) {
     let config = hub.config().clone();
-    let (outbox, inbox) = queue::queue(config.queue_bytes);
+    let (outbox, inbox) = queue::queue(config.queue_bytes, config.write_timeout);
     let close = Arc::new(CloseSignal::new());
     let id = hub.join(
         &topic,
@@ -161,7 +161,8 @@ async fn write_loop(
             .is_err()
         {
             // The peer is gone, or accepted nothing for the write timeout: nothing more can be
-            // said to it.
+            // said to it, and what was queued for it is lost.
+            metrics::counter!("websocket_messages_dropped_total").increment(inbox.len() as u64);
             close.end();
             return;
         }

@@ -11,7 +11,7 @@ use tokio_util::task::TaskTracker;
 
 use super::broker::Broker;
 use super::connection::{self, CloseSignal, OnText};
-use super::queue::{Offer, Outbox, STALLED_AFTER};
+use super::queue::{Offer, Outbox};
 use super::{WsConfig, CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN_LATER};
 
 /// The sending side of one connection, as the hub holds it.
@@ -207,7 +207,10 @@ impl Hub {
             };
             match busy {
                 None => return,
-                Some(outbox) => outbox.drained(STALLED_AFTER / 4).await,
+                Some(outbox) => {
+                    let recheck = outbox.recheck();
+                    outbox.drained(recheck).await
+                }
             }
         }
     }

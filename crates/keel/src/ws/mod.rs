@@ -76,7 +76,9 @@ pub struct WsConfig {
     pub queue_bytes: usize,
     /// A peer silent this long (pongs included) is dropped; pings go out at a third of it.
     pub idle_timeout: Duration,
-    /// Longest a client may take to accept one frame before it counts as gone.
+    /// Longest a client may take to accept one frame before it counts as gone; also how long a
+    /// member with a queue over half full may go without writing anything before senders stop
+    /// waiting for it (its queue then fills, and it is closed with 1013).
     pub write_timeout: Duration,
 }
 

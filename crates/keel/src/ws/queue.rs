@@ -12,16 +12,16 @@ use axum::extract::ws::Utf8Bytes;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tokio::sync::Notify;
 
-/// A member that has written nothing for this long while it has something queued no longer
-/// slows senders down: it is not reading, and its queue may fill until it is closed.
-pub(super) const STALLED_AFTER: Duration = Duration::from_secs(1);
-
-/// A new queue holding at most `limit` bytes.
-pub(super) fn queue(limit: usize) -> (Outbox, Inbox) {
+/// A new queue holding at most `limit` bytes. A member that has written nothing for
+/// `stalled_after` (the write timeout) while it has something queued no longer slows senders
+/// down: it is not reading, and its queue may fill until it is closed. One that writes, however
+/// slowly or unevenly, is waited for.
+pub(super) fn queue(limit: usize, stalled_after: Duration) -> (Outbox, Inbox) {
     let (tx, rx) = mpsc::unbounded_channel();
     let load = Arc::new(Load {
         limit,
         high: limit / 2,
+        stalled_ms: u64::try_from(stalled_after.as_millis()).unwrap_or(u64::MAX),
         bytes: AtomicUsize::new(0),
         start: Instant::now(),
         progress_ms: AtomicU64::new(0),
@@ -50,6 +50,8 @@ struct Load {
     /// Over this many bytes queued, a progressing member slows senders down.
     high: usize,
     bytes: AtomicUsize,
+    /// Written nothing for this long, a member is stalled.
+    stalled_ms: u64,
     start: Instant,
     /// When the writer last wrote a frame, or the queue last became non-empty, in ms since
     /// `start`.
@@ -72,7 +74,7 @@ impl Load {
             && self
                 .now_ms()
                 .saturating_sub(self.progress_ms.load(Ordering::Relaxed))
-                < STALLED_AFTER.as_millis() as u64
+                < self.stalled_ms
     }
 }
 
@@ -106,6 +108,12 @@ impl Outbox {
     }
 
     /// True while the member has more than half its queue in use and is still writing.
+    /// How often a sender waiting on this member looks again: a quarter of the stall time,
+    /// at most 250 ms.
+    pub(super) fn recheck(&self) -> Duration {
+        Duration::from_millis(self.load.stalled_ms / 4).min(Duration::from_millis(250))
+    }
+
     pub(super) fn slows_senders(&self) -> bool {
         self.load.slows_senders()
     }

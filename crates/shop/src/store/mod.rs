@@ -4,9 +4,9 @@
 //! `Store`'s public methods are the seam: named after what the service needs (`create_user`,
 //! `place_order`, `receive_payment` …), with the same answers whatever the engine. Each
 //! method hands the call to the engine the store was opened on:
-//! - [`sqlite`]: one file, one instance; keel's single writer thread committing many
+//! - `sqlite`: one file, one instance; keel's single writer thread committing many
 //!   requests at once, reads inline on each thread's read-only connection.
-//! - [`postgres`]: one database shared by any number of instances; a pool, one transaction per
+//! - `postgres`: one database shared by any number of instances; a pool, one transaction per
 //!   write.
 //!
 //! The records the API shows, and what it takes to create them, live in the module of their
