@@ -517,3 +517,58 @@ async fn with_redis_a_broadcast_on_one_instance_reaches_the_clients_of_another()
     assert_eq!(event["data"]["id"], user["id"]);
     assert!(event["data"].get("email").is_none());
 }
+
+/// Runs `tests/python/ws_clients.py MODE` against `app`; what each client got.
+async fn python_clients(app: &TestApp, mode: &str, count: u32, size: u32) -> Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/ws_clients.py");
+    let args = [
+        script.to_owned(),
+        mode.to_owned(),
+        app.addr.port().to_string(),
+        count.to_string(),
+        size.to_string(),
+    ];
+    // On a thread of its own: the service runs on this test's runtime.
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3").args(args).output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// With 100-byte messages. With 4 KiB ones the sender's own echoes can outgrow its queue: the
+/// sync client cannot read while one of its sends is blocked (its send holds the connection's
+/// lock), and a thread sending in a loop keeps that lock nearly all the time (see the README).
+#[tokio::test]
+async fn python_clients_reading_on_their_own_threads_get_a_burst_in_order() {
+    if !common::tools::python_websockets() {
+        return;
+    }
+    let app = spawn_app().await;
+    let got = python_clients(&app, "burst", 3_000, 100).await;
+    for client in ["sender", "other"] {
+        assert_eq!(got[client], json!({"got": 3000, "error": null}), "{got}");
+    }
+    assert!(got["total"].as_f64().unwrap() < 20.0, "{got}");
+}
+
+#[tokio::test]
+async fn a_python_client_on_a_slow_link_gets_everything_and_the_sender_is_slowed() {
+    if !common::tools::python_websockets() {
+        return;
+    }
+    let app = spawn_app().await;
+    let got = python_clients(&app, "slow-link", 1_500, 16_000).await;
+    assert_eq!(got["slow"], json!({"got": 1500, "error": null}), "{got}");
+    assert_eq!(got["sender"], json!({"got": 1500, "error": null}), "{got}");
+    // 24 MB at 0.93 MB/s is 26 s: the sender was held to the slow client's pace, less what
+    // the queues and buffers held.
+    assert!(got["sent_in"].as_f64().unwrap() > 10.0, "{got}");
+}

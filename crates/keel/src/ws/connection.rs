@@ -248,11 +248,11 @@ async fn read_loop(
             }
             Ok(Some(Ok(Message::Text(text)))) => {
                 on_text(text);
-                // Read nothing more while the topic's readers are behind: the client's frames
-                // wait in its socket, and TCP slows it down.
+                // Read nothing more while the topic's other readers are behind: the client's
+                // frames wait in its socket, and TCP slows it down.
                 tokio::select! {
                     () = close.token.cancelled() => return drain(stream).await,
-                    () = membership.hub.room(&membership.topic) => {}
+                    () = membership.hub.room(&membership.topic, membership.id) => {}
                 }
             }
             Ok(Some(Ok(Message::Close(_)))) => {

@@ -192,25 +192,24 @@ impl Hub {
     }
 
     /// Completes when no member of `topic` that is still writing has more than half its queue
-    /// in use: the reader of a sending connection waits here after each frame, which slows the
-    /// sender down to the pace of the slowest client that keeps reading.
-    pub(super) async fn room(&self, topic: &str) {
+    /// in use: the reader of a sending connection (member `sender`) waits here after each
+    /// frame, which slows the sender down to the pace of the slowest client that keeps reading.
+    /// Its own echoes hold it only while it has written something in the last second (see
+    /// `OWN_ECHOES_STALLED`); another member's, for the write timeout.
+    pub(super) async fn room(&self, topic: &str, sender: u64) {
         loop {
             let busy = {
                 let topics = self.inner.topics.read().unwrap_or_else(|e| e.into_inner());
                 topics.get(topic).and_then(|members| {
                     members
-                        .values()
-                        .find(|handle| handle.outbox.slows_senders())
-                        .map(|handle| handle.outbox.clone())
+                        .iter()
+                        .find(|(id, handle)| handle.outbox.slows(**id == sender))
+                        .map(|(id, handle)| (handle.outbox.clone(), *id == sender))
                 })
             };
             match busy {
                 None => return,
-                Some(outbox) => {
-                    let recheck = outbox.recheck();
-                    outbox.drained(recheck).await
-                }
+                Some((outbox, own)) => outbox.drained(own).await,
             }
         }
     }

@@ -12,6 +12,11 @@ use axum::extract::ws::Utf8Bytes;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tokio::sync::Notify;
 
+/// A sender waits for its own echoes only while its connection has written something this
+/// recently: a client library that cannot read while one of its sends is blocked (Python's
+/// sync `websockets` client, for one) would otherwise wait on itself until the write timeout.
+pub(super) const OWN_ECHOES_STALLED: Duration = Duration::from_secs(1);
+
 /// A new queue holding at most `limit` bytes. A member that has written nothing for
 /// `stalled_after` (the write timeout) while it has something queued no longer slows senders
 /// down: it is not reading, and its queue may fill until it is closed. One that writes, however
@@ -69,12 +74,13 @@ impl Load {
         self.progress_ms.store(self.now_ms(), Ordering::Relaxed);
     }
 
-    fn slows_senders(&self) -> bool {
+    /// Over half full, and written something in the last `stalled_ms`.
+    fn slows(&self, stalled_ms: u64) -> bool {
         self.bytes.load(Ordering::Relaxed) > self.high
             && self
                 .now_ms()
                 .saturating_sub(self.progress_ms.load(Ordering::Relaxed))
-                < self.stalled_ms
+                < stalled_ms
     }
 }
 
@@ -108,23 +114,30 @@ impl Outbox {
     }
 
     /// True while the member has more than half its queue in use and is still writing.
-    /// How often a sender waiting on this member looks again: a quarter of the stall time,
-    /// at most 250 ms.
-    pub(super) fn recheck(&self) -> Duration {
-        Duration::from_millis(self.load.stalled_ms / 4).min(Duration::from_millis(250))
+    /// Whether this member holds the senders of its topic back: over half full and written
+    /// something within the write timeout (`own`: within [`OWN_ECHOES_STALLED`], for the
+    /// sender itself).
+    pub(super) fn slows(&self, own: bool) -> bool {
+        self.load.slows(self.stalled_ms(own))
     }
 
-    pub(super) fn slows_senders(&self) -> bool {
-        self.load.slows_senders()
+    fn stalled_ms(&self, own: bool) -> u64 {
+        if own {
+            u64::try_from(OWN_ECHOES_STALLED.as_millis()).unwrap_or(u64::MAX)
+        } else {
+            self.load.stalled_ms
+        }
     }
 
-    /// Completes once the member no longer slows senders, or after `recheck` (it may have
-    /// stalled meanwhile, which wakes no one).
-    pub(super) async fn drained(&self, recheck: Duration) {
+    /// Completes once the member no longer holds senders back (see [`Outbox::slows`]), or
+    /// after a recheck period (it may have stalled meanwhile, which wakes no one).
+    pub(super) async fn drained(&self, own: bool) {
         let drained = self.load.drained.notified();
-        if !self.load.slows_senders() {
+        if !self.slows(own) {
             return;
         }
+        let recheck =
+            Duration::from_millis(self.stalled_ms(own) / 4).min(Duration::from_millis(250));
         let _ = tokio::time::timeout(recheck, drained).await;
     }
 }

@@ -76,3 +76,22 @@ pub fn postgres() -> bool {
         "apt-get install postgresql, then start it",
     )
 }
+
+/// Whether Python's `websockets` package (13 or later: the sync and asyncio clients) can be
+/// imported.
+pub fn python_websockets() -> bool {
+    let found = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import websockets.sync.client, websockets.asyncio.client",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    available(
+        "Python's websockets",
+        found,
+        "python3 -m pip install websockets",
+    )
+}
