@@ -1,5 +1,8 @@
 //! The `users` table on PostgreSQL.
 
+use sqlx::FromRow;
+
+use super::webhooks::{Subscribers, SUBSCRIBED_AT, SUBSCRIBERS};
 use super::{finish, remember, retried, rfc3339, webhooks, PgStore};
 use crate::domain::Id;
 use crate::events::{Event, EventKind};
@@ -29,13 +32,18 @@ impl PgStore {
     ) -> Result<User, StoreError> {
         let mut tx = self.pool.begin().await?;
         let result: Result<User, StoreError> = async {
-            let user: User = sqlx::query_as(&format!(
-                "INSERT INTO users (email, username) VALUES ($1, $2) RETURNING {USER_COLUMNS}"
+            // The user, and who is subscribed to its creation, in one round trip.
+            let row = sqlx::query(&format!(
+                "INSERT INTO users (email, username) VALUES ($2, $3) RETURNING {USER_COLUMNS}, \
+                 {SUBSCRIBERS} AS endpoints, {SUBSCRIBED_AT} AS subscribed_at"
             ))
+            .bind(EventKind::UserCreated.name())
             .bind(new.email.as_str())
             .bind(new.username.as_str())
             .fetch_one(&mut *tx)
             .await?;
+            let user = User::from_row(&row)?;
+            let subscribers = Subscribers::from_row(&row)?;
             let welcome = WelcomeEmail {
                 user_id: user.id,
                 email: user.email.clone(),
@@ -43,7 +51,7 @@ impl PgStore {
             };
             self.jobs.enqueue(&mut tx, &welcome).await?;
             let event = Event::new(EventKind::UserCreated, &user)?;
-            webhooks::fan_out(&mut tx, &self.jobs, &event).await?;
+            webhooks::fan_out_to(&mut tx, &self.jobs, &event, subscribers).await?;
             remember(&mut tx, key, user.id, &user).await?;
             Ok(user)
         }

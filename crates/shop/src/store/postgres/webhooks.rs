@@ -299,26 +299,50 @@ pub(super) async fn fan_out(
     jobs: &PgQueue,
     event: &Event,
 ) -> Result<(), StoreError> {
-    let name = event.kind().name();
-    let endpoints: Vec<(i64, String)> = sqlx::query_as(concat!(
-        "SELECT id, ",
-        rfc3339!("now()"),
-        " FROM webhook_endpoints WHERE deleted_at IS NULL AND events ? $1 ORDER BY id"
+    let subscribers: Subscribers = sqlx::query_as(&format!(
+        "SELECT {SUBSCRIBERS} AS endpoints, {SUBSCRIBED_AT} AS subscribed_at"
     ))
-    .bind(name)
-    .fetch_all(&mut *conn)
+    .bind(event.kind().name())
+    .fetch_one(&mut *conn)
     .await?;
-    if endpoints.is_empty() {
+    fan_out_to(conn, jobs, event, subscribers).await
+}
+
+/// The endpoints subscribed to the event named `$1` (an array of ids), for a statement that
+/// reads them along with its own work: one round trip less per write.
+pub(super) const SUBSCRIBERS: &str = "ARRAY(SELECT id FROM webhook_endpoints \
+     WHERE deleted_at IS NULL AND events ? $1 ORDER BY id)";
+
+/// The time stamped into a fan-out's payloads.
+pub(super) const SUBSCRIBED_AT: &str = rfc3339!("now()");
+
+/// What [`SUBSCRIBERS`] and [`SUBSCRIBED_AT`] read.
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct Subscribers {
+    pub endpoints: Vec<i64>,
+    pub subscribed_at: String,
+}
+
+/// Queues `event` for `subscribers`, on the transaction of the change.
+pub(super) async fn fan_out_to(
+    conn: &mut PgConnection,
+    jobs: &PgQueue,
+    event: &Event,
+    subscribers: Subscribers,
+) -> Result<(), StoreError> {
+    if subscribers.endpoints.is_empty() {
         return Ok(());
     }
+    let name = event.kind().name();
+    let timestamp = subscribers.subscribed_at;
     let data = event.webhook_data().to_string();
-    for (endpoint_id, timestamp) in endpoints {
+    for endpoint_id in subscribers.endpoints {
         let message_id = format!("msg_{}", uuid::Uuid::new_v4().simple());
         // The body as SQLite's json_object writes it: type, timestamp, data.
         let payload = format!(
             r#"{{"type":{},"timestamp":{},"data":{data}}}"#,
             serde_json::Value::from(name),
-            serde_json::Value::from(timestamp),
+            serde_json::Value::from(timestamp.as_str()),
         );
         let delivery_id: i64 = sqlx::query_scalar(
             "INSERT INTO webhook_deliveries (endpoint_id, event, message_id, payload) \
