@@ -379,3 +379,23 @@ async fn user_rows(db: &std::path::Path) -> i64 {
         .await
         .unwrap_or(0)
 }
+
+#[tokio::test]
+async fn a_postgresql_server_that_cannot_be_reached_at_start_up_is_named_with_the_cause() {
+    let port = free_port();
+    let shop = Command::new(env!("CARGO_BIN_EXE_shop"))
+        .env("SHOP_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env(
+            "DATABASE_URL",
+            format!("postgres://postgres@127.0.0.1:{port}/shop"),
+        )
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert_eq!(shop.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&shop.stderr).trim(),
+        "shop could not start: cannot connect to PostgreSQL: error communicating with database: \
+         Connection refused (os error 111)"
+    );
+}

@@ -22,7 +22,7 @@ use serde::Serialize;
 use std::str::FromStr;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgConnection, PgPool};
+use sqlx::{Connection, PgConnection, PgPool};
 
 use super::{OpenError, Remember, StoreError};
 
@@ -97,6 +97,14 @@ impl PgStore {
             // A write waits this long for a row or table lock another session holds before its
             // 503 with `Retry-After`, as SQLite's busy timeout does.
             .options([("lock_timeout", "5s")]);
+        // One connection first, so that a server that cannot be reached says why (a pool
+        // would only say that it timed out).
+        PgConnection::connect_with(&options)
+            .await
+            .map_err(OpenError::Postgres)?
+            .close()
+            .await
+            .map_err(OpenError::Postgres)?;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(2))
             // A request waits this long for a connection before its 503.
