@@ -8,7 +8,7 @@
 //! | edge: tasks | after-response work a handler queued | started once the body has been sent |
 //! | edge: access log, metrics | every request | one `request completed` line; `http_requests_total`, `http_request_duration_seconds` |
 //! | edge: timeout | a request running past the limit (default 30 s) | 504 `timeout` |
-//! | panic catcher | a panic in a handler, extractor or inner layer | 500 `internal_error`, panic message in the log only |
+//! | edge: panic catcher | a panic in a handler, extractor or inner layer | 500 `internal_error`, panic message in the log only |
 //! | body limit | a body over the limit (default 1 MiB), when an extractor reads it | 413 `payload_too_large` |
 //! | fallbacks | an unknown path; a known path with another method | 404 `route_not_found`; 405 `method_not_allowed` with `Allow` |
 //!
@@ -39,23 +39,26 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::task::{Context, Poll};
-use std::time::Duration;
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use futures_util::future::{CatchUnwind, FutureExt};
 use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use tokio::task::futures::TaskLocalFuture;
+use tokio::time::Timeout;
 use tokio_util::task::TaskTracker;
 use tower::{Layer, Service};
-use tower_http::catch_panic::CatchPanicLayer;
-use tracing::Instrument;
+use tracing::Span;
 
 use crate::error::panic_message;
 use crate::error::Enveloped;
-use crate::request_id::{RequestId, X_REQUEST_ID};
-use crate::tasks::{self, Tasks};
+use crate::request_id::{RequestId, Scope, X_REQUEST_ID};
+use crate::tasks;
 use crate::ApiError;
 
 /// The request body limit when none is set: 1 MiB.
@@ -113,14 +116,13 @@ impl ServiceLayers {
             .fallback(route_not_found)
             .method_not_allowed_fallback(method_not_allowed)
             // One `layer` call: axum boxes each route once per call, and clones that box for
-            // every request, so three calls cost three boxes per request.
+            // every request, so two calls would cost two boxes per request.
             .layer(
                 tower::ServiceBuilder::new()
                     .layer(EdgeLayer {
                         timeout: self.timeout,
                         tracker: self.tracker,
                     })
-                    .layer(CatchPanicLayer::custom(panic_response))
                     .layer(DefaultBodyLimit::max(self.body_limit)),
             );
         Layered(router)
@@ -162,10 +164,11 @@ async fn method_not_allowed() -> ApiError {
     ApiError::method_not_allowed()
 }
 
-/// The outermost layer: the request's id, span and timeout, and the envelope safety net.
+/// The outermost layer: the request's id, span, timeout and panic catcher, and the envelope
+/// safety net.
 ///
-/// One hand-written service rather than several `from_fn` middlewares: it costs one boxed
-/// future per request, which matters on the fastest routes.
+/// One hand-written service with a future of its own rather than several middlewares: it
+/// costs no allocation of its own per request, which matters on the fastest routes.
 #[derive(Debug, Clone)]
 struct EdgeLayer {
     timeout: Duration,
@@ -199,27 +202,23 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+    type Future = EdgeFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request) -> Self::Future {
+    fn call(&mut self, req: Request) -> Self::Future {
         let id = RequestId::from_header(
             req.headers()
                 .get(&X_REQUEST_ID)
                 .and_then(|v| v.to_str().ok()),
         );
-        req.extensions_mut().insert(id.clone());
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let method = method_label(req.method());
         // The matched template, never the raw path: unknown paths must not grow the metrics.
         let matched = req.extensions().get::<MatchedPath>().cloned();
         let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
-        let tasks = Tasks::default();
-        req.extensions_mut().insert(tasks.clone());
-        let tracker = self.tracker.clone();
         let span = tracing::info_span!(
             "request",
             request_id = %id,
@@ -229,35 +228,151 @@ where
         let header = HeaderValue::from_str(id.as_str()).ok();
 
         // Called here, on the service that was polled ready; its future owns what it needs,
-        // so no clone of the service is made per request.
-        let call = self.inner.call(req);
-        let limit = self.timeout;
-        let served = id.clone().scope(async move {
-            let response = match tokio::time::timeout(limit, call).await {
-                Ok(Ok(response)) => response.into_response(),
-                Ok(Err(never)) => match never {},
-                Err(_elapsed) => ApiError::timeout().into_response(),
-            };
-            tasks::after_response(ensure_envelope(response).await, &tasks, &tracker, id)
-        });
-        Box::pin(
-            async move {
-                let mut response = served.await;
-                if let Some(header) = header {
-                    response.headers_mut().insert(X_REQUEST_ID.clone(), header);
-                }
-                // No browser may guess a type other than the one declared (a JSON error
-                // rendered as HTML, say).
-                response.headers_mut().insert(
-                    http::header::X_CONTENT_TYPE_OPTIONS,
-                    HeaderValue::from_static("nosniff"),
-                );
-                let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
-                record(method, route, response.status(), started.elapsed());
-                Ok(response)
+        // so no clone of the service is made per request. A panic in `call` itself is caught
+        // like one in its future.
+        let state = match std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(req))) {
+            Ok(call) => State::Running {
+                call: tokio::time::timeout(self.timeout, AssertUnwindSafe(call).catch_unwind()),
+            },
+            Err(payload) => State::Panicked {
+                payload: Some(payload),
+            },
+        };
+        let served = Served {
+            state,
+            tracker: self.tracker.clone(),
+        };
+        EdgeFuture {
+            served: Scope::request(id).run(served),
+            span,
+            finish: Some(Finish {
+                header,
+                method,
+                matched,
+                started,
+            }),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request through the edge: the rest of the service inside the request's scope, then
+    /// the response headers, the access log line and the metrics, inside its span.
+    struct EdgeFuture<F> {
+        #[pin]
+        served: TaskLocalFuture<Scope, Served<F>>,
+        span: Span,
+        finish: Option<Finish>,
+    }
+}
+
+/// What the edge adds to a response once it is made.
+struct Finish {
+    header: Option<HeaderValue>,
+    method: &'static str,
+    matched: Option<MatchedPath>,
+    started: Instant,
+}
+
+impl<F, R> Future for EdgeFuture<F>
+where
+    F: Future<Output = Result<R, Infallible>>,
+    R: IntoResponse,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let _entered = this.span.enter();
+        let mut response = ready!(this.served.poll(cx));
+        if let Some(finish) = this.finish.take() {
+            if let Some(header) = finish.header {
+                response.headers_mut().insert(X_REQUEST_ID.clone(), header);
             }
-            .instrument(span),
-        )
+            // No browser may guess a type other than the one declared (a JSON error rendered
+            // as HTML, say).
+            response.headers_mut().insert(
+                http::header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            );
+            let route = finish
+                .matched
+                .as_ref()
+                .map_or("unmatched", MatchedPath::as_str);
+            record(
+                finish.method,
+                route,
+                response.status(),
+                finish.started.elapsed(),
+            );
+        }
+        Poll::Ready(Ok(response))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The rest of the service under the timeout and the panic catcher, its answer put in the
+    /// envelope when it is an error made outside keel, and the request's after-response tasks
+    /// attached. Polled inside the request's scope, so that every envelope carries its id.
+    struct Served<F> {
+        #[pin]
+        state: State<F>,
+        tracker: TaskTracker,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Running {
+            #[pin]
+            call: Timeout<CatchUnwind<AssertUnwindSafe<F>>>,
+        },
+        Panicked {
+            payload: Option<Box<dyn Any + Send + 'static>>,
+        },
+        // Only an error response made outside keel comes here: its body is read for a reason.
+        Enveloping {
+            envelope: Pin<Box<dyn Future<Output = Response> + Send>>,
+        },
+    }
+}
+
+impl<F, R> Future for Served<F>
+where
+    F: Future<Output = Result<R, Infallible>>,
+    R: IntoResponse,
+{
+    type Output = Response;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response> {
+        loop {
+            let mut this = self.as_mut().project();
+            let response = match this.state.as_mut().project() {
+                StateProj::Running { call } => match ready!(call.poll(cx)) {
+                    Ok(Ok(Ok(response))) => response.into_response(),
+                    Ok(Ok(Err(never))) => match never {},
+                    Ok(Err(payload)) => panic_response(payload),
+                    Err(_elapsed) => ApiError::timeout().into_response(),
+                },
+                StateProj::Panicked { payload } => match payload.take() {
+                    Some(payload) => panic_response(payload),
+                    None => {
+                        ApiError::internal("polled after its panic was answered").into_response()
+                    }
+                },
+                StateProj::Enveloping { envelope } => {
+                    let response = ready!(envelope.as_mut().poll(cx));
+                    return Poll::Ready(tasks::after_response(response, this.tracker));
+                }
+            };
+            if is_foreign_error(&response) {
+                let envelope = Box::pin(envelope(response));
+                this.state.set(State::Enveloping { envelope });
+                continue;
+            }
+            return Poll::Ready(tasks::after_response(response, this.tracker));
+        }
     }
 }
 
@@ -341,18 +456,20 @@ fn method_label(method: &http::Method) -> &'static str {
     }
 }
 
-/// Replaces the body of an error response made outside keel (a rejection of an extractor that
-/// knows nothing of keel, a layer's plain-text answer) with the envelope for its status,
-/// keeping its headers (`Allow`, `Retry-After` …). The original text of a 4xx is kept as its
-/// reason (quoted input redacted): in `details.reason`, or for a 422 as the one detail's `msg`;
-/// it is logged at debug. A 5xx's text is only logged.
-async fn ensure_envelope(response: Response) -> Response {
+/// An error response made outside keel: a rejection of an extractor that knows nothing of
+/// keel, a layer's plain-text answer.
+fn is_foreign_error(response: &Response) -> bool {
     let status = response.status();
-    if !(status.is_client_error() || status.is_server_error())
-        || response.extensions().get::<Enveloped>().is_some()
-    {
-        return response;
-    }
+    (status.is_client_error() || status.is_server_error())
+        && response.extensions().get::<Enveloped>().is_none()
+}
+
+/// Replaces the body of an error response made outside keel ([`is_foreign_error`]) with the
+/// envelope for its status, keeping its headers (`Allow`, `Retry-After` …). The original text
+/// of a 4xx is kept as its reason (quoted input redacted): in `details.reason`, or for a 422 as
+/// the one detail's `msg`; it is logged at debug. A 5xx's text is only logged.
+async fn envelope(response: Response) -> Response {
+    let status = response.status();
     let (parts, body) = response.into_parts();
     let text = axum::body::to_bytes(body, FOREIGN_REASON_BYTES)
         .await

@@ -3,25 +3,73 @@
 //!
 //! The edge layer of [`crate::layers`] gives every request its [`RequestId`]: the client's when
 //! it matches `^[A-Za-z0-9._:-]{1,128}$`, a fresh UUID otherwise. It puts the id in the
-//! request's extensions, in the `request` tracing span, in a task-local scope around the rest of
-//! the service (which is how an [`ApiError`](crate::ApiError) made anywhere inside knows what to
-//! put in `request_id`), and in the `X-Request-ID` response header.
+//! `request` tracing span, in a task-local scope around the rest of the service (which is how an
+//! [`ApiError`](crate::ApiError) made anywhere inside knows what to put in `request_id`), and in
+//! the `X-Request-ID` response header.
 //!
 //! Handlers read the id with the [`RequestId`] extractor; any code running for the request,
 //! with [`RequestId::current`]; work handed to another task keeps it with [`RequestId::scope`].
 
+use std::cell::OnceCell;
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
 use http::header::HeaderName;
 use http::request::Parts;
+use tokio::task::futures::TaskLocalFuture;
+
+use crate::tasks::Tasks;
 
 /// The request id header.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 tokio::task_local! {
-    static CURRENT: RequestId;
+    static CURRENT: Scope;
+}
+
+/// What code running for a request finds in its task: the request's id and, while the edge
+/// layer serves it, its after-response tasks (made on first use: most requests queue none).
+pub(crate) struct Scope {
+    id: RequestId,
+    tasks: Option<OnceCell<Tasks>>,
+}
+
+impl Scope {
+    /// The scope of a request being served by the edge layer.
+    pub(crate) fn request(id: RequestId) -> Self {
+        Scope {
+            id,
+            tasks: Some(OnceCell::new()),
+        }
+    }
+
+    /// Runs `fut` in this scope.
+    pub(crate) fn run<F: Future>(self, fut: F) -> TaskLocalFuture<Scope, F> {
+        CURRENT.scope(self, fut)
+    }
+
+    /// The tasks of the request being served, made on first use; `None` outside a request.
+    pub(crate) fn tasks() -> Option<Tasks> {
+        CURRENT
+            .try_with(|scope| {
+                scope
+                    .tasks
+                    .as_ref()
+                    .map(|tasks| tasks.get_or_init(Tasks::default).clone())
+            })
+            .ok()
+            .flatten()
+    }
+
+    /// The tasks the request being served queued, if it made any.
+    pub(crate) fn queued_tasks() -> Option<Tasks> {
+        CURRENT
+            .try_with(|scope| scope.tasks.as_ref().and_then(OnceCell::get).cloned())
+            .ok()
+            .flatten()
+    }
 }
 
 /// The id of one request: either the client's, when valid, or a fresh UUID.
@@ -33,47 +81,66 @@ tokio::task_local! {
 /// assert_ne!(RequestId::from_header(Some("bad id!")).as_str(), "bad id!");
 /// assert_eq!(RequestId::from_header(None).as_str().len(), 36);
 /// ```
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct RequestId(Arc<str>);
+#[derive(Clone)]
+pub struct RequestId(Repr);
+
+/// A fresh id is kept inline, so that making one costs no allocation; a client's, shared.
+#[derive(Clone)]
+enum Repr {
+    Uuid([u8; uuid::fmt::Hyphenated::LENGTH]),
+    Given(Arc<str>),
+}
 
 impl RequestId {
     /// The client's id when it matches `^[A-Za-z0-9._:-]{1,128}$`, else a fresh UUID.
     pub fn from_header(value: Option<&str>) -> Self {
         match value {
-            Some(id) if is_valid(id) => RequestId(id.into()),
+            Some(id) if is_valid(id) => RequestId(Repr::Given(id.into())),
             _ => Self::generate(),
         }
     }
 
     /// A fresh UUID v4.
     pub fn generate() -> Self {
-        let mut buf = uuid::Uuid::encode_buffer();
-        RequestId(fast_uuid_v4().hyphenated().encode_lower(&mut buf).into())
+        let mut buf = [0; uuid::fmt::Hyphenated::LENGTH];
+        fast_uuid_v4().hyphenated().encode_lower(&mut buf);
+        RequestId(Repr::Uuid(buf))
     }
 
     /// The id of the request being served by the current task, if any.
     pub fn current() -> Option<RequestId> {
-        CURRENT.try_with(RequestId::clone).ok()
+        CURRENT.try_with(|scope| scope.id.clone()).ok()
     }
 
     /// Runs `fut` with `self` as the [`RequestId::current`] id: for work a request hands to
     /// another task.
-    pub fn scope<F: std::future::Future>(
-        self,
-        fut: F,
-    ) -> tokio::task::futures::TaskLocalFuture<RequestId, F> {
-        CURRENT.scope(self, fut)
+    pub fn scope<F: Future>(self, fut: F) -> impl Future<Output = F::Output> {
+        CURRENT.scope(
+            Scope {
+                id: self,
+                tasks: None,
+            },
+            fut,
+        )
     }
 
     /// Runs `f` with `self` as the [`RequestId::current`] id, on whatever thread calls it:
     /// for synchronous work done for a request elsewhere (a database writer thread).
     pub fn sync_scope<T>(self, f: impl FnOnce() -> T) -> T {
-        CURRENT.sync_scope(self, f)
+        let scope = Scope {
+            id: self,
+            tasks: None,
+        };
+        CURRENT.sync_scope(scope, f)
     }
 
     /// The id as text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        match &self.0 {
+            // Always ASCII: written by the UUID encoder.
+            Repr::Uuid(buf) => std::str::from_utf8(buf).unwrap_or_default(),
+            Repr::Given(id) => id,
+        }
     }
 }
 
@@ -108,15 +175,29 @@ fn is_valid(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
+impl PartialEq for RequestId {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for RequestId {}
+
+impl std::hash::Hash for RequestId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
 impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
 impl fmt::Debug for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
+        fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
@@ -124,11 +205,7 @@ impl fmt::Debug for RequestId {
 impl<S: Send + Sync> FromRequestParts<S> for RequestId {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(parts
-            .extensions
-            .get::<RequestId>()
-            .cloned()
-            .unwrap_or_else(RequestId::generate))
+    async fn from_request_parts(_parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(RequestId::current().unwrap_or_else(RequestId::generate))
     }
 }

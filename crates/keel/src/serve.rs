@@ -39,12 +39,13 @@ use std::io;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Request;
 use axum::response::Response;
+use axum::routing::future::RouteFuture;
 use axum::Router;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
@@ -309,29 +310,50 @@ struct Tracking {
 impl hyper::service::Service<Request<Incoming>> for Tracking {
     type Response = Response;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+    type Future = TrackingFuture;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
-        let in_flight = self.activity.begin();
-        let served = self.router.clone().call(request.map(Body::new));
-        Box::pin(async move {
-            let response = served.await?;
-            // A small body of known size goes to the socket's buffer in one write: the request
-            // is done. Any other keeps it in flight until the body has been sent.
-            let small = http_body::Body::size_hint(response.body())
-                .exact()
-                .is_some_and(|len| len <= SMALL_BODY);
-            if small {
-                drop(in_flight);
-                return Ok(response);
-            }
-            Ok(response.map(|body| {
-                Body::new(Guarded {
-                    body,
-                    _in_flight: in_flight,
-                })
-            }))
-        })
+        TrackingFuture {
+            in_flight: Some(self.activity.begin()),
+            served: self.router.clone().call(request.map(Body::new)),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// One request through the router, in flight until its response is made, or for a body
+    /// that is not small, until the body has been sent.
+    struct TrackingFuture {
+        in_flight: Option<InFlight>,
+        #[pin]
+        served: RouteFuture<Infallible>,
+    }
+}
+
+impl Future for TrackingFuture {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = ready!(this.served.poll(cx))?;
+        let Some(in_flight) = this.in_flight.take() else {
+            return Poll::Ready(Ok(response));
+        };
+        // A small body of known size goes to the socket's buffer in one write: the request is
+        // done. Any other keeps it in flight until the body has been sent.
+        let small = http_body::Body::size_hint(response.body())
+            .exact()
+            .is_some_and(|len| len <= SMALL_BODY);
+        if small {
+            drop(in_flight);
+            return Poll::Ready(Ok(response));
+        }
+        Poll::Ready(Ok(response.map(|body| {
+            Body::new(Guarded {
+                body,
+                _in_flight: in_flight,
+            })
+        })))
     }
 }
 

@@ -42,6 +42,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, Span};
 
 use crate::error::panic_message;
+use crate::request_id::Scope;
 use crate::{ApiError, RequestId};
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
@@ -101,27 +102,25 @@ impl Tasks {
 impl<S: Send + Sync> FromRequestParts<S> for Tasks {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        parts.extensions.get::<Tasks>().cloned().ok_or_else(|| {
+    async fn from_request_parts(_parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Scope::tasks().ok_or_else(|| {
             ApiError::internal("the Tasks extractor needs keel::layers::ServiceLayers")
         })
     }
 }
 
-/// If the handler queued tasks, wraps the body so that they start once it has been sent.
-/// Tasks belong to a response that succeeded: after an error (the handler failed after queuing
-/// them, panicked, or timed out) they are dropped, as FastAPI drops the background tasks of a
-/// request that raised.
-pub(crate) fn after_response(
-    response: Response,
-    tasks: &Tasks,
-    tracker: &TaskTracker,
-    request_id: RequestId,
-) -> Response {
-    let queued = tasks.take();
-    if queued.is_empty() {
+/// If the request being served queued tasks, wraps the body so that they start once it has
+/// been sent. Called inside the request's scope. Tasks belong to a response that succeeded:
+/// after an error (the handler failed after queuing them, panicked, or timed out) they are
+/// dropped, as FastAPI drops the background tasks of a request that raised.
+pub(crate) fn after_response(response: Response, tracker: &TaskTracker) -> Response {
+    let Some(tasks) = Scope::queued_tasks() else {
         return response;
-    }
+    };
+    let queued = tasks.take();
+    let Some(request_id) = RequestId::current().filter(|_| !queued.is_empty()) else {
+        return response;
+    };
     if response.status().is_client_error() || response.status().is_server_error() {
         tracing::debug!(
             tasks = queued.len(),
