@@ -68,6 +68,18 @@ for port in 18000 18001 18002; do
   done
 done
 
+# GET /users/{id} reads users 1..1000: each server gets them first, so that the GET scenario
+# measures 200s whichever scenarios run.
+python3 - <<'PY'
+import json, urllib.request
+for port in (18000, 18001, 18002):
+    for i in range(1000):
+        body = json.dumps({"email": f"seed{i}@example.com", "username": f"seed{i}"}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/users", data=body,
+                                         headers={"Content-Type": "application/json"})
+        urllib.request.urlopen(request).read()
+PY
+
 cat >"$work/post.lua" <<'LUA'
 local counter = 0
 local threads = 0
