@@ -1,6 +1,7 @@
 //! The PostgreSQL job queue as several instances share it: concurrent migrations, every job
 //! run once across instances, an enqueue on one instance waking the workers of another, and
-//! the jobs of a dead instance taken over when their lease runs out.
+//! the jobs of a dead instance taken over when their lease runs out; outcomes and the next
+//! claim in one statement.
 #![cfg(feature = "postgres")]
 #![allow(clippy::unwrap_used)]
 
@@ -218,5 +219,60 @@ async fn the_jobs_of_a_dead_instance_run_on_another_when_their_lease_runs_out() 
             "lease expired: the worker stopped, or lost its lease, before recording an outcome"
                 .to_owned()
         )]
+    );
+}
+
+#[tokio::test]
+async fn outcomes_and_the_next_claim_go_in_one_statement_that_keeps_the_lease_fence() {
+    let Some(schema) = common::pg::Schema::create().await else {
+        return;
+    };
+    keel::postgres::migrate(&schema.pool, MIGRATIONS)
+        .await
+        .unwrap();
+    let queue = PgQueue::new(schema.pool.clone(), 5);
+    enqueue(&queue, &schema.pool, [1, 2, 3]).await;
+    let lease = Duration::from_secs(10);
+    let first = queue.claim(2, lease, &[]).await.unwrap();
+    assert_eq!(first.len(), 2);
+    let (done, stale) = (first[0].lease(), first[1].lease());
+    // The second outcome carries a lease that is not the job's: it must change nothing.
+    let outcomes = [
+        (done, keel::jobs::Outcome::Succeeded),
+        (
+            keel::jobs::Lease {
+                id: stale.id,
+                until: stale.until - 1,
+            },
+            keel::jobs::Outcome::Succeeded,
+        ),
+    ];
+    let next = queue
+        .finish_and_claim(&outcomes, 5, lease, &[done.id, stale.id])
+        .await
+        .unwrap();
+    let third: Vec<i64> = next.iter().map(|job| job.id()).collect();
+    assert_eq!(third.len(), 1, "only the third job was due: {third:?}");
+    assert!(!third.contains(&done.id) && !third.contains(&stale.id));
+    let states: Vec<(i64, String)> = sqlx::query_as("SELECT id, state FROM keel_jobs ORDER BY id")
+        .fetch_all(&schema.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        states,
+        vec![
+            (done.id, "succeeded".to_owned()),
+            (stale.id, "running".to_owned()),
+            (third[0], "running".to_owned()),
+        ]
+    );
+    let mut counts = queue.counts().await.unwrap();
+    counts.sort();
+    assert_eq!(
+        counts,
+        vec![
+            ("default".to_owned(), "running".to_owned(), 2),
+            ("default".to_owned(), "succeeded".to_owned(), 1),
+        ]
     );
 }

@@ -408,6 +408,120 @@ fn truncate(message: &str) -> &str {
     &message[..end]
 }
 
+/// The claim: one statement, three parts on disjoint rows. Jobs whose lease ran out on their
+/// last attempt were lost by a worker each time (a crash, or a job outliving its lease) and are
+/// dead rather than looping forever; those whose lease ran out earlier are taken again; then
+/// due pending jobs. `before` is more common table expressions, ending in a comma, that run in
+/// the same statement (outcomes to record). Parameters: $1 limit, $2 lease in ms, $3 the ids
+/// running here, $4 and $5 the errors of a lease that ran out.
+fn claim_sql(before: &str) -> String {
+    format!(
+        "WITH {before}clock AS (SELECT {NOW_MS} AS now), \
+         lost AS ( \
+           UPDATE keel_jobs SET state = 'dead', locked_until = NULL, finished_at = now(), \
+             last_error = $5 \
+           WHERE id IN (SELECT id FROM keel_jobs, clock \
+             WHERE state = 'running' AND locked_until <= clock.now \
+               AND attempts >= max_attempts AND id <> ALL($3) \
+             FOR UPDATE OF keel_jobs SKIP LOCKED) \
+           RETURNING id), \
+         expired AS ( \
+           SELECT id FROM keel_jobs, clock \
+           WHERE state = 'running' AND locked_until <= clock.now \
+             AND attempts < max_attempts AND id <> ALL($3) \
+           ORDER BY locked_until LIMIT $1 FOR UPDATE OF keel_jobs SKIP LOCKED), \
+         due AS ( \
+           SELECT id FROM keel_jobs, clock \
+           WHERE state = 'pending' AND run_at <= clock.now \
+           ORDER BY run_at LIMIT $1 FOR UPDATE OF keel_jobs SKIP LOCKED), \
+         picked AS (SELECT id FROM expired UNION ALL SELECT id FROM due LIMIT $1) \
+         UPDATE keel_jobs j SET attempts = j.attempts + 1, locked_until = clock.now + $2, \
+           last_error = CASE WHEN j.state = 'running' THEN $4 ELSE j.last_error END, \
+           state = 'running' \
+         FROM picked, clock WHERE j.id = picked.id \
+         RETURNING j.id, j.locked_until, j.queue, j.kind, j.payload, j.attempts, \
+           j.max_attempts, j.request_id"
+    )
+}
+
+/// [`claim_sql`] with its five parameters bound.
+fn claim_query<'q>(
+    sql: &'q str,
+    limit: usize,
+    lease: Duration,
+    running_here: &'q [i64],
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(sql)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(ms(lease))
+        .bind(running_here)
+        .bind(LEASE_EXPIRED)
+        .bind(LEASE_EXPIRED_LAST)
+}
+
+/// The claimed jobs of a claim's rows.
+fn claimed(rows: &[sqlx::postgres::PgRow]) -> Result<Vec<Claimed>, sqlx::Error> {
+    rows.iter()
+        .map(|row| {
+            Ok(Claimed {
+                id: row.try_get(0)?,
+                lease_until: row.try_get(1)?,
+                queue: row.try_get(2)?,
+                kind: row.try_get(3)?,
+                payload: row.try_get(4)?,
+                attempts: u32::try_from(row.try_get::<i32, _>(5)?).unwrap_or(0),
+                max_attempts: u32::try_from(row.try_get::<i32, _>(6)?).unwrap_or(1),
+                request_id: row.try_get(7)?,
+            })
+        })
+        .collect()
+}
+
+/// Records outcomes given as five arrays (ids, leases, states, run-at times, errors), the
+/// first bound as parameter `$first`. The lease must still be the one the outcome was earned
+/// under: a worker whose lease ran out (and whose job another worker has claimed since)
+/// overwrites nothing.
+fn finish_sql(first: usize) -> String {
+    let [a, b, c, d, e] = [first, first + 1, first + 2, first + 3, first + 4];
+    format!(
+        "UPDATE keel_jobs j SET state = o.state, locked_until = NULL, \
+           run_at = COALESCE(o.run_at, j.run_at), \
+           last_error = CASE WHEN o.state = 'succeeded' THEN j.last_error ELSE o.error END, \
+           finished_at = CASE WHEN o.state = 'pending' THEN NULL ELSE now() END \
+         FROM unnest(${a}::bigint[], ${b}::bigint[], ${c}::text[], ${d}::bigint[], ${e}::text[]) \
+           AS o(id, until, state, run_at, error) \
+         WHERE j.id = o.id AND j.locked_until = o.until AND j.state = 'running'"
+    )
+}
+
+type OutcomeArrays<'a> = (
+    Vec<i64>,
+    Vec<i64>,
+    Vec<&'static str>,
+    Vec<Option<i64>>,
+    Vec<Option<&'a str>>,
+);
+
+/// `outcomes` as the five arrays [`finish_sql`] takes.
+fn outcome_arrays(outcomes: &[(Lease, Outcome)]) -> OutcomeArrays<'_> {
+    let mut arrays: OutcomeArrays = Default::default();
+    for (lease, outcome) in outcomes {
+        let (state, run_at, error) = match outcome {
+            Outcome::Succeeded => ("succeeded", None, None),
+            Outcome::Retry { run_at_ms, error } => {
+                ("pending", Some(*run_at_ms), Some(truncate(error)))
+            }
+            Outcome::Dead { error } => ("dead", None, Some(truncate(error))),
+        };
+        arrays.0.push(lease.id);
+        arrays.1.push(lease.until);
+        arrays.2.push(state);
+        arrays.3.push(run_at);
+        arrays.4.push(error);
+    }
+    arrays
+}
+
 fn lease_arrays(leases: &[Lease]) -> (Vec<i64>, Vec<i64>) {
     leases.iter().map(|lease| (lease.id, lease.until)).unzip()
 }
@@ -419,61 +533,32 @@ impl Backend for PgQueue {
         lease: Duration,
         running_here: &[i64],
     ) -> Result<Vec<Claimed>, BackendError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        // One statement, three parts on disjoint rows: jobs whose lease ran out on their last
-        // attempt were lost by a worker each time (a crash, or a job outliving its lease) and
-        // are dead rather than looping forever; those whose lease ran out earlier are taken
-        // again; then due pending jobs.
-        let rows = sqlx::query(&format!(
-            "WITH clock AS (SELECT {NOW_MS} AS now), \
-             lost AS ( \
-               UPDATE keel_jobs SET state = 'dead', locked_until = NULL, finished_at = now(), \
-                 last_error = $5 \
-               WHERE id IN (SELECT id FROM keel_jobs, clock \
-                 WHERE state = 'running' AND locked_until <= clock.now \
-                   AND attempts >= max_attempts AND id <> ALL($3) \
-                 FOR UPDATE OF keel_jobs SKIP LOCKED) \
-               RETURNING id), \
-             expired AS ( \
-               SELECT id FROM keel_jobs, clock \
-               WHERE state = 'running' AND locked_until <= clock.now \
-                 AND attempts < max_attempts AND id <> ALL($3) \
-               ORDER BY locked_until LIMIT $1 FOR UPDATE OF keel_jobs SKIP LOCKED), \
-             due AS ( \
-               SELECT id FROM keel_jobs, clock \
-               WHERE state = 'pending' AND run_at <= clock.now \
-               ORDER BY run_at LIMIT $1 FOR UPDATE OF keel_jobs SKIP LOCKED), \
-             picked AS (SELECT id FROM expired UNION ALL SELECT id FROM due LIMIT $1) \
-             UPDATE keel_jobs j SET attempts = j.attempts + 1, locked_until = clock.now + $2, \
-               last_error = CASE WHEN j.state = 'running' THEN $4 ELSE j.last_error END, \
-               state = 'running' \
-             FROM picked, clock WHERE j.id = picked.id \
-             RETURNING j.id, j.locked_until, j.queue, j.kind, j.payload, j.attempts, \
-               j.max_attempts, j.request_id"
-        ))
-        .bind(limit)
-        .bind(ms(lease))
-        .bind(running_here)
-        .bind(LEASE_EXPIRED)
-        .bind(LEASE_EXPIRED_LAST)
-        .fetch_all(&self.pool)
-        .await?;
-        let claimed = rows
-            .iter()
-            .map(|row| {
-                Ok(Claimed {
-                    id: row.try_get(0)?,
-                    lease_until: row.try_get(1)?,
-                    queue: row.try_get(2)?,
-                    kind: row.try_get(3)?,
-                    payload: row.try_get(4)?,
-                    attempts: u32::try_from(row.try_get::<i32, _>(5)?).unwrap_or(0),
-                    max_attempts: u32::try_from(row.try_get::<i32, _>(6)?).unwrap_or(1),
-                    request_id: row.try_get(7)?,
-                })
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()?;
-        Ok(claimed)
+        let rows = claim_query(&claim_sql(""), limit, lease, running_here)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(claimed(&rows)?)
+    }
+
+    async fn finish_and_claim(
+        &self,
+        outcomes: &[(Lease, Outcome)],
+        limit: usize,
+        lease: Duration,
+        running_here: &[i64],
+    ) -> Result<Vec<Claimed>, BackendError> {
+        // The outcomes' rows are running and in `running_here`, so the claim's parts, which
+        // see the statement's starting snapshot, never pick them: the two touch disjoint rows.
+        let finish = format!("done AS ({}), ", finish_sql(6));
+        let (ids, untils, states, run_ats, errors) = outcome_arrays(outcomes);
+        let rows = claim_query(&claim_sql(&finish), limit, lease, running_here)
+            .bind(ids)
+            .bind(untils)
+            .bind(states)
+            .bind(run_ats)
+            .bind(errors)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(claimed(&rows)?)
     }
 
     async fn renew(&self, leases: &[Lease], lease: Duration) -> Result<Vec<Lease>, BackendError> {
@@ -496,43 +581,15 @@ impl Backend for PgQueue {
     }
 
     async fn finish(&self, outcomes: &[(Lease, Outcome)]) -> Result<(), BackendError> {
-        let mut ids = Vec::with_capacity(outcomes.len());
-        let mut untils = Vec::with_capacity(outcomes.len());
-        let mut states = Vec::with_capacity(outcomes.len());
-        let mut run_ats = Vec::with_capacity(outcomes.len());
-        let mut errors = Vec::with_capacity(outcomes.len());
-        for (lease, outcome) in outcomes {
-            ids.push(lease.id);
-            untils.push(lease.until);
-            let (state, run_at, error) = match outcome {
-                Outcome::Succeeded => ("succeeded", None, None),
-                Outcome::Retry { run_at_ms, error } => {
-                    ("pending", Some(*run_at_ms), Some(truncate(error)))
-                }
-                Outcome::Dead { error } => ("dead", None, Some(truncate(error))),
-            };
-            states.push(state);
-            run_ats.push(run_at);
-            errors.push(error);
-        }
-        // The lease must still be the one the outcome was earned under: a worker whose lease
-        // ran out (and whose job another worker has claimed since) overwrites nothing.
-        sqlx::query(
-            "UPDATE keel_jobs j SET state = o.state, locked_until = NULL, \
-               run_at = COALESCE(o.run_at, j.run_at), \
-               last_error = CASE WHEN o.state = 'succeeded' THEN j.last_error ELSE o.error END, \
-               finished_at = CASE WHEN o.state = 'pending' THEN NULL ELSE now() END \
-             FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::text[]) \
-               AS o(id, until, state, run_at, error) \
-             WHERE j.id = o.id AND j.locked_until = o.until AND j.state = 'running'",
-        )
-        .bind(ids)
-        .bind(untils)
-        .bind(states)
-        .bind(run_ats)
-        .bind(errors)
-        .execute(&self.pool)
-        .await?;
+        let (ids, untils, states, run_ats, errors) = outcome_arrays(outcomes);
+        sqlx::query(&finish_sql(1))
+            .bind(ids)
+            .bind(untils)
+            .bind(states)
+            .bind(run_ats)
+            .bind(errors)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 

@@ -112,6 +112,29 @@ pub trait Backend: Clone + Send + Sync + 'static {
         outcomes: &[(Lease, Outcome)],
     ) -> impl Future<Output = Result<(), BackendError>> + Send;
 
+    /// [`Backend::finish`] then [`Backend::claim`], as one unit when the backend can make them
+    /// one (a single statement): a worker whose jobs finished records them and takes the next
+    /// in one round trip. When it fails, neither happened. By default, the two in turn; then
+    /// a failed claim after a recorded finish is answered with no jobs, not an error.
+    fn finish_and_claim(
+        &self,
+        outcomes: &[(Lease, Outcome)],
+        limit: usize,
+        lease: Duration,
+        running_here: &[i64],
+    ) -> impl Future<Output = Result<Vec<Claimed>, BackendError>> + Send {
+        async move {
+            self.finish(outcomes).await?;
+            match self.claim(limit, lease, running_here).await {
+                Ok(claimed) => Ok(claimed),
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot claim jobs; trying again");
+                    Ok(Vec::new())
+                }
+            }
+        }
+    }
+
     /// Hands running jobs back to the queue, due now, their attempt not counted, if their
     /// lease is still the one given.
     fn release(&self, leases: &[Lease]) -> impl Future<Output = Result<(), BackendError>> + Send;
@@ -245,8 +268,15 @@ impl<B: Backend> Loop<B> {
         while !self.shutdown.is_cancelled() {
             let free = slots - self.running.len();
             let batch_ready = free >= claim_at || self.running.is_empty();
-            if (claim_now && batch_ready) || (claim_any && free > 0) {
-                claim_now = self.claim().await;
+            let claiming = (claim_now && batch_ready) || (claim_any && free > 0);
+            // Outcomes are written at once; with the next claim, when one is due, in one go.
+            match (self.finished.is_empty(), claiming) {
+                (false, true) => claim_now = self.record_and_claim().await,
+                (false, false) => self.record().await,
+                (true, true) => claim_now = self.claim().await,
+                (true, false) => {}
+            }
+            if claiming {
                 claim_any = false;
             }
             tokio::select! {
@@ -256,7 +286,6 @@ impl<B: Backend> Loop<B> {
                     while let Some(joined) = self.tasks.try_join_next_with_id() {
                         self.joined(Some(joined));
                     }
-                    self.record().await;
                     claim_now = true;
                 }
                 _ = renew.tick() => self.renew().await,
@@ -289,6 +318,40 @@ impl<B: Backend> Loop<B> {
             self.start(job);
         }
         full
+    }
+
+    /// Records the finished outcomes and claims for the free slots in one go; returns whether a
+    /// full claim suggests more are due. When that fails, the outcomes are recorded alone, as
+    /// [`Loop::record`] does, and nothing is claimed this time.
+    async fn record_and_claim(&mut self) -> bool {
+        let config = self.shared.config.clone();
+        let free = config.concurrency.max(1) - self.running.len();
+        let here: Vec<i64> = match self.shared.running.lock() {
+            Ok(running) => running.iter().copied().collect(),
+            Err(_) => return false,
+        };
+        let outcomes = std::mem::take(&mut self.finished);
+        match self
+            .backend
+            .finish_and_claim(&outcomes, free, config.lease, &here)
+            .await
+        {
+            Ok(batch) => {
+                let ids: Vec<i64> = outcomes.iter().map(|(lease, _)| lease.id).collect();
+                self.no_longer_here(&ids);
+                let full = batch.len() == free;
+                for job in batch {
+                    self.start(job);
+                }
+                full
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot record job outcomes and claim; recording alone");
+                self.finished = outcomes;
+                self.record().await;
+                false
+            }
+        }
     }
 
     fn start(&mut self, job: Claimed) {
