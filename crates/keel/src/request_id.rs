@@ -10,6 +10,7 @@
 //! Handlers read the id with the [`RequestId`] extractor; any code running for the request,
 //! with [`RequestId::current`]; work handed to another task keeps it with [`RequestId::scope`].
 
+use std::any::Any;
 use std::cell::OnceCell;
 use std::fmt;
 use std::future::Future;
@@ -20,8 +21,6 @@ use http::header::HeaderName;
 use http::request::Parts;
 use tokio::task::futures::TaskLocalFuture;
 
-use crate::tasks::Tasks;
-
 /// The request id header.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -30,10 +29,11 @@ tokio::task_local! {
 }
 
 /// What code running for a request finds in its task: the request's id and, while the edge
-/// layer serves it, its after-response tasks (made on first use: most requests queue none).
+/// layer serves it, one slot for what another part of keel keeps per request (the
+/// after-response tasks), made on first use: most requests need none.
 pub(crate) struct Scope {
     id: RequestId,
-    tasks: Option<OnceCell<Tasks>>,
+    slot: Option<OnceCell<Box<dyn Any + Send>>>,
 }
 
 impl Scope {
@@ -41,7 +41,7 @@ impl Scope {
     pub(crate) fn request(id: RequestId) -> Self {
         Scope {
             id,
-            tasks: Some(OnceCell::new()),
+            slot: Some(OnceCell::new()),
         }
     }
 
@@ -50,23 +50,27 @@ impl Scope {
         CURRENT.scope(self, fut)
     }
 
-    /// The tasks of the request being served, made on first use; `None` outside a request.
-    pub(crate) fn tasks() -> Option<Tasks> {
+    /// The request's slot, filled with `init` on first use; `None` outside a request served by
+    /// the edge layer, or when the slot holds another type.
+    pub(crate) fn slot_or_init<T: Any + Send + Clone>(init: impl FnOnce() -> T) -> Option<T> {
         CURRENT
             .try_with(|scope| {
-                scope
-                    .tasks
-                    .as_ref()
-                    .map(|tasks| tasks.get_or_init(Tasks::default).clone())
+                let slot = scope.slot.as_ref()?;
+                slot.get_or_init(|| Box::new(init()))
+                    .downcast_ref::<T>()
+                    .cloned()
             })
             .ok()
             .flatten()
     }
 
-    /// The tasks the request being served queued, if it made any.
-    pub(crate) fn queued_tasks() -> Option<Tasks> {
+    /// What the request's slot holds, if it was filled with a `T`.
+    pub(crate) fn slot<T: Any + Clone>() -> Option<T> {
         CURRENT
-            .try_with(|scope| scope.tasks.as_ref().and_then(OnceCell::get).cloned())
+            .try_with(|scope| {
+                let value = scope.slot.as_ref()?.get()?;
+                value.downcast_ref::<T>().cloned()
+            })
             .ok()
             .flatten()
     }
@@ -118,7 +122,7 @@ impl RequestId {
         CURRENT.scope(
             Scope {
                 id: self,
-                tasks: None,
+                slot: None,
             },
             fut,
         )
@@ -129,7 +133,7 @@ impl RequestId {
     pub fn sync_scope<T>(self, f: impl FnOnce() -> T) -> T {
         let scope = Scope {
             id: self,
-            tasks: None,
+            slot: None,
         };
         CURRENT.sync_scope(scope, f)
     }

@@ -103,7 +103,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Tasks {
     type Rejection = ApiError;
 
     async fn from_request_parts(_parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Scope::tasks().ok_or_else(|| {
+        Scope::slot_or_init(Tasks::default).ok_or_else(|| {
             ApiError::internal("the Tasks extractor needs keel::layers::ServiceLayers")
         })
     }
@@ -114,7 +114,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Tasks {
 /// after an error (the handler failed after queuing them, panicked, or timed out) they are
 /// dropped, as FastAPI drops the background tasks of a request that raised.
 pub(crate) fn after_response(response: Response, tracker: &TaskTracker) -> Response {
-    let Some(tasks) = Scope::queued_tasks() else {
+    let Some(tasks) = Scope::slot::<Tasks>() else {
         return response;
     };
     let queued = tasks.take();
