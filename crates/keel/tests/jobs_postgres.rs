@@ -276,3 +276,79 @@ async fn outcomes_and_the_next_claim_go_in_one_statement_that_keeps_the_lease_fe
         ]
     );
 }
+
+#[tokio::test]
+async fn a_record_and_its_job_go_in_one_statement_and_the_job_runs() {
+    let Some(schema) = common::pg::Schema::create().await else {
+        return;
+    };
+    keel::postgres::migrate(&schema.pool, MIGRATIONS)
+        .await
+        .unwrap();
+    sqlx::raw_sql("CREATE TABLE signups (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, n INT NOT NULL UNIQUE)")
+        .execute(&schema.pool)
+        .await
+        .unwrap();
+    let mut listener = sqlx::postgres::PgListener::connect_with(&schema.pool)
+        .await
+        .unwrap();
+    listener.listen("keel_jobs").await.unwrap();
+    let queue = PgQueue::new(schema.pool.clone(), 5);
+    let (queue, pool) = (&queue, &schema.pool);
+    let add = |n: i32| async move {
+        let jobs = queue.jobs_from::<Count>("s", "jsonb_build_object('n', s.n)::text", 2);
+        let sql = format!(
+            "WITH s AS (INSERT INTO signups (n) VALUES ($1) RETURNING n), {jobs} SELECT n FROM s"
+        );
+        let query = sqlx::query(&sql).bind(n);
+        queue
+            .bind_jobs_from::<Count>(query)
+            .fetch_optional(pool)
+            .await
+    };
+    assert!(add(7).await.unwrap().is_some());
+    // The first enqueue of an instance carries a NOTIFY, delivered at the statement's commit.
+    let heard = tokio::time::timeout(Duration::from_secs(5), listener.recv())
+        .await
+        .expect("a notification within 5 s")
+        .unwrap();
+    assert_eq!(heard.channel(), "keel_jobs");
+    // A failed statement adds neither the record nor its job.
+    let duplicate = add(7).await.unwrap_err();
+    assert_eq!(
+        duplicate
+            .as_database_error()
+            .and_then(|e| e.code())
+            .as_deref(),
+        Some("23505")
+    );
+    let jobs: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT queue, kind, payload FROM keel_jobs ORDER BY id")
+            .fetch_all(&schema.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        jobs,
+        vec![(
+            "default".to_owned(),
+            "count".to_owned(),
+            r#"{"n": 7}"#.to_owned()
+        )]
+    );
+    // The payload made in SQL is what the job deserializes from: a worker runs it.
+    let runs = Arc::new(Mutex::new(HashMap::new()));
+    let (_queue, stop, tracker) = instance(&schema, counter(runs.clone()), WorkerConfig::default());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while runs.lock().unwrap().get(&7).copied() != Some(1) {
+        assert!(Instant::now() < deadline, "the job never ran: {runs:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    tracker.close();
+    tracker.wait().await;
+    let state: String = sqlx::query_scalar("SELECT state FROM keel_jobs")
+        .fetch_one(&schema.pool)
+        .await
+        .unwrap();
+    assert_eq!(state, "succeeded");
+}

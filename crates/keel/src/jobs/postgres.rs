@@ -230,6 +230,62 @@ impl PgQueue {
             .await
     }
 
+    /// A common table expression, `keel_jobs_added`, that adds one `J` job for each row of
+    /// `source` (a table, or a common table expression earlier in the caller's statement), its
+    /// payload the JSON text that the SQL expression `payload` makes of that row: for a record
+    /// and its job written by one statement, in autocommit, with no transaction and no round
+    /// trip of its own. Data-modifying, so it runs whether or not the statement reads it; it
+    /// may carry the `NOTIFY` an enqueue carries. It uses parameters `$first` to `$first + 3`:
+    /// bind them with [`PgQueue::bind_jobs_from`], after the caller's own.
+    ///
+    /// `payload` must make what `J` deserializes from (an object with `J`'s fields): test it by
+    /// running the job. Call [`PgQueue::wake`] once the statement has run.
+    ///
+    /// ```
+    /// # use keel::jobs::{Job, postgres::PgQueue};
+    /// # #[derive(serde::Serialize, serde::Deserialize)]
+    /// # struct Welcome { user_id: i64 }
+    /// # impl Job for Welcome { const KIND: &'static str = "welcome"; }
+    /// # async fn signup(queue: &PgQueue, pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
+    /// let jobs = queue.jobs_from::<Welcome>("u", "jsonb_build_object('user_id', u.id)::text", 2);
+    /// let sql = format!(
+    ///     "WITH u AS (INSERT INTO users (email) VALUES ($1) RETURNING id), {jobs} SELECT id FROM u"
+    /// );
+    /// let query = sqlx::query(&sql).bind("ada@example.com");
+    /// let user = queue.bind_jobs_from::<Welcome>(query).fetch_one(pool).await?;
+    /// queue.wake();
+    /// # Ok(()) }
+    /// ```
+    pub fn jobs_from<J: Job>(&self, source: &str, payload: &str, first: usize) -> String {
+        let [queue, kind, attempts, request] = [first, first + 1, first + 2, first + 3];
+        // A one-row subquery joined in, so that the `NOTIFY` runs once, with the insert.
+        let notify = if self.notify_due() {
+            format!(", (SELECT pg_notify('{CHANNEL}', '')) AS keel_notified")
+        } else {
+            String::new()
+        };
+        format!(
+            "keel_jobs_added AS ( \
+               INSERT INTO keel_jobs (queue, kind, payload, max_attempts, run_at, request_id) \
+               SELECT ${queue}, ${kind}, {payload}, ${attempts}, {NOW_MS}, ${request} \
+               FROM {source}{notify} RETURNING id) "
+        )
+    }
+
+    /// Binds the parameters of [`PgQueue::jobs_from`] for `J`, in order: its queue, kind, the
+    /// attempts it gets, and the id of the current request.
+    pub fn bind_jobs_from<'q, J: Job>(
+        &self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        let request_id = RequestId::current().map(|id| id.as_str().to_owned());
+        query
+            .bind(J::QUEUE)
+            .bind(J::KIND)
+            .bind(i32::try_from(self.max_attempts).unwrap_or(i32::MAX))
+            .bind(request_id)
+    }
+
     /// Tells one idle worker of this instance that jobs are due: call it once an enqueue has
     /// committed. (The other instances hear of it from the commit's `NOTIFY`.)
     pub fn wake(&self) {
@@ -242,14 +298,7 @@ impl PgQueue {
     /// database; one in every transaction cost a fifth of a write-heavy service's throughput,
     /// one every few milliseconds costs nothing visible, and workers busy claiming need none.
     fn with_notify(&self, insert: &str) -> String {
-        let now = crate::jobs::now_ms();
-        let last = self.last_notify.load(Ordering::Acquire);
-        let due = now.saturating_sub(last) >= ms(NOTIFY_EVERY)
-            && self
-                .last_notify
-                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok();
-        if !due {
+        if !self.notify_due() {
             return insert.to_owned();
         }
         format!(
@@ -257,6 +306,18 @@ impl PgQueue {
              notified AS (SELECT pg_notify('{CHANNEL}', '')) \
              SELECT inserted.id FROM inserted, notified"
         )
+    }
+
+    /// Whether this enqueue carries a `NOTIFY`: none went out from this instance in the last
+    /// [`NOTIFY_EVERY`]. Claims the turn when it answers yes.
+    fn notify_due(&self) -> bool {
+        let now = crate::jobs::now_ms();
+        let last = self.last_notify.load(Ordering::Acquire);
+        now.saturating_sub(last) >= ms(NOTIFY_EVERY)
+            && self
+                .last_notify
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
     }
 
     /// Listens for enqueues committed by any instance and wakes a worker here for each, until

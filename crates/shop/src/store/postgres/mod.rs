@@ -109,6 +109,10 @@ impl PgStore {
             .max_connections(max_connections.max(2))
             // A request waits this long for a connection before its 503.
             .acquire_timeout(Duration::from_secs(5))
+            // No round trip to test a connection before each use: sqlx already tests it when
+            // it goes back to the pool, and one that died while idle there (the server
+            // restarted) fails its one request with a 503 and `Retry-After`, and is dropped.
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(OpenError::Postgres)?;
