@@ -67,6 +67,15 @@ for port in 18000 18001 18002; do
     sleep 0.1
   done
 done
+# A server that could not start (its port taken by another process, say) must stop the run,
+# or wrk would measure whatever answers on that port.
+for pid in "${pids[@]}"; do
+  if ! kill -0 "$pid" 2>/dev/null; then
+    echo "a server exited at start-up:" >&2
+    tail -n 5 "$work"/*.log >&2
+    exit 1
+  fi
+done
 
 # GET /users/{id} reads users 1..1000: each server gets them first, so that the GET scenario
 # measures 200s whichever scenarios run.
