@@ -282,6 +282,9 @@ impl<B: Backend> Loop<B> {
             tokio::select! {
                 joined = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
                     self.joined(joined);
+                    // Let the jobs that are ready to finish do so first: one record for them
+                    // all rather than one each.
+                    tokio::task::yield_now().await;
                     // Everything else that finished meanwhile goes in the same record.
                     while let Some(joined) = self.tasks.try_join_next_with_id() {
                         self.joined(Some(joined));
