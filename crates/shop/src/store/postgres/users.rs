@@ -42,10 +42,8 @@ impl PgStore {
             4,
         );
         let sql = format!(
-            "WITH subscribed AS (SELECT EXISTS (SELECT 1 FROM webhook_endpoints \
-               WHERE deleted_at IS NULL AND events ? $1) AS any), \
-             u AS (INSERT INTO users (email, username) \
-               SELECT $2, $3 FROM subscribed WHERE NOT subscribed.any RETURNING *), \
+            "WITH u AS (INSERT INTO users (email, username) \
+               SELECT $2, $3 WHERE cardinality({SUBSCRIBERS}) = 0 RETURNING *), \
              {welcome} \
              SELECT {USER_COLUMNS} FROM u"
         );
