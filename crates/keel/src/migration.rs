@@ -17,4 +17,10 @@ impl Migration {
     pub const fn new(version: u32, name: &'static str, sql: &'static str) -> Self {
         Migration { version, name, sql }
     }
+
+    /// The same change as version `version` of another list: how an application puts keel's
+    /// migrations among its own.
+    pub const fn at(self, version: u32) -> Self {
+        Migration { version, ..self }
+    }
 }

@@ -85,7 +85,13 @@ async fn instances_starting_together_apply_each_migration_once() {
             .fetch_all(&schema.pool)
             .await
             .unwrap();
-    assert_eq!(applied, vec![(1, "keel jobs".to_owned())]);
+    assert_eq!(
+        applied,
+        vec![
+            (1, "keel jobs".to_owned()),
+            (2, "keel job counts of finished jobs".to_owned())
+        ]
+    );
     // And again, as at the next start.
     keel::postgres::migrate(&schema.pool, MIGRATIONS)
         .await
@@ -351,4 +357,94 @@ async fn a_record_and_its_job_go_in_one_statement_and_the_job_runs() {
         .await
         .unwrap();
     assert_eq!(state, "succeeded");
+}
+
+/// `(queue, state, n)` sorted, as `counts` gives them.
+async fn sorted_counts(queue: &PgQueue) -> Vec<(String, String, i64)> {
+    let mut counts = queue.counts().await.unwrap();
+    counts.sort();
+    counts
+}
+
+fn count(state: &str, n: i64) -> (String, String, i64) {
+    ("default".to_owned(), state.to_owned(), n)
+}
+
+#[tokio::test]
+async fn counts_follow_every_change_of_state_and_the_upgrade_from_version_1() {
+    let Some(schema) = common::pg::Schema::create().await else {
+        return;
+    };
+    // A database made by version 1, whose triggers counted pending and running jobs too.
+    keel::postgres::migrate(&schema.pool, &MIGRATIONS[..1])
+        .await
+        .unwrap();
+    let queue = PgQueue::new(schema.pool.clone(), 5);
+    let lease = Duration::from_secs(10);
+    enqueue(&queue, &schema.pool, [1, 2, 3, 4]).await;
+    let first = queue.claim(1, lease, &[]).await.unwrap();
+    queue
+        .finish(&[(first[0].lease(), keel::jobs::Outcome::Succeeded)])
+        .await
+        .unwrap();
+    let deltas: i64 = sqlx::query_scalar(
+        "SELECT sum(n)::bigint FROM keel_job_counts WHERE state IN ('pending', 'running')",
+    )
+    .fetch_one(&schema.pool)
+    .await
+    .unwrap();
+    assert_eq!(deltas, 3);
+
+    // Version 2 counts pending and running jobs from the table instead of the deltas.
+    keel::postgres::migrate(&schema.pool, MIGRATIONS)
+        .await
+        .unwrap();
+    assert_eq!(
+        sorted_counts(&queue).await,
+        vec![count("pending", 3), count("succeeded", 1)]
+    );
+    enqueue(&queue, &schema.pool, [5]).await;
+    let claimed = queue.claim(3, lease, &[]).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    assert_eq!(
+        sorted_counts(&queue).await,
+        vec![
+            count("pending", 1),
+            count("running", 3),
+            count("succeeded", 1)
+        ]
+    );
+    let dead = claimed[0].id();
+    queue
+        .finish(&[
+            (
+                claimed[0].lease(),
+                keel::jobs::Outcome::Dead {
+                    error: "gave up".to_owned(),
+                },
+            ),
+            (
+                claimed[1].lease(),
+                keel::jobs::Outcome::Retry {
+                    run_at_ms: 0,
+                    error: "later".to_owned(),
+                },
+            ),
+            (claimed[2].lease(), keel::jobs::Outcome::Succeeded),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        sorted_counts(&queue).await,
+        vec![count("dead", 1), count("pending", 2), count("succeeded", 2)]
+    );
+    assert!(matches!(
+        queue.retry(dead).await.unwrap(),
+        keel::jobs::RetryOutcome::Retried(_)
+    ));
+    sqlx::query("DELETE FROM keel_jobs WHERE state = 'succeeded'")
+        .execute(&schema.pool)
+        .await
+        .unwrap();
+    assert_eq!(sorted_counts(&queue).await, vec![count("pending", 3)]);
 }

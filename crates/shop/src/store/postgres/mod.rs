@@ -35,6 +35,7 @@ const MIGRATIONS: &[Migration] = &[
         include_str!("../../../migrations/postgres/0002_shop.sql"),
     ),
     Migration::new(3, "keel idempotency", keel::postgres::idempotency::SCHEMA),
+    keel::jobs::postgres::MIGRATIONS[1].at(4),
 ];
 
 /// How an API timestamp is shown: RFC 3339 in UTC with milliseconds, as on SQLite.
