@@ -13,11 +13,12 @@
 //!   the lease's expiry doubles as a fencing value: an outcome or a renewal counts only with the
 //!   lease it was claimed with.
 //! - **Outcomes** of a batch are one statement.
-//! - **Counts** per queue and state (for `/metrics`): pending and running jobs are counted from
-//!   their partial indexes when read, so an enqueue writes nothing but its job; the finished
-//!   states, which grow without bound, are kept by statement triggers as deltas, appended
-//!   without touching a shared row (no contention between writers) and folded when read. A
-//!   read costs the backlog plus what finished since the last one, not the size of the table.
+//! - **Counts** per queue and state (for `/metrics`): pending, running and dead jobs are counted
+//!   from their partial indexes when read, so an enqueue writes nothing but its job; succeeded
+//!   jobs, which pile up until retention deletes them, are counted by statement triggers as
+//!   deltas, appended without touching a shared row (no contention between writers) and folded
+//!   when read. A read costs the backlog and the dead jobs plus what succeeded since the last
+//!   one, not the size of the table.
 //!
 //! Times the worker compares (`run_at`, `locked_until`) are milliseconds since the Unix epoch
 //! by the database's clock; `created_at` and `finished_at` are `timestamptz`.
@@ -38,7 +39,7 @@ use crate::migration::Migration;
 use crate::RequestId;
 
 /// The `keel_jobs` table, its indexes and the triggers that keep the counts (version 1; see
-/// [`SCHEMA_FINISHED_COUNTS`]).
+/// [`SCHEMA_SUCCEEDED_COUNTS`]).
 pub const SCHEMA: &str = r#"
 CREATE TABLE keel_jobs (
     id           BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -99,36 +100,39 @@ CREATE TRIGGER keel_jobs_deleted AFTER DELETE ON keel_jobs
     REFERENCING OLD TABLE AS keel_old FOR EACH STATEMENT EXECUTE FUNCTION keel_jobs_deleted();
 "#;
 
-/// Version 2 of the schema: counts kept for the finished states only. An enqueue no longer
-/// fires a trigger (on a lone insert that trigger cost about a sixth of the statement);
-/// [`PgQueue::counts`] counts pending and running jobs from their partial indexes instead.
-pub const SCHEMA_FINISHED_COUNTS: &str = r#"
+/// Version 2 of the schema: the triggers count succeeded jobs only, and dead jobs get a partial
+/// index. An enqueue no longer fires a trigger (on a lone insert that trigger cost about a
+/// sixth of the statement); [`PgQueue::counts`] counts pending, running and dead jobs from their
+/// partial indexes instead. A row written into `keel_jobs` as `succeeded` other than by an
+/// update (never by `PgQueue`) is not counted.
+pub const SCHEMA_SUCCEEDED_COUNTS: &str = r#"
 DROP TRIGGER keel_jobs_inserted ON keel_jobs;
 DROP FUNCTION keel_jobs_inserted();
 
 CREATE OR REPLACE FUNCTION keel_jobs_updated() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO keel_job_counts (queue, state, n)
-        SELECT queue, state, sum(n) FROM (
-            SELECT queue, state, 1 AS n FROM keel_new WHERE state IN ('succeeded', 'dead')
+        SELECT queue, 'succeeded', sum(n) FROM (
+            SELECT queue, 1 AS n FROM keel_new WHERE state = 'succeeded'
             UNION ALL
-            SELECT queue, state, -1 AS n FROM keel_old WHERE state IN ('succeeded', 'dead')) changes
-        GROUP BY queue, state HAVING sum(n) <> 0;
+            SELECT queue, -1 AS n FROM keel_old WHERE state = 'succeeded') changes
+        GROUP BY queue HAVING sum(n) <> 0;
     RETURN NULL;
 END $$;
 
 CREATE OR REPLACE FUNCTION keel_jobs_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO keel_job_counts (queue, state, n)
-        SELECT queue, state, -count(*) FROM keel_old WHERE state IN ('succeeded', 'dead')
-        GROUP BY queue, state;
+        SELECT queue, 'succeeded', -count(*) FROM keel_old WHERE state = 'succeeded'
+        GROUP BY queue;
     RETURN NULL;
 END $$;
 
-DELETE FROM keel_job_counts WHERE state IN ('pending', 'running');
+DELETE FROM keel_job_counts WHERE state <> 'succeeded';
+CREATE INDEX keel_jobs_dead ON keel_jobs (id) WHERE state = 'dead';
 "#;
 
-/// The queue's schema: [`SCHEMA`] as version 1, [`SCHEMA_FINISHED_COUNTS`] as version 2.
+/// The queue's schema: [`SCHEMA`] as version 1, [`SCHEMA_SUCCEEDED_COUNTS`] as version 2.
 /// [`crate::postgres::migrate`] applies what a database lacks, so it is safe at every start of
 /// every instance. An application with migrations of its own puts these in its list, in this
 /// order, at versions of its own (the shop service has them as 1 and 4).
@@ -136,8 +140,8 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration::new(1, "keel jobs", SCHEMA),
     Migration::new(
         2,
-        "keel job counts of finished jobs",
-        SCHEMA_FINISHED_COUNTS,
+        "keel job counts of succeeded jobs",
+        SCHEMA_SUCCEEDED_COUNTS,
     ),
 ];
 
@@ -410,10 +414,10 @@ impl PgQueue {
         Ok(listener)
     }
 
-    /// Number of jobs by queue and state, without the zeros. Pending and running jobs are
-    /// counted from their partial indexes; the finished ones from the deltas the triggers
-    /// appended, folded first into one row per queue and state. So the cost is the backlog and
-    /// what finished since the last call, whatever the size of the table.
+    /// Number of jobs by queue and state, without the zeros. Pending, running and dead jobs
+    /// are counted from their partial indexes; succeeded ones from the deltas the triggers
+    /// appended, folded first into one row per queue. So the cost is the backlog and the dead
+    /// jobs plus what succeeded since the last call, whatever the size of the table.
     pub async fn counts(&self) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
@@ -432,6 +436,9 @@ impl PgQueue {
                  GROUP BY queue \
                  UNION ALL \
                  SELECT queue, 'running', count(*) FROM keel_jobs WHERE state = 'running' \
+                 GROUP BY queue \
+                 UNION ALL \
+                 SELECT queue, 'dead', count(*) FROM keel_jobs WHERE state = 'dead' \
                  GROUP BY queue) counts \
              WHERE n > 0 ORDER BY queue, state",
         )
