@@ -144,9 +144,8 @@ impl App {
             idempotency_ttl: Duration::from_secs(config.idempotency_ttl_secs),
         };
         let router = routes::router(state.clone(), &limits, tracker.clone());
-        let listener = TcpListener::bind(config.addr)
-            .await
-            .map_err(|source| StartError::Bind {
+        let listener =
+            listen(config.addr, config.recv_buffer_bytes).map_err(|source| StartError::Bind {
                 addr: config.addr,
                 source,
             })?;
@@ -246,4 +245,43 @@ pub async fn shutdown_signal() {
         () = ctrl_c => tracing::info!("SIGINT received, shutting down"),
         () = terminate => tracing::info!("SIGTERM received, shutting down"),
     }
+}
+
+/// Binds `addr` as `TcpListener::bind` does (address reuse, a backlog of 1024), with every
+/// accepted socket's receive buffer at `recv_buffer` bytes (0: the kernel's automatic sizing).
+///
+/// A chat sender is slowed by reading its frames late; a client library that cannot read while
+/// one of its sends is blocked (Python's sync `websockets`) then waits on itself. With a few
+/// MiB of room here its sends do not block while the service catches up. A value above the
+/// kernel's limit would be cut to it and would still turn the automatic sizing off, so it is
+/// not set: the kernel's sizing stays, with a warning.
+fn listen(addr: SocketAddr, recv_buffer: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    if recv_buffer > 0 {
+        match receive_buffer_limit() {
+            Some(limit) if u64::from(recv_buffer) > limit => tracing::warn!(
+                recv_buffer,
+                limit,
+                "SHOP_RECV_BUFFER_BYTES is above net.core.rmem_max: left to the kernel"
+            ),
+            _ => socket.set_recv_buffer_size(recv_buffer)?,
+        }
+    }
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// The kernel's limit on a socket's receive buffer (`net.core.rmem_max`), where it can be read.
+fn receive_buffer_limit() -> Option<u64> {
+    std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }

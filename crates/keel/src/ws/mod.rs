@@ -10,7 +10,11 @@
 //! - a sender is slowed before readers fall behind: after each frame a client sends, its
 //!   connection reads nothing more (TCP pushes back on the client) while a member of its topic
 //!   that keeps writing has more than half its queue in use, so a burst of chat reaches clients
-//!   on slow links instead of overflowing their queues;
+//!   on slow links instead of overflowing their queues. A client library that cannot read
+//!   while one of its sends is blocked (Python's sync `websockets`) would wait on itself once
+//!   its sends block: give the listening socket a receive buffer of a few MiB (`SO_RCVBUF`,
+//!   e.g. `tokio::net::TcpSocket::set_recv_buffer_size` before `listen`), and its sends go on
+//!   into that buffer while its reader catches up;
 //! - only a client that stops reading is cut off: one whose queue is full, or that has written
 //!   nothing for the write timeout, is closed (1013) and nobody else notices; a member that has
 //!   written nothing for a second no longer slows senders. The message it could not take and
