@@ -403,6 +403,15 @@ async fn counts_follow_every_change_of_state_and_the_upgrade_from_version_1() {
         sorted_counts(&queue).await,
         vec![count("pending", 3), count("succeeded", 1)]
     );
+    // A delta folded by an instance still on version 1 after the upgrade changes nothing.
+    sqlx::query("INSERT INTO keel_job_counts (queue, state, n) VALUES ('default', 'pending', 7)")
+        .execute(&schema.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        sorted_counts(&queue).await,
+        vec![count("pending", 3), count("succeeded", 1)]
+    );
     enqueue(&queue, &schema.pool, [5]).await;
     let claimed = queue.claim(3, lease, &[]).await.unwrap();
     assert_eq!(claimed.len(), 3);
@@ -458,5 +467,23 @@ async fn counts_follow_every_change_of_state_and_the_upgrade_from_version_1() {
     assert_eq!(
         sorted_counts(&queue).await,
         vec![count("dead", 1), count("pending", 3)]
+    );
+}
+
+#[tokio::test]
+async fn migrations_out_of_order_are_refused_before_the_database_is_touched() {
+    // Nothing listens there: the list is refused before any connection is tried.
+    let pool = sqlx::PgPool::connect_lazy("postgres://nobody@127.0.0.1:1/none").unwrap();
+    let list = [MIGRATIONS[0], MIGRATIONS[1].at(1)];
+    let err = keel::postgres::migrate(&pool, &list).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            keel::postgres::MigrateError::Unordered {
+                version: 1,
+                name: "keel job counts of succeeded jobs"
+            }
+        ),
+        "{err}"
     );
 }

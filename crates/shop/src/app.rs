@@ -247,15 +247,41 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Binds `addr` as `TcpListener::bind` does (address reuse, a backlog of 1024), with every
-/// accepted socket's receive buffer at `recv_buffer` bytes (0: the kernel's automatic sizing).
+/// Binds `addr` as `TcpListener::bind` does (address reuse), with a backlog of 1024 (tokio's
+/// takes 128: connections past `SHOP_MAX_CONNECTIONS` wait there) and every accepted socket's
+/// receive buffer at `recv_buffer` bytes (0: the kernel's automatic sizing).
 ///
 /// A chat sender is slowed by reading its frames late; a client library that cannot read while
 /// one of its sends is blocked (Python's sync `websockets`) then waits on itself. With a few
-/// MiB of room here its sends do not block while the service catches up. A value above the
-/// kernel's limit would be cut to it and would still turn the automatic sizing off, so it is
-/// not set: the kernel's sizing stays, with a warning.
+/// MiB of room here its sends do not block while the service catches up. The kernel cuts a
+/// larger value than `net.core.rmem_max` down and still turns its automatic sizing off, which
+/// is worse than either: then the socket is made again without it, with a warning.
 fn listen(addr: SocketAddr, recv_buffer: u32) -> std::io::Result<TcpListener> {
+    let mut socket = new_socket(addr)?;
+    if recv_buffer > 0 {
+        socket.set_recv_buffer_size(recv_buffer)?;
+        // Linux reports twice what it granted: it counts its bookkeeping too.
+        let reported = if cfg!(target_os = "linux") {
+            recv_buffer.saturating_mul(2)
+        } else {
+            recv_buffer
+        };
+        let granted = socket.recv_buffer_size()?;
+        if granted < reported {
+            tracing::warn!(
+                recv_buffer,
+                granted,
+                "SHOP_RECV_BUFFER_BYTES is above what the kernel allows (net.core.rmem_max): \
+                 left to the kernel's automatic sizing"
+            );
+            socket = new_socket(addr)?;
+        }
+    }
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+fn new_socket(addr: SocketAddr) -> std::io::Result<tokio::net::TcpSocket> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
@@ -263,25 +289,5 @@ fn listen(addr: SocketAddr, recv_buffer: u32) -> std::io::Result<TcpListener> {
     };
     #[cfg(unix)]
     socket.set_reuseaddr(true)?;
-    if recv_buffer > 0 {
-        match receive_buffer_limit() {
-            Some(limit) if u64::from(recv_buffer) > limit => tracing::warn!(
-                recv_buffer,
-                limit,
-                "SHOP_RECV_BUFFER_BYTES is above net.core.rmem_max: left to the kernel"
-            ),
-            _ => socket.set_recv_buffer_size(recv_buffer)?,
-        }
-    }
-    socket.bind(addr)?;
-    socket.listen(1024)
-}
-
-/// The kernel's limit on a socket's receive buffer (`net.core.rmem_max`), where it can be read.
-fn receive_buffer_limit() -> Option<u64> {
-    std::fs::read_to_string("/proc/sys/net/core/rmem_max")
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    Ok(socket)
 }

@@ -128,7 +128,7 @@ pub struct Config {
     /// Receive buffer of each connection's socket (SO_RCVBUF), in bytes; 0 leaves the kernel's
     /// automatic sizing. A chat sender whose frames the service reads slowly (to let other
     /// clients catch up) can keep sending into it; past it TCP pushes back. Not set, with a
-    /// warning, when above the kernel's limit (`net.core.rmem_max`).
+    /// warning, when the kernel's limit (`net.core.rmem_max`) is lower.
     #[arg(long, env = "SHOP_RECV_BUFFER_BYTES", default_value_t = 4_194_304,
           value_parser = clap::value_parser!(u32).range(0..=1_073_741_824))]
     pub recv_buffer_bytes: u32,

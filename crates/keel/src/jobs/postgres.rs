@@ -14,7 +14,8 @@
 //!   lease it was claimed with.
 //! - **Outcomes** of a batch are one statement.
 //! - **Counts** per queue and state (for `/metrics`): pending, running and dead jobs are counted
-//!   from their partial indexes when read, so an enqueue writes nothing but its job; succeeded
+//!   in the table when read (their partial indexes find them), so an enqueue writes nothing but
+//!   its job; succeeded
 //!   jobs, which pile up until retention deletes them, are counted by statement triggers as
 //!   deltas, appended without touching a shared row (no contention between writers) and folded
 //!   when read. A read costs the backlog and the dead jobs plus what succeeded since the last
@@ -102,9 +103,14 @@ CREATE TRIGGER keel_jobs_deleted AFTER DELETE ON keel_jobs
 
 /// Version 2 of the schema: the triggers count succeeded jobs only, and dead jobs get a partial
 /// index. An enqueue no longer fires a trigger (on a lone insert that trigger cost about a
-/// sixth of the statement); [`PgQueue::counts`] counts pending, running and dead jobs from their
-/// partial indexes instead. A row written into `keel_jobs` as `succeeded` other than by an
-/// update (never by `PgQueue`) is not counted.
+/// sixth of the statement); [`PgQueue::counts`] counts pending, running and dead jobs in the
+/// table instead. Writing a row into `keel_jobs` as `succeeded` directly (never done by
+/// `PgQueue`) is not supported: it is not counted, and its deletion later is.
+///
+/// Applying it locks `keel_jobs` while the new index is built, which reads the whole table
+/// (the succeeded jobs that retention keeps included): enqueues and claims wait meanwhile. On
+/// a large table, upgrade at a quiet time. Until every instance runs version 2 of this code,
+/// those still on version 1 show only succeeded jobs in their counts.
 pub const SCHEMA_SUCCEEDED_COUNTS: &str = r#"
 DROP TRIGGER keel_jobs_inserted ON keel_jobs;
 DROP FUNCTION keel_jobs_inserted();
@@ -415,22 +421,25 @@ impl PgQueue {
     }
 
     /// Number of jobs by queue and state, without the zeros. Pending, running and dead jobs
-    /// are counted from their partial indexes; succeeded ones from the deltas the triggers
-    /// appended, folded first into one row per queue. So the cost is the backlog and the dead
-    /// jobs plus what succeeded since the last call, whatever the size of the table.
+    /// are counted in the table (their partial indexes find them); succeeded ones from the
+    /// deltas the triggers appended, folded first into one row per queue (a delta of another
+    /// state, left by an instance of version 1 during an upgrade, is dropped). So the cost is
+    /// the backlog and the dead jobs plus what succeeded since the last call, whatever the
+    /// size of the table.
     pub async fn counts(&self) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "WITH folded AS (DELETE FROM keel_job_counts RETURNING queue, state, n) \
              INSERT INTO keel_job_counts (queue, state, n) \
-             SELECT queue, state, sum(n) FROM folded GROUP BY queue, state HAVING sum(n) <> 0",
+             SELECT queue, state, sum(n) FROM folded WHERE state = 'succeeded' \
+             GROUP BY queue, state HAVING sum(n) <> 0",
         )
         .execute(&mut *tx)
         .await?;
         let counts = sqlx::query_as(
             "SELECT queue, state, n FROM ( \
                  SELECT queue, state, sum(n)::bigint AS n FROM keel_job_counts \
-                 GROUP BY queue, state \
+                 WHERE state = 'succeeded' GROUP BY queue, state \
                  UNION ALL \
                  SELECT queue, 'pending', count(*) FROM keel_jobs WHERE state = 'pending' \
                  GROUP BY queue \

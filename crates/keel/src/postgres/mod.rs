@@ -43,6 +43,11 @@ pub enum MigrateError {
     TooNew { found: u32, known: u32 },
     #[error("cannot read the schema version: {0}")]
     Version(#[from] sqlx::Error),
+    #[error(
+        "migration {version} ({name}) does not come after the one before it: versions must \
+         increase strictly"
+    )]
+    Unordered { version: u32, name: &'static str },
 }
 
 /// Applies, in order, the migrations the database (its current schema) lacks, each in its own
@@ -52,6 +57,15 @@ pub enum MigrateError {
 /// that start together take turns: one applies a migration, the others find it recorded and go
 /// on. Append migrations; never edit one that has shipped.
 pub async fn migrate(pool: &PgPool, migrations: &[Migration]) -> Result<(), MigrateError> {
+    if let Some(pair) = migrations
+        .windows(2)
+        .find(|pair| pair[0].version >= pair[1].version)
+    {
+        return Err(MigrateError::Unordered {
+            version: pair[1].version,
+            name: pair[1].name,
+        });
+    }
     let mut conn = pool.acquire().await?;
     let known = migrations.iter().map(|m| m.version).max().unwrap_or(0);
     let mut tx = conn.begin().await?;
