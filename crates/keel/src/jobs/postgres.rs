@@ -620,17 +620,16 @@ fn finish_sql(first: usize) -> String {
     )
 }
 
-type OutcomeArrays<'a> = (
-    Vec<i64>,
-    Vec<i64>,
-    Vec<&'static str>,
-    Vec<Option<i64>>,
-    Vec<Option<&'a str>>,
-);
-
-/// `outcomes` as the five arrays [`finish_sql`] takes.
-fn outcome_arrays(outcomes: &[(Lease, Outcome)]) -> OutcomeArrays<'_> {
-    let mut arrays: OutcomeArrays = Default::default();
+/// `query` (whose SQL comes from [`finish_sql`]) with `outcomes` bound as its five arrays.
+fn bind_outcomes<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    outcomes: &'q [(Lease, Outcome)],
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    let mut ids = Vec::with_capacity(outcomes.len());
+    let mut untils = Vec::with_capacity(outcomes.len());
+    let mut states = Vec::with_capacity(outcomes.len());
+    let mut run_ats = Vec::with_capacity(outcomes.len());
+    let mut errors = Vec::with_capacity(outcomes.len());
     for (lease, outcome) in outcomes {
         let (state, run_at, error) = match outcome {
             Outcome::Succeeded => ("succeeded", None, None),
@@ -639,13 +638,18 @@ fn outcome_arrays(outcomes: &[(Lease, Outcome)]) -> OutcomeArrays<'_> {
             }
             Outcome::Dead { error } => ("dead", None, Some(truncate(error))),
         };
-        arrays.0.push(lease.id);
-        arrays.1.push(lease.until);
-        arrays.2.push(state);
-        arrays.3.push(run_at);
-        arrays.4.push(error);
+        ids.push(lease.id);
+        untils.push(lease.until);
+        states.push(state);
+        run_ats.push(run_at);
+        errors.push(error);
     }
-    arrays
+    query
+        .bind(ids)
+        .bind(untils)
+        .bind(states)
+        .bind(run_ats)
+        .bind(errors)
 }
 
 fn lease_arrays(leases: &[Lease]) -> (Vec<i64>, Vec<i64>) {
@@ -675,13 +679,8 @@ impl Backend for PgQueue {
         // The outcomes' rows are running and in `running_here`, so the claim's parts, which
         // see the statement's starting snapshot, never pick them: the two touch disjoint rows.
         let finish = format!("done AS ({}), ", finish_sql(6));
-        let (ids, untils, states, run_ats, errors) = outcome_arrays(outcomes);
-        let rows = claim_query(&claim_sql(&finish), limit, lease, running_here)
-            .bind(ids)
-            .bind(untils)
-            .bind(states)
-            .bind(run_ats)
-            .bind(errors)
+        let sql = claim_sql(&finish);
+        let rows = bind_outcomes(claim_query(&sql, limit, lease, running_here), outcomes)
             .fetch_all(&self.pool)
             .await?;
         Ok(claimed(&rows)?)
@@ -707,13 +706,8 @@ impl Backend for PgQueue {
     }
 
     async fn finish(&self, outcomes: &[(Lease, Outcome)]) -> Result<(), BackendError> {
-        let (ids, untils, states, run_ats, errors) = outcome_arrays(outcomes);
-        sqlx::query(&finish_sql(1))
-            .bind(ids)
-            .bind(untils)
-            .bind(states)
-            .bind(run_ats)
-            .bind(errors)
+        let sql = finish_sql(1);
+        bind_outcomes(sqlx::query(&sql), outcomes)
             .execute(&self.pool)
             .await?;
         Ok(())
