@@ -20,6 +20,15 @@ impl Migration {
 
     /// The same change as version `version` of another list: how an application puts keel's
     /// migrations among its own.
+    ///
+    /// ```
+    /// use keel::migration::Migration;
+    ///
+    /// const OURS: Migration = Migration::new(1, "users", "CREATE TABLE users (id BIGINT)");
+    /// const QUEUE: Migration = Migration::new(1, "keel jobs", "CREATE TABLE keel_jobs (id BIGINT)");
+    /// const MIGRATIONS: &[Migration] = &[OURS, QUEUE.at(2)];
+    /// assert_eq!((MIGRATIONS[1].version, MIGRATIONS[1].name), (2, "keel jobs"));
+    /// ```
     pub const fn at(self, version: u32) -> Self {
         Migration { version, ..self }
     }
