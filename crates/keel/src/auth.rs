@@ -6,7 +6,9 @@
 //! - the right token: the route runs.
 //!
 //! Tokens are compared as SHA-256 digests in constant time, so neither the content nor the
-//! length of the configured token leaks through timing.
+//! length of the configured token leaks through timing. A request let through carries the
+//! token's [`Caller`] identity, which scopes its idempotency keys
+//! ([`crate::idempotency`]).
 //!
 //! ```
 //! use axum::{routing::get, Router};
@@ -29,6 +31,29 @@ use subtle::ConstantTimeEq;
 
 use crate::ApiError;
 
+/// Who is calling, as far as keel knows: a request extension set by the layer that
+/// authenticated it. A request without one is anonymous.
+///
+/// Idempotency keys are scoped by it, so that one caller can neither take nor probe another's
+/// keys. An application with its own authentication inserts its own (a user id, say).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller(pub String);
+
+impl Caller {
+    /// The identity of the holder of a bearer token whose SHA-256 digest is `digest`: a digest
+    /// of that digest, so that nothing stored with it reveals the token.
+    fn of_token(digest: &[u8; 32]) -> Self {
+        let mut hash = Sha256::new();
+        hash.update(b"keel caller\n");
+        hash.update(digest);
+        let hex: String = hash.finalize()[..12]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Caller(format!("bearer:{hex}"))
+    }
+}
+
 /// Puts every route of `router` behind `token` (see the module docs); `None` disables them.
 pub fn require_bearer<S: Clone + Send + Sync + 'static>(
     router: Router<S>,
@@ -46,7 +71,7 @@ pub fn require_bearer<S: Clone + Send + Sync + 'static>(
 
 async fn check(
     State(expected): State<Arc<Option<[u8; 32]>>>,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Response {
     let Some(expected) = expected.as_ref() else {
@@ -66,7 +91,10 @@ async fn check(
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, t)| Sha256::digest(t.trim().as_bytes()));
     match given {
-        Some(given) if bool::from(given.as_slice().ct_eq(expected)) => next.run(req).await,
+        Some(given) if bool::from(given.as_slice().ct_eq(expected)) => {
+            req.extensions_mut().insert(Caller::of_token(expected));
+            next.run(req).await
+        }
         _ => ApiError::unauthorized().into_response(),
     }
 }

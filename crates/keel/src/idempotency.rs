@@ -1,9 +1,12 @@
 //! `Idempotency-Key`: a client that retries a POST whose answer it lost gets the first answer
 //! again instead of a second record.
 //!
-//! [`IdempotencyLayer`] wraps the routes that create things. For a request with an
-//! `Idempotency-Key` header (1 to 255 printable ASCII characters) it computes a fingerprint of
-//! the method, path and body, then:
+//! [`IdempotencyLayer`] wraps the routes that create things. A key belongs to its caller and its
+//! route: the [`Caller`] of the request (anonymous without one) and the method and path template
+//! (`POST /users`), so the same key used by another caller or on another route is another key,
+//! and nobody can take or probe someone else's. For a request with an `Idempotency-Key` header
+//! (1 to 255 printable ASCII characters) the layer computes a fingerprint of the method, path
+//! and body, then:
 //!
 //! - an answer stored under the key with the same fingerprint is sent again, with
 //!   `Idempotent-Replayed: true`, and the handler does not run: nothing is created, enqueued or
@@ -15,6 +18,9 @@
 //!   extractor). The handler stores its answer under the claim **in the same transaction as
 //!   the record it creates**, so that a crash can never keep the one without the other. An
 //!   error answer rolls that transaction back and is not stored: a retry is served afresh.
+//!
+//! An answer is kept for the store's time to live; after it the key is free again, and a request
+//! with it is served afresh (its [`Claim`] replaces the expired answer).
 //!
 //! Requests without the header pass straight through. Where answers are kept is the service's
 //! [`IdempotencyStore`]; [`crate::sqlite::idempotency`] is one on SQLite. Two instances that
@@ -51,7 +57,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request};
 use axum::response::{IntoResponse, Response};
 use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use http::request::Parts;
@@ -59,6 +65,7 @@ use http::StatusCode;
 use sha2::{Digest, Sha256};
 use tower::{Layer, Service, ServiceExt};
 
+use crate::auth::Caller;
 use crate::validate::{Loc, Problem};
 use crate::ApiError;
 
@@ -73,10 +80,14 @@ pub const MAX_KEY_LEN: usize = 255;
 /// its answer under.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim {
-    /// The `Idempotency-Key` header's value.
+    /// The key as stored: the caller, the method and path template, and the
+    /// `Idempotency-Key` header's value, one to a line.
     pub key: String,
     /// Hex SHA-256 of the method, the path (with its query) and the body.
     pub fingerprint: String,
+    /// How long the answer is replayed; an answer stored under the key longer ago than this is
+    /// expired, and replaced when the answer is saved.
+    pub ttl: std::time::Duration,
 }
 
 /// An answer kept for replay.
@@ -95,6 +106,9 @@ pub struct StoredAnswer {
 /// Where a service keeps its answers: read here, written by the handlers in their own
 /// transactions.
 pub trait IdempotencyStore: Send + Sync + 'static {
+    /// How long an answer is replayed after it was stored.
+    fn ttl(&self) -> std::time::Duration;
+
     /// The answer stored under `key`, unless there is none or it has expired.
     fn lookup(
         &self,
@@ -226,7 +240,7 @@ where
     let Some(header) = request.headers().get(IDEMPOTENCY_KEY) else {
         return Ok(inner.oneshot(request).await.unwrap_or_else(|e| match e {}));
     };
-    let key = parse_key(header)?;
+    let key = scoped_key(&request, &parse_key(header)?);
     let (parts, body) = request.into_parts();
     // The body within the service's limit (an over-long one is the usual 413).
     let body = Bytes::from_request(Request::from_parts(parts.clone(), body), &())
@@ -245,7 +259,12 @@ where
         return replay(stored, &fingerprint);
     }
     let mut request = Request::from_parts(parts, Body::from(body));
-    request.extensions_mut().insert(Claim { key, fingerprint });
+    let ttl = layer.store.ttl();
+    request.extensions_mut().insert(Claim {
+        key,
+        fingerprint,
+        ttl,
+    });
     Ok(inner.oneshot(request).await.unwrap_or_else(|e| match e {}))
 }
 
@@ -269,6 +288,20 @@ fn parse_key(header: &HeaderValue) -> Result<String, ApiError> {
         Loc::from("header"),
         Loc::from("Idempotency-Key"),
     ])]))
+}
+
+/// The key as stored: caller, route and the header's key, one to a line (the header's key is
+/// printable ASCII, so no line break comes from it).
+fn scoped_key(request: &Request, key: &str) -> String {
+    let caller = request
+        .extensions()
+        .get::<Caller>()
+        .map_or("anonymous", |c| c.0.as_str());
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| request.uri().path(), MatchedPath::as_str);
+    format!("{caller}\n{} {route}\n{key}", request.method())
 }
 
 fn fingerprint(parts: &Parts, body: &[u8]) -> String {

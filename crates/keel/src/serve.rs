@@ -3,16 +3,20 @@
 //! `axum::serve` waits forever for a request's headers and keeps idle keep-alive connections
 //! open until the client leaves, without any bound on their number: a few hundred clients
 //! that connect and send nothing, or trickle one header line every few seconds, take a service
-//! off the air. [`Server`] serves HTTP/1.1 (WebSocket upgrades included) with three bounds:
+//! off the air, and so do clients that ask for a large answer and never read it. [`Server`]
+//! serves HTTP/1.1 (WebSocket upgrades included) with four bounds:
 //!
 //! - **header timeout**: a request's head must be complete within this time of its first byte
 //!   (of the connection's start, for its first request), or the connection is dropped;
 //! - **idle timeout**: a keep-alive connection with no request in flight and no byte received
 //!   for this long is closed;
+//! - **send timeout**: a write to the socket (a response, or a WebSocket frame after an
+//!   upgrade) that makes no progress for this long abandons the connection: it is closed and its
+//!   permit freed. A slow reader that keeps reading is never cut, however long the answer takes;
 //! - **max connections**: at most this many connections are open at once, upgraded WebSockets
 //!   included; past it, new connections wait in the listener's backlog until one closes.
 //!
-//! A request being served is never cut by these timeouts (the request timeout of
+//! A request being served is never cut by the header and idle timeouts (the request timeout of
 //! [`ServiceLayers`](crate::layers::ServiceLayers) bounds it). On shutdown the listener stops
 //! accepting, idle connections close at once and busy ones after their response, as with
 //! `axum::serve(..).with_graceful_shutdown(..)`.
@@ -27,6 +31,7 @@
 //! keel::serve::Server::new()
 //!     .header_timeout(Duration::from_secs(10))
 //!     .idle_timeout(Duration::from_secs(60))
+//!     .send_timeout(Duration::from_secs(30))
 //!     .max_connections(10_000)
 //!     .serve(listener, app, async { let _ = tokio::signal::ctrl_c().await; })
 //!     .await
@@ -59,11 +64,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::Service as _;
 
-/// An HTTP/1.1 server with header and idle timeouts and a bound on open connections.
+/// An HTTP/1.1 server with header, idle and send timeouts and a bound on open connections.
 #[derive(Debug, Clone, Copy)]
 pub struct Server {
     header_timeout: Duration,
     idle_timeout: Duration,
+    send_timeout: Duration,
     max_connections: usize,
 }
 
@@ -74,11 +80,13 @@ impl Default for Server {
 }
 
 impl Server {
-    /// A server with a 10 s header timeout, a 60 s idle timeout and at most 10,000 connections.
+    /// A server with a 10 s header timeout, a 60 s idle timeout, a 30 s send timeout and at
+    /// most 10,000 connections.
     pub fn new() -> Self {
         Self {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(30),
             max_connections: 10_000,
         }
     }
@@ -94,6 +102,47 @@ impl Server {
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.idle_timeout = timeout;
         self
+    }
+
+    /// Time a write to a connection may make no progress (the peer reads nothing) before the
+    /// connection is closed; upgraded connections included.
+    pub fn send_timeout(mut self, timeout: Duration) -> Self {
+        self.send_timeout = timeout;
+        self
+    }
+
+    /// The most connections open at once.
+    pub fn connection_limit(&self) -> usize {
+        self.max_connections
+    }
+
+    /// Fits the connection cap to the process's limit on open files: raises the soft limit
+    /// (`RLIMIT_NOFILE`) to the hard one, then lowers the cap, with a warning naming the
+    /// numbers, if it and `reserve` descriptors for everything else (database, mail, outbound
+    /// HTTP, files) would not fit. Past the limit `accept` fails with "Too many open files",
+    /// and every other file the process opens fails with it; within it, connections past the
+    /// cap wait in the backlog instead.
+    ///
+    /// ```
+    /// let server = keel::serve::Server::new().max_connections(10_000).fit_open_files(256);
+    /// assert!(server.connection_limit() >= 1);
+    /// ```
+    pub fn fit_open_files(self, reserve: usize) -> Self {
+        let Some(limit) = raise_open_files_limit() else {
+            return self;
+        };
+        let fits = limit.saturating_sub(reserve).max(1);
+        if self.max_connections <= fits {
+            return self;
+        }
+        tracing::warn!(
+            open_files_limit = limit,
+            reserve,
+            max_connections = self.max_connections,
+            lowered_to = fits,
+            "the connection cap does not fit the process's limit on open files: lowered"
+        );
+        self.max_connections(fits)
     }
 
     /// Connections open at once, upgraded ones included (at least 1).
@@ -150,10 +199,13 @@ impl Server {
         router: Router,
         stop: CancellationToken,
     ) {
+        abandon_unread_after(&stream, self.send_timeout);
         let activity = Arc::new(Activity::new());
         let io = TokioIo::new(Tracked {
             stream,
             activity: activity.clone(),
+            send_timeout: self.send_timeout,
+            stalled: None,
             _permit: permit,
         });
         let service = Tracking {
@@ -184,6 +236,57 @@ impl Server {
             }
         }
     }
+}
+
+/// Has the kernel abort the connection when what was written to it stays unacknowledged, or
+/// unsent because the peer's window is closed, for `timeout` (`TCP_USER_TIMEOUT`).
+///
+/// The send timeout of [`Tracked`] sees only writes that the socket refuses; an answer that fits
+/// the kernel's send buffer (several MiB, autotuned) is written at once, and a peer that never
+/// reads it would hold the connection until the idle timeout, its data pinned in kernel
+/// memory. A peer that keeps reading, however slowly, keeps its window open and is never cut.
+fn abandon_unread_after(stream: &TcpStream, timeout: Duration) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
+        if let Err(err) = rustix::net::sockopt::set_tcp_user_timeout(stream, ms) {
+            tracing::debug!(error = %err, "cannot set TCP_USER_TIMEOUT");
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = (stream, timeout);
+}
+
+/// Raises the soft limit on open files to the hard limit; the soft limit now in force, or `None`
+/// where there is none (or no way to read it).
+#[cfg(unix)]
+fn raise_open_files_limit() -> Option<usize> {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limits = getrlimit(Resource::Nofile);
+    let soft = limits.current?;
+    let raised = match limits.maximum {
+        Some(hard) if hard > soft => {
+            let wanted = Rlimit {
+                current: Some(hard),
+                maximum: Some(hard),
+            };
+            match setrlimit(Resource::Nofile, wanted) {
+                Ok(()) => hard,
+                Err(err) => {
+                    tracing::warn!(error = %err, soft, hard, "cannot raise the limit on open files");
+                    soft
+                }
+            }
+        }
+        // No hard limit: the soft one may go anywhere, but stays where the operator put it.
+        _ => soft,
+    };
+    Some(usize::try_from(raised).unwrap_or(usize::MAX))
+}
+
+#[cfg(not(unix))]
+fn raise_open_files_limit() -> Option<usize> {
+    None
 }
 
 /// Errors of `accept` that concern one connection only: take the next one.
@@ -384,13 +487,55 @@ impl http_body::Body for Guarded {
     }
 }
 
-/// The connection's socket: reports received bytes to the watchdog and holds the connection's
-/// permit, which an upgrade carries along until the upgraded connection closes.
+/// The connection's socket: reports received bytes to the watchdog, fails a write that makes no
+/// progress for the send timeout, and holds the connection's permit, which an upgrade carries
+/// along until the upgraded connection closes.
+///
+/// The send timeout lives here rather than in the watchdog because an upgraded connection
+/// leaves hyper (and the watchdog) behind but keeps this socket: a WebSocket frame nobody reads
+/// is abandoned the same way as a response nobody reads.
 #[derive(Debug)]
 struct Tracked {
     stream: TcpStream,
     activity: Arc<Activity>,
+    send_timeout: Duration,
+    /// Armed while a write waits for room in the socket: `Some((deadline timer, armed))`. The
+    /// timer is made on the first stall and reset on later ones, so a slow reader's many stalls
+    /// allocate once.
+    stalled: Option<(Pin<Box<tokio::time::Sleep>>, bool)>,
     _permit: OwnedSemaphorePermit,
+}
+
+impl Tracked {
+    /// A write returned `polled`: progress disarms the send timeout, a stall arms it (if it is
+    /// not armed already) and fails once it has run out.
+    fn sent(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        if polled.is_ready() {
+            if let Some((_, armed)) = &mut self.stalled {
+                *armed = false;
+            }
+            return polled;
+        }
+        let deadline = Instant::now() + self.send_timeout;
+        let (timer, armed) = self
+            .stalled
+            .get_or_insert_with(|| (Box::pin(tokio::time::sleep_until(deadline)), true));
+        if !*armed {
+            timer.as_mut().reset(deadline);
+            *armed = true;
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "send timeout: the peer accepted nothing",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 impl AsyncRead for Tracked {
@@ -414,7 +559,8 @@ impl AsyncWrite for Tracked {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.sent(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -422,7 +568,8 @@ impl AsyncWrite for Tracked {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.sent(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -13,11 +13,16 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 const REQUEST: &[u8] = b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n";
+const BIG_REQUEST: &[u8] = b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n";
+/// The size of Swagger UI's bundle: far more than the socket buffers of a client that reads
+/// nothing hold.
+const BIG: usize = 1_400_000;
 const RESPONSE_END: &[u8] = b"hello";
 
 fn app() -> Router {
     Router::new()
         .route("/hello", get(|| async { "hello" }))
+        .route("/big", get(|| async { vec![b'x'; BIG] }))
         .route(
             "/slow",
             get(|| async {
@@ -67,6 +72,13 @@ async fn read_response(stream: &mut TcpStream, end: &[u8]) -> String {
         got.extend_from_slice(&buf[..n]);
     }
     String::from_utf8(got).unwrap()
+}
+
+/// A connection to `addr` with a 4 KiB receive buffer, as a client on a slow link has.
+async fn small_window(addr: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(addr).await.unwrap()
 }
 
 /// Waits up to `limit` for the server to close the connection; returns when it did, and what it
@@ -224,4 +236,69 @@ async fn shutdown_closes_idle_connections_and_lets_a_request_in_flight_finish() 
         .unwrap()
         .unwrap();
     assert!(TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_a_large_answer_is_cut_after_the_send_timeout() {
+    let (addr, _stop, _served) = start(Server::new().send_timeout(Duration::from_secs(1))).await;
+    let mut stream = small_window(addr).await;
+    stream.write_all(BIG_REQUEST).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Had the server kept the connection, reading now would bring the whole answer.
+    let (_, got) = closed_within(&mut stream, Duration::from_secs(5)).await;
+    assert!(
+        got.len() < BIG,
+        "got {} bytes: the answer was not abandoned",
+        got.len()
+    );
+}
+
+#[tokio::test]
+async fn a_client_reading_50_kb_a_second_gets_the_whole_answer() {
+    let (addr, _stop, _served) = start(Server::new().send_timeout(Duration::from_secs(1))).await;
+    let mut stream = small_window(addr).await;
+    stream.write_all(BIG_REQUEST).await.unwrap();
+    // Paced to 50 kB/s: 28 s for the whole answer, each write progressing long before 1 s.
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 5_000];
+    let started = Instant::now();
+    while !got.ends_with(b"xxxx") || got.len() < BIG {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("the answer stalled")
+            .unwrap();
+        assert!(n > 0, "closed after {} bytes", got.len());
+        got.extend_from_slice(&buf[..n]);
+        tokio::time::sleep(Duration::from_secs_f64(n as f64 / 50_000.0)).await;
+    }
+    let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert_eq!(got.len() - head_end, BIG);
+    println!("{BIG} bytes in {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn connections_at_the_cap_held_by_clients_that_never_read_are_released() {
+    let (addr, _stop, _served) = start(
+        Server::new()
+            .send_timeout(Duration::from_secs(1))
+            .max_connections(3),
+    )
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut stream = small_window(addr).await;
+        stream.write_all(BIG_REQUEST).await.unwrap();
+        held.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Every permit is held by an answer nobody reads; within the send timeout they are freed.
+    let started = Instant::now();
+    let mut next = TcpStream::connect(addr).await.unwrap();
+    next.write_all(REQUEST).await.unwrap();
+    let response = read_response(&mut next, RESPONSE_END).await;
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "answered at once: the cap was not reached"
+    );
 }

@@ -129,7 +129,8 @@ impl App {
             hub,
             payments_secret,
             webhook_allow_private: config.webhook_allow_private,
-            allowed_origins: keel::ws::AllowedOrigins::new(&config.allowed_origins),
+            allowed_origins: keel::ws::AllowedOrigins::new(&config.allowed_origins)
+                .public_origin(config.public_origin.as_deref().unwrap_or_default()),
             order_payment_window: Duration::from_secs(config.order_payment_window_secs),
         });
         // An attempt must end before its job's timeout cuts it off, or its outcome is lost.
@@ -144,11 +145,10 @@ impl App {
             idempotency_ttl: Duration::from_secs(config.idempotency_ttl_secs),
         };
         let router = routes::router(state.clone(), &limits, tracker.clone());
-        let listener =
-            listen(config.addr, config.recv_buffer_bytes).map_err(|source| StartError::Bind {
-                addr: config.addr,
-                source,
-            })?;
+        let listener = listen(config.addr).map_err(|source| StartError::Bind {
+            addr: config.addr,
+            source,
+        })?;
         let registry = jobs::registry(jobs::Context {
             store: state.store.clone(),
             hub: state.hub.clone(),
@@ -161,7 +161,7 @@ impl App {
             state,
             registry,
             workers: config.worker_config(),
-            server: config.server(),
+            server: config.server().fit_open_files(config.reserved_files()),
             broker,
             tracker,
             stop_background,
@@ -248,35 +248,11 @@ pub async fn shutdown_signal() {
 }
 
 /// Binds `addr` as `TcpListener::bind` does (address reuse), with a backlog of 1024 (tokio's
-/// takes 128: connections past `SHOP_MAX_CONNECTIONS` wait there) and every accepted socket's
-/// receive buffer at `recv_buffer` bytes (0: the kernel's automatic sizing).
-///
-/// A chat sender is slowed by reading its frames late; a client library that cannot read while
-/// one of its sends is blocked (Python's sync `websockets`) then waits on itself. With a few
-/// MiB of room here its sends do not block while the service catches up. The kernel cuts a
-/// larger value than `net.core.rmem_max` down and still turns its automatic sizing off, which
-/// is worse than either: then the socket is made again without it, with a warning.
-fn listen(addr: SocketAddr, recv_buffer: u32) -> std::io::Result<TcpListener> {
-    let mut socket = new_socket(addr)?;
-    if recv_buffer > 0 {
-        socket.set_recv_buffer_size(recv_buffer)?;
-        // Linux reports twice what it granted: it counts its bookkeeping too.
-        let reported = if cfg!(target_os = "linux") {
-            recv_buffer.saturating_mul(2)
-        } else {
-            recv_buffer
-        };
-        let granted = socket.recv_buffer_size()?;
-        if granted < reported {
-            tracing::warn!(
-                recv_buffer,
-                granted,
-                "SHOP_RECV_BUFFER_BYTES is above what the kernel allows (net.core.rmem_max): \
-                 left to the kernel's automatic sizing"
-            );
-            socket = new_socket(addr)?;
-        }
-    }
+/// takes 128: connections past `SHOP_MAX_CONNECTIONS` wait there). Socket buffers are left to
+/// the kernel's automatic sizing: a connection that never reads pins no more kernel memory than
+/// the kernel chooses to give it.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = new_socket(addr)?;
     socket.bind(addr)?;
     socket.listen(1024)
 }

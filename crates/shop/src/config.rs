@@ -105,12 +105,20 @@ pub struct Config {
     #[arg(long, env = "SHOP_WS_MAX_MESSAGE_BYTES", default_value_t = 65_536)]
     pub ws_max_message_bytes: usize,
 
-    /// Bytes of outbound messages queued per WebSocket connection; a client whose queue is
-    /// full is closed with 1013. Senders are slowed while a reading client's queue is over
-    /// half of it.
+    /// Bytes of outbound messages queued per WebSocket connection; a client that cannot keep up
+    /// and whose queue is full is closed with 1013.
     #[arg(long, env = "SHOP_WS_QUEUE_BYTES", default_value_t = 1_048_576,
           value_parser = clap::value_parser!(u64).range(1..=1_073_741_824))]
     pub ws_queue_bytes: u64,
+
+    /// Bytes a second one WebSocket client may send (each message counts at least 64); past
+    /// its budget its frames are read later, which slows it through TCP. 0: no limit.
+    #[arg(long, env = "SHOP_WS_SEND_RATE_BYTES", default_value_t = 1_048_576)]
+    pub ws_send_rate_bytes: u64,
+
+    /// Bytes a WebSocket client may send at once before `SHOP_WS_SEND_RATE_BYTES` paces it.
+    #[arg(long, env = "SHOP_WS_SEND_BURST_BYTES", default_value_t = 1_048_576)]
+    pub ws_send_burst_bytes: u64,
 
     /// Seconds a WebSocket peer may stay silent (pongs included) before it is dropped; pings go
     /// out at a third of it.
@@ -118,20 +126,16 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub ws_idle_timeout_secs: u64,
 
-    /// Seconds a WebSocket client may take to accept one frame, and may go without accepting
-    /// any while its queue is over half full, before it is closed; until then senders wait
-    /// for it.
+    /// Seconds a WebSocket client may take to accept one burst of frames before it is dropped.
     #[arg(long, env = "SHOP_WS_WRITE_TIMEOUT_SECS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub ws_write_timeout_secs: u64,
 
-    /// Receive buffer of each connection's socket (SO_RCVBUF), in bytes; 0 leaves the kernel's
-    /// automatic sizing. A chat sender whose frames the service reads slowly (to let other
-    /// clients catch up) can keep sending into it; past it TCP pushes back. Not set, with a
-    /// warning, when the kernel's limit (`net.core.rmem_max`) is lower.
-    #[arg(long, env = "SHOP_RECV_BUFFER_BYTES", default_value_t = 4_194_304,
-          value_parser = clap::value_parser!(u32).range(0..=1_073_741_824))]
-    pub recv_buffer_bytes: u32,
+    /// The service's own origin as browsers see it (`https://shop.example.com`, scheme
+    /// included): pages there may open WebSockets. Unset, the origin is taken from each
+    /// request's `Host` header, a development default that DNS rebinding gets past.
+    #[arg(long, env = "SHOP_PUBLIC_ORIGIN")]
+    pub public_origin: Option<String>,
 
     /// Origins (`https://app.example.com`, comma-separated) whose pages may open WebSockets
     /// besides the service's own; a browser's handshake from any other is refused with 403.
@@ -179,6 +183,13 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub idle_timeout_secs: u64,
 
+    /// Seconds a write to a client (a response or a WebSocket frame) may make no progress, the
+    /// client reading nothing, before its connection is closed. A slow reader that keeps
+    /// reading is never cut.
+    #[arg(long, env = "SHOP_SEND_TIMEOUT_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub send_timeout_secs: u64,
+
     /// Connections open at once, WebSockets included; past it, new connections wait in the
     /// listen backlog.
     #[arg(long, env = "SHOP_MAX_CONNECTIONS", default_value_t = 10_000,
@@ -209,6 +220,8 @@ impl Config {
         keel::ws::WsConfig {
             max_message_bytes: self.ws_max_message_bytes,
             queue_bytes: usize::try_from(self.ws_queue_bytes).unwrap_or(usize::MAX),
+            send_rate_bytes: self.ws_send_rate_bytes,
+            send_burst_bytes: self.ws_send_burst_bytes,
             idle_timeout: Duration::from_secs(self.ws_idle_timeout_secs),
             write_timeout: Duration::from_secs(self.ws_write_timeout_secs),
         }
@@ -219,7 +232,15 @@ impl Config {
         keel::serve::Server::new()
             .header_timeout(Duration::from_secs(self.header_timeout_secs))
             .idle_timeout(Duration::from_secs(self.idle_timeout_secs))
+            .send_timeout(Duration::from_secs(self.send_timeout_secs))
             .max_connections(self.max_connections as usize)
+    }
+
+    /// Descriptors kept aside for everything but client connections: 128 for mail, outbound
+    /// webhooks, files and the runtime, and three per database connection (SQLite's database,
+    /// journal and shared-memory files).
+    pub fn reserved_files(&self) -> usize {
+        128 + 3 * self.db_max_connections as usize
     }
 
     /// How the job workers run.

@@ -39,6 +39,7 @@ pub fn handle() -> &'static PrometheusHandle {
             .expect("the Prometheus recorder must be the process's only metrics recorder");
         // Counters that must be visible before their first event.
         metrics::counter!("websocket_messages_dropped_total").increment(0);
+        metrics::counter!("websocket_slow_clients_closed_total").increment(0);
         metrics::counter!("background_tasks_failed_total").increment(0);
         for path in [crate::events::CHAT_TOPIC, crate::events::EVENTS_TOPIC] {
             metrics::gauge!("websocket_connections", "path" => path).increment(0.0);

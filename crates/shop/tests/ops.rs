@@ -151,3 +151,98 @@ async fn json_logs_carry_the_request_id_into_the_background_work_it_started() {
     assert_eq!(job["span"]["request_id"], "json-log-1");
     assert_eq!(job["span"]["kind"], "welcome_email");
 }
+
+#[tokio::test]
+async fn the_connection_cap_is_fitted_to_the_open_files_limit_and_accepting_never_runs_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // A hard limit of 400 open files, and a soft one of 100 that shop raises to it.
+    let mut child = Command::new("sh")
+        .args(["-c", r#"ulimit -S -n 100 && ulimit -H -n 400 && exec "$0""#])
+        .arg(env!("CARGO_BIN_EXE_shop"))
+        .env("SHOP_ADDR", format!("127.0.0.1:{port}"))
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}/shop.db", dir.path().display()),
+        )
+        .env("SHOP_MAIL_DIR", dir.path().join("mail"))
+        .env("SHOP_HEADER_TIMEOUT_SECS", "2")
+        .env("SHOP_LOG_FORMAT", "json")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel::<Value>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Ok(parsed) = serde_json::from_str(&line) {
+                let _ = lines_tx.send(parsed);
+            }
+        }
+    });
+    let base = format!("http://127.0.0.1:{port}");
+    eventually(20, "shop to listen", || async {
+        reqwest::get(format!("{base}/healthz")).await.ok()
+    })
+    .await;
+
+    // 300 connections that never send a request: more than the 400 files allow beside the
+    // service's own, fewer than the listen backlog holds.
+    let mut held = Vec::new();
+    for _ in 0..300 {
+        held.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap(),
+        );
+    }
+    // Those past the cap wait in the backlog and are served as the header timeout frees places.
+    let started = std::time::Instant::now();
+    let health = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        reqwest::get(format!("{base}/healthz")),
+    )
+    .await
+    .expect("/healthz answered within 20 s")
+    .unwrap();
+    assert_eq!(health.status(), 200);
+    println!("/healthz answered after {:?}", started.elapsed());
+    drop(held);
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let logged: Vec<Value> = lines.try_iter().collect();
+    let fitted = logged
+        .iter()
+        .find(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("open files"))
+        })
+        .unwrap_or_else(|| panic!("no warning about the open files limit: {logged:?}"));
+    // 400, less 128 and three per database connection (16): 224.
+    assert_eq!(
+        (
+            &fitted["open_files_limit"],
+            &fitted["reserve"],
+            &fitted["max_connections"],
+            &fitted["lowered_to"]
+        ),
+        (&json!(400), &json!(176), &json!(10000), &json!(224)),
+        "{fitted}"
+    );
+    assert!(
+        !logged
+            .iter()
+            .any(|l| l["message"] == "accepting a connection failed"),
+        "{logged:?}"
+    );
+}

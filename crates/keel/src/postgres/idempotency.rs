@@ -27,7 +27,8 @@ CREATE INDEX keel_idempotency_created ON keel_idempotency (created_at);
 "#;
 
 /// Stores the answer of the request that holds `claim`, on the transaction that creates the
-/// record. False when the key is taken already (another request with the same key committed
+/// record. An answer stored under the key more than the claim's time to live ago is replaced.
+/// False when the key is taken already (another request with the same key committed
 /// first): return an error so that the transaction rolls back, such as
 /// [`in_progress`](crate::idempotency::in_progress).
 pub async fn save(
@@ -39,13 +40,17 @@ pub async fn save(
 ) -> Result<bool, sqlx::Error> {
     let inserted = sqlx::query(
         "INSERT INTO keel_idempotency (key, fingerprint, status, location, body) \
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (key) DO NOTHING",
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (key) DO UPDATE SET \
+         fingerprint = excluded.fingerprint, status = excluded.status, \
+         location = excluded.location, body = excluded.body, created_at = now() \
+         WHERE keel_idempotency.created_at < now() - make_interval(secs => $6)",
     )
     .bind(&claim.key)
     .bind(&claim.fingerprint)
     .bind(i16::try_from(status).unwrap_or(i16::MAX))
     .bind(location)
     .bind(body)
+    .bind(claim.ttl.as_secs_f64())
     .execute(conn)
     .await?;
     Ok(inserted.rows_affected() == 1)
@@ -80,6 +85,10 @@ impl PgIdempotency {
 }
 
 impl IdempotencyStore for PgIdempotency {
+    fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
     async fn lookup(&self, key: &str) -> Result<Option<StoredAnswer>, ApiError> {
         let row: Option<(String, i16, Option<String>, Vec<u8>)> = sqlx::query_as(
             "SELECT fingerprint, status, location, body FROM keel_idempotency \

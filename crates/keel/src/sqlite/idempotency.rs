@@ -54,8 +54,9 @@ fn ms(duration: Duration) -> i64 {
 }
 
 /// Stores the answer of the request that holds `claim`; call it inside the transaction that
-/// creates the record. False when the key is taken already (another instance served the same
-/// key at the same moment): return an error, so that the transaction rolls back, such as
+/// creates the record. An answer stored under the key more than the claim's time to live ago
+/// is replaced. False when the key is taken already (another instance served the same key at
+/// the same moment): return an error, so that the transaction rolls back, such as
 /// [`in_progress`](crate::idempotency::in_progress).
 pub fn save(
     conn: &Connection,
@@ -64,10 +65,14 @@ pub fn save(
     location: Option<&str>,
     body: &[u8],
 ) -> rusqlite::Result<bool> {
+    let now = now_ms();
     let inserted = conn
         .prepare_cached(
             "INSERT INTO keel_idempotency (key, fingerprint, status, location, body, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (key) DO NOTHING",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (key) DO UPDATE SET \
+             fingerprint = excluded.fingerprint, status = excluded.status, \
+             location = excluded.location, body = excluded.body, created_at = excluded.created_at \
+             WHERE keel_idempotency.created_at < ?7",
         )?
         .execute(rusqlite::params![
             claim.key,
@@ -75,7 +80,8 @@ pub fn save(
             status,
             location,
             body,
-            now_ms()
+            now,
+            now.saturating_sub(ms(claim.ttl)),
         ])?;
     Ok(inserted == 1)
 }
@@ -107,6 +113,10 @@ impl SqliteIdempotency {
 }
 
 impl IdempotencyStore for SqliteIdempotency {
+    fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
     async fn lookup(&self, key: &str) -> Result<Option<StoredAnswer>, ApiError> {
         let since = now_ms().saturating_sub(ms(self.ttl));
         let found = self.db.readers().read(|conn| {

@@ -1,10 +1,11 @@
 //! One connection: a reader task and a writer task around one socket.
 //!
 //! The writer drains the connection's queue, sends pings at a third of the idle timeout, and
-//! gives up on a client that takes longer than the write timeout to accept a frame. The reader
-//! hands text frames to the topic's handler, waits for room in the topic's queues before it
-//! reads on, and notices silence, oversize frames and the peer's close. Either side ending ends the other: the [`CloseSignal`] carries the close code the
-//! writer sends on the way out (first reason wins).
+//! gives up on a client that takes longer than the write timeout to accept a burst of frames.
+//! The reader hands text frames to the topic's handler, paces the client by its own
+//! [`Budget`], and notices silence, oversize frames and the peer's close. Either side ending
+//! ends the other: the [`CloseSignal`] carries the close code the writer sends on the way out
+//! (first reason wins).
 
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,6 +15,7 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 
+use super::budget::Budget;
 use super::hub::{Handle, Hub};
 use super::queue::{self, Inbox};
 use super::{WsConfig, CLOSE_GOING_AWAY, CLOSE_TOO_BIG};
@@ -78,7 +80,7 @@ impl CloseSignal {
 /// Serves `socket` as a member of `topic` until either side ends it.
 pub(super) async fn run(hub: Hub, socket: WebSocket, topic: String, on_text: OnText) {
     let config = hub.config().clone();
-    let (outbox, inbox) = queue::queue(config.queue_bytes, config.write_timeout);
+    let (outbox, inbox) = queue::queue(config.queue_bytes);
     let close = Arc::new(CloseSignal::new());
     let id = hub.join(
         &topic,
@@ -108,15 +110,15 @@ pub(super) async fn run(hub: Hub, socket: WebSocket, topic: String, on_text: OnT
         let (close, config) = (close.clone(), config.clone());
         tokio::spawn(async move { write_loop(sink, inbox, &close, &config).await })
     };
-    let stream = read_loop(stream, &close, &on_text, &config, &membership).await;
+    let stream = read_loop(stream, &close, &on_text, &config).await;
     let _ = writer.await;
+    drop(membership);
     if close.code.load(Ordering::Acquire) == CLOSE_TOO_BIG {
         // The rest of the oversize frame is still unread: closing the socket now would make
         // the kernel reset it and the peer might never read our 1009. Give it a moment.
         tokio::time::sleep(LINGER_AFTER_TOO_BIG).await;
     }
     drop(stream);
-    drop(membership);
 }
 
 /// A connection's place in the hub, given up on drop.
@@ -182,36 +184,37 @@ async fn write_loop(
 }
 
 /// Writes `first` (a ping when `None`) and what is queued behind it, up to [`MAX_BURST`]
-/// frames, then flushes: one system call for a burst, so that a busy connection drains its
-/// queue as fast as it fills. Each frame and the flush get `timeout` to be accepted; a client
-/// that keeps accepting frames is never cut off, however long the burst takes.
+/// frames, then flushes: frames are gathered in the write buffer and reach the socket in as
+/// few calls as it takes, so that a busy connection drains its queue as fast as it fills. The
+/// whole burst gets `timeout` to be accepted: one timer per burst, not per frame.
 async fn write_burst(
     sink: &mut SplitSink<WebSocket, Message>,
     inbox: &mut Inbox,
     first: Option<Utf8Bytes>,
     timeout: std::time::Duration,
 ) -> Result<(), ()> {
-    let mut next = Some(first.map_or(Message::Ping(Default::default()), Message::Text));
-    let mut written = 0;
-    while let Some(frame) = next.take() {
-        let len = match &frame {
-            Message::Text(text) => text.len(),
-            _ => 0,
-        };
-        match tokio::time::timeout(timeout, sink.feed(frame)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) | Err(_) => return Err(()),
+    let burst = async {
+        let mut next = Some(first.map_or(Message::Ping(Default::default()), Message::Text));
+        let mut frames = 0;
+        let mut bytes = 0;
+        while let Some(frame) = next.take() {
+            if let Message::Text(text) = &frame {
+                bytes += text.len();
+            }
+            sink.feed(frame).await?;
+            frames += 1;
+            if frames < MAX_BURST {
+                next = inbox.try_recv().map(Message::Text);
+            }
         }
-        if len > 0 {
-            inbox.written(len);
+        sink.flush().await?;
+        Ok::<_, axum::Error>(bytes)
+    };
+    match tokio::time::timeout(timeout, burst).await {
+        Ok(Ok(bytes)) => {
+            inbox.written(bytes);
+            Ok(())
         }
-        written += 1;
-        if written < MAX_BURST {
-            next = inbox.try_recv().map(Message::Text);
-        }
-    }
-    match tokio::time::timeout(timeout, sink.flush()).await {
-        Ok(Ok(())) => Ok(()),
         Ok(Err(_)) | Err(_) => Err(()),
     }
 }
@@ -222,8 +225,12 @@ async fn read_loop(
     close: &CloseSignal,
     on_text: &OnText,
     config: &WsConfig,
-    membership: &Membership,
 ) -> SplitStream<WebSocket> {
+    let mut budget = Budget::new(
+        config.send_rate_bytes,
+        config.send_burst_bytes,
+        std::time::Instant::now(),
+    );
     loop {
         let next = tokio::select! {
             () = close.token.cancelled() => return drain(stream).await,
@@ -247,12 +254,14 @@ async fn read_loop(
                 return stream;
             }
             Ok(Some(Ok(Message::Text(text)))) => {
+                let pause = budget.spend(text.len(), std::time::Instant::now());
                 on_text(text);
-                // Read nothing more while the topic's other readers are behind: the client's
-                // frames wait in its socket, and TCP slows it down.
-                tokio::select! {
-                    () = close.token.cancelled() => return drain(stream).await,
-                    () = membership.hub.room(&membership.topic, membership.id) => {}
+                // Over its budget, the client's next frames wait in its socket: TCP slows it.
+                if let Some(pause) = pause {
+                    tokio::select! {
+                        () = close.token.cancelled() => return drain(stream).await,
+                        () = tokio::time::sleep(pause) => {}
+                    }
                 }
             }
             Ok(Some(Ok(Message::Close(_)))) => {

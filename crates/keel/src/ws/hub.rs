@@ -132,8 +132,9 @@ impl Hub {
     }
 
     /// Hands `text` to the queue of every connection of `topic` in this process; returns how
-    /// many took it. A connection whose queue is full is closed with 1013, the message counted
-    /// in `websocket_messages_dropped_total`.
+    /// many took it. A connection whose queue is full cannot keep up with its topic: it is
+    /// closed with 1013, counted in `websocket_slow_clients_closed_total`, and the message in
+    /// `websocket_messages_dropped_total`.
     pub fn deliver(&self, topic: &str, text: Utf8Bytes) -> usize {
         let mut delivered = 0;
         let mut gone = Vec::new();
@@ -147,6 +148,7 @@ impl Hub {
                     Offer::Queued => delivered += 1,
                     Offer::Full => {
                         metrics::counter!("websocket_messages_dropped_total").increment(1);
+                        metrics::counter!("websocket_slow_clients_closed_total").increment(1);
                         handle.close.close(CLOSE_TRY_AGAIN_LATER, "client too slow");
                         gone.push(*id);
                     }
@@ -188,29 +190,6 @@ impl Hub {
             .is_err()
         {
             tracing::warn!("WebSocket connections still open at shutdown");
-        }
-    }
-
-    /// Completes when no member of `topic` that is still writing has more than half its queue
-    /// in use: the reader of a sending connection (member `sender`) waits here after each
-    /// frame, which slows the sender down to the pace of the slowest client that keeps reading.
-    /// Its own echoes hold it only while it has written something in the last second (see
-    /// `OWN_ECHOES_STALLED`); another member's, for the write timeout.
-    pub(super) async fn room(&self, topic: &str, sender: u64) {
-        loop {
-            let busy = {
-                let topics = self.inner.topics.read().unwrap_or_else(|e| e.into_inner());
-                topics.get(topic).and_then(|members| {
-                    members
-                        .iter()
-                        .find(|(id, handle)| handle.outbox.slows(**id == sender))
-                        .map(|(id, handle)| (handle.outbox.clone(), *id == sender))
-                })
-            };
-            match busy {
-                None => return,
-                Some((outbox, own)) => outbox.drained(own).await,
-            }
         }
     }
 

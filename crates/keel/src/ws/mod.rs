@@ -1,24 +1,15 @@
 //! A WebSocket hub that one slow client cannot stall.
 //!
-//! FastAPI's `ConnectionManager` awaits `send_text` on each socket in turn: one slow client
-//! delays everyone, a send to a half-closed socket raises mid-loop, the set changes while it is
-//! iterated, and a broadcast reaches one process only. Here:
-//!
 //! - every connection has an outbound queue bounded in bytes, drained by its own writer task;
 //!   [`Hub::publish`] serialises nothing per client: it clones one reference-counted text into
 //!   each queue and never awaits a client;
-//! - a sender is slowed before readers fall behind: after each frame a client sends, its
-//!   connection reads nothing more (TCP pushes back on the client) while a member of its topic
-//!   that keeps writing has more than half its queue in use, so a burst of chat reaches clients
-//!   on slow links instead of overflowing their queues. A client library that cannot read
-//!   while one of its sends is blocked (Python's sync `websockets`) would wait on itself once
-//!   its sends block: give the listening socket a receive buffer of a few MiB (`SO_RCVBUF`,
-//!   e.g. `tokio::net::TcpSocket::set_recv_buffer_size` before `listen`), and its sends go on
-//!   into that buffer while its reader catches up;
-//! - only a client that stops reading is cut off: one whose queue is full, or that has written
-//!   nothing for the write timeout, is closed (1013) and nobody else notices; a member that has
-//!   written nothing for a second no longer slows senders. The message it could not take and
-//!   those still queued for it count in `websocket_messages_dropped_total`;
+//! - a sender is paced by its own budget only ([`WsConfig::send_rate_bytes`], with a burst):
+//!   past it, its connection reads nothing more for a while, and TCP pushes back on the client.
+//!   Nobody waits on another member, so members that keep up never see a pause;
+//! - a member that cannot keep up with its topic overflows its queue and is closed (1013),
+//!   counted in `websocket_slow_clients_closed_total`; the message it could not take and those
+//!   still queued for it count in `websocket_messages_dropped_total`. So is one that accepts
+//!   nothing for the write timeout;
 //! - a connection leaves its topic on any end: close, reset, error, idle timeout;
 //! - pings go out at a third of the idle timeout; a peer silent past it is dropped;
 //! - a frame over the size limit closes that connection with 1009;
@@ -26,6 +17,11 @@
 //! - [`AllowedOrigins`] refuses browsers' handshakes from other sites' pages;
 //! - a [`Broker`] carries broadcasts to the hubs of other instances; without one, delivery is
 //!   in-process.
+//!
+//! A client library that cannot read while one of its sends is blocked (Python's sync
+//! `websockets` client holds its connection's lock through `sendall`) stops reading its own
+//! echoes once its sender is paced, and is closed when its queue fills: use a client that reads
+//! while it sends (browsers, Python's asyncio client, tokio-tungstenite).
 //!
 //! ```no_run
 //! use axum::{routing::get, Router};
@@ -43,6 +39,7 @@
 //! ```
 
 mod broker;
+mod budget;
 mod connection;
 mod hub;
 mod origin;
@@ -75,14 +72,17 @@ pub struct WsConfig {
     /// Largest frame or message a client may send; larger closes the connection with 1009.
     pub max_message_bytes: usize,
     /// Bytes of outbound messages queued per connection; a client whose queue is full is
-    /// closed. Senders are slowed while a reading member's queue is over half of it. One
-    /// message is always accepted into an empty queue, whatever its size.
+    /// closed with 1013. One message is always accepted into an empty queue, whatever its size.
     pub queue_bytes: usize,
+    /// Bytes a second one connection may send (each message counts at least 64); past its
+    /// budget its frames are read later, which slows the client through TCP. 0: no limit.
+    pub send_rate_bytes: u64,
+    /// Bytes a connection may send at once before [`WsConfig::send_rate_bytes`] paces it.
+    pub send_burst_bytes: u64,
     /// A peer silent this long (pongs included) is dropped; pings go out at a third of it.
     pub idle_timeout: Duration,
-    /// Longest a client may take to accept one frame before it counts as gone; also how long a
-    /// member with a queue over half full may go without writing anything before senders stop
-    /// waiting for it (its queue then fills, and it is closed with 1013).
+    /// Longest a client may take to accept one burst of frames (up to 64) before it counts as
+    /// gone.
     pub write_timeout: Duration,
 }
 
@@ -91,6 +91,8 @@ impl Default for WsConfig {
         WsConfig {
             max_message_bytes: 64 * 1024,
             queue_bytes: 1024 * 1024,
+            send_rate_bytes: 1024 * 1024,
+            send_burst_bytes: 1024 * 1024,
             idle_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(10),
         }

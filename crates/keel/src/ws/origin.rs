@@ -3,9 +3,13 @@
 //! A browser lets any page it shows open a WebSocket to any host, sending the page's origin in
 //! the handshake's `Origin` header; without a check, every site a user visits can listen to
 //! what the service broadcasts, with the user's cookies. [`AllowedOrigins::check`] accepts a
-//! handshake without `Origin` (not a browser), one from the service's own origin (the same
-//! host and port as the request's `Host`), and one from a configured origin; it refuses the
-//! rest with 403 `origin_not_allowed`.
+//! handshake without `Origin` (not a browser), one from the service's own origin, and one from
+//! a configured origin; it refuses the rest with 403 `origin_not_allowed`.
+//!
+//! The service's own origin is the public origin it is configured with
+//! ([`AllowedOrigins::public_origin`], scheme included). Without one it is taken from the
+//! request's `Host` header (same host and port, either scheme): a development default only,
+//! since a page on a rebinding domain controls both `Host` and `Origin`.
 
 use std::sync::Arc;
 
@@ -32,7 +36,14 @@ use crate::ApiError;
 /// assert_eq!(allowed.check(&handshake).unwrap_err().code(), "origin_not_allowed");
 /// ```
 #[derive(Debug, Clone, Default)]
-pub struct AllowedOrigins(Arc<[String]>);
+pub struct AllowedOrigins(Arc<Origins>);
+
+#[derive(Debug, Default)]
+struct Origins {
+    /// The service's own origin, normalised; `None`: read from `Host`.
+    public: Option<String>,
+    others: Vec<String>,
+}
 
 impl AllowedOrigins {
     /// The service's own origin and `origins` (`scheme://host[:port]`, compared without case
@@ -42,12 +53,43 @@ impl AllowedOrigins {
         I: IntoIterator,
         I::Item: AsRef<str>,
     {
-        let origins: Vec<String> = origins
+        let others: Vec<String> = origins
             .into_iter()
             .map(|o| normalise(o.as_ref()))
             .filter(|o| !o.is_empty())
             .collect();
-        AllowedOrigins(origins.into())
+        AllowedOrigins(Arc::new(Origins {
+            public: None,
+            others,
+        }))
+    }
+
+    /// Makes `origin` (`https://shop.example.com`, scheme included) the service's own, instead
+    /// of whatever the request's `Host` names. An empty `origin` changes nothing.
+    ///
+    /// ```
+    /// use keel::ws::AllowedOrigins;
+    /// use http::HeaderMap;
+    ///
+    /// let allowed = AllowedOrigins::default().public_origin("https://shop.example.com");
+    /// let mut handshake = HeaderMap::new();
+    /// handshake.insert("host", "evil.example".parse().unwrap());
+    /// handshake.insert("origin", "http://evil.example".parse().unwrap());
+    /// assert!(allowed.check(&handshake).is_err()); // DNS rebinding: Host is the attacker's
+    /// handshake.insert("origin", "https://shop.example.com:443".parse().unwrap());
+    /// assert!(allowed.check(&handshake).is_ok());
+    /// handshake.insert("origin", "http://shop.example.com".parse().unwrap());
+    /// assert!(allowed.check(&handshake).is_err()); // another scheme is another origin
+    /// ```
+    pub fn public_origin(self, origin: &str) -> Self {
+        let public = normalise(origin);
+        if public.is_empty() {
+            return self;
+        }
+        AllowedOrigins(Arc::new(Origins {
+            public: Some(public),
+            others: self.0.others.clone(),
+        }))
     }
 
     /// Accepts a handshake without `Origin`, from the service's own origin, or from an
@@ -57,12 +99,14 @@ impl AllowedOrigins {
             return Ok(());
         };
         let origin = origin.to_str().map(normalise).unwrap_or_default();
-        let host = headers
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_ascii_lowercase);
-        let own = host.is_some_and(|host| same_authority(&origin, &host));
-        if own || self.0.contains(&origin) {
+        let own = match &self.0.public {
+            Some(public) => *public == origin,
+            None => headers
+                .get(HOST)
+                .and_then(|h| h.to_str().ok())
+                .is_some_and(|host| same_authority(&origin, &host.to_ascii_lowercase())),
+        };
+        if own || self.0.others.contains(&origin) {
             return Ok(());
         }
         Err(ApiError::new(
@@ -73,8 +117,17 @@ impl AllowedOrigins {
     }
 }
 
+/// Lower case, no trailing `/`, no default port: `HTTPS://A.example:443/` is `https://a.example`.
 fn normalise(origin: &str) -> String {
-    origin.trim().trim_end_matches('/').to_ascii_lowercase()
+    let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
+    for (scheme, port) in [("https://", ":443"), ("http://", ":80")] {
+        if origin.starts_with(scheme) {
+            if let Some(bare) = origin.strip_suffix(port) {
+                return bare.to_owned();
+            }
+        }
+    }
+    origin
 }
 
 /// Whether `origin` (`scheme://authority`) names the same host and port as a `Host` header,

@@ -183,6 +183,13 @@ pub enum Answers {
 }
 
 impl IdempotencyStore for Answers {
+    fn ttl(&self) -> Duration {
+        match self {
+            Answers::Sqlite(answers) => answers.ttl(),
+            Answers::Postgres(answers) => answers.ttl(),
+        }
+    }
+
     async fn lookup(&self, key: &str) -> Result<Option<StoredAnswer>, keel::ApiError> {
         match self {
             Answers::Sqlite(answers) => answers.lookup(key).await,
