@@ -78,23 +78,23 @@ async fn metrics_count_requests_by_route_template_and_show_jobs_and_sockets() {
     );
 }
 
-#[tokio::test]
-async fn json_logs_carry_the_request_id_into_the_background_work_it_started() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_shop"))
+/// Starts `command` (which execs `shop`) on `port` with a database in `dir`, logging JSON at
+/// `level`; each log line as it comes.
+fn with_json_logs(
+    command: &mut Command,
+    dir: &std::path::Path,
+    port: u16,
+    level: &str,
+) -> (std::process::Child, std::sync::mpsc::Receiver<Value>) {
+    let mut child = command
         .env("SHOP_ADDR", format!("127.0.0.1:{port}"))
         .env(
             "DATABASE_URL",
-            format!("sqlite://{}/shop.db", dir.path().display()),
+            format!("sqlite://{}/shop.db", dir.display()),
         )
-        .env("SHOP_MAIL_DIR", dir.path().join("mail"))
+        .env("SHOP_MAIL_DIR", dir.join("mail"))
         .env("SHOP_LOG_FORMAT", "json")
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", level)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -110,6 +110,23 @@ async fn json_logs_carry_the_request_id_into_the_background_work_it_started() {
             let _ = lines_tx.send(parsed);
         }
     });
+    (child, lines)
+}
+
+#[tokio::test]
+async fn json_logs_carry_the_request_id_into_the_background_work_it_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (mut child, lines) = with_json_logs(
+        &mut Command::new(env!("CARGO_BIN_EXE_shop")),
+        dir.path(),
+        port,
+        "info",
+    );
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     eventually(20, "shop to listen", || async {
@@ -161,33 +178,16 @@ async fn the_connection_cap_is_fitted_to_the_open_files_limit_and_accepting_neve
         .unwrap()
         .port();
     // A hard limit of 400 open files, and a soft one of 100 that shop raises to it.
-    let mut child = Command::new("sh")
-        .args(["-c", r#"ulimit -S -n 100 && ulimit -H -n 400 && exec "$0""#])
-        .arg(env!("CARGO_BIN_EXE_shop"))
-        .env("SHOP_ADDR", format!("127.0.0.1:{port}"))
-        .env(
-            "DATABASE_URL",
-            format!("sqlite://{}/shop.db", dir.path().display()),
-        )
-        .env("SHOP_MAIL_DIR", dir.path().join("mail"))
-        .env("SHOP_HEADER_TIMEOUT_SECS", "2")
-        .env("SHOP_LOG_FORMAT", "json")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (lines_tx, lines) = std::sync::mpsc::channel::<Value>();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if let Ok(parsed) = serde_json::from_str(&line) {
-                let _ = lines_tx.send(parsed);
-            }
-        }
-    });
+    // A hard limit of 400 open files, and a soft one of 100 that shop raises to it.
+    let (mut child, lines) = with_json_logs(
+        Command::new("sh")
+            .args(["-c", r#"ulimit -S -n 100 && ulimit -H -n 400 && exec "$0""#])
+            .arg(env!("CARGO_BIN_EXE_shop"))
+            .env("SHOP_HEADER_TIMEOUT_SECS", "2"),
+        dir.path(),
+        port,
+        "warn",
+    );
     let base = format!("http://127.0.0.1:{port}");
     eventually(20, "shop to listen", || async {
         reqwest::get(format!("{base}/healthz")).await.ok()
