@@ -199,13 +199,13 @@ impl Server {
         router: Router,
         stop: CancellationToken,
     ) {
-        abandon_unread_after(&stream, self.send_timeout);
         let activity = Arc::new(Activity::new());
         let io = TokioIo::new(Tracked {
             stream,
             activity: activity.clone(),
             send_timeout: self.send_timeout,
             stalled: None,
+            user_timeout_set: false,
             _permit: permit,
         });
         let service = Tracking {
@@ -241,7 +241,8 @@ impl Server {
 /// Has the kernel abort the connection when what was written to it stays unacknowledged, or
 /// unsent because the peer's window is closed, for `timeout` (`TCP_USER_TIMEOUT`).
 ///
-/// The send timeout of [`Tracked`] sees only writes that the socket refuses; an answer that fits
+/// Set before the first large answer of a connection is written. The send timeout of
+/// [`Tracked`] sees only writes that the socket refuses; an answer that fits
 /// the kernel's send buffer (several MiB, autotuned) is written at once, and a peer that never
 /// reads it would hold the connection until the idle timeout, its data pinned in kernel
 /// memory. A peer that keeps reading, however slowly, keeps its window open and is never cut.
@@ -322,6 +323,8 @@ struct Activity {
     in_flight: AtomicUsize,
     head_since: AtomicU64,
     idle_since: AtomicU64,
+    /// A response body over [`SMALL_BODY`] has been started on this connection.
+    large_answer: std::sync::atomic::AtomicBool,
 }
 
 impl Activity {
@@ -332,6 +335,7 @@ impl Activity {
             // The first request's head is timed from the connection's start.
             head_since: AtomicU64::new(1),
             idle_since: AtomicU64::new(0),
+            large_answer: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -451,6 +455,7 @@ impl Future for TrackingFuture {
             drop(in_flight);
             return Poll::Ready(Ok(response));
         }
+        in_flight.0.large_answer.store(true, Ordering::Relaxed);
         Poll::Ready(Ok(response.map(|body| {
             Body::new(Guarded {
                 body,
@@ -503,12 +508,23 @@ struct Tracked {
     /// timer is made on the first stall and reset on later ones, so a slow reader's many stalls
     /// allocate once.
     stalled: Option<(Pin<Box<tokio::time::Sleep>>, bool)>,
+    /// `TCP_USER_TIMEOUT` is set, which happens before the first large answer is written: it
+    /// costs the kernel work on every send, so small answers and WebSocket frames go without
+    /// (the write stall timer and the hub's own limits bound those).
+    user_timeout_set: bool,
     _permit: OwnedSemaphorePermit,
 }
 
 impl Tracked {
     /// A write returned `polled`: progress disarms the send timeout, a stall arms it (if it is
     /// not armed already) and fails once it has run out.
+    fn before_write(&mut self) {
+        if !self.user_timeout_set && self.activity.large_answer.load(Ordering::Relaxed) {
+            abandon_unread_after(&self.stream, self.send_timeout);
+            self.user_timeout_set = true;
+        }
+    }
+
     fn sent(
         &mut self,
         cx: &mut Context<'_>,
@@ -559,6 +575,7 @@ impl AsyncWrite for Tracked {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        self.before_write();
         let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
         self.sent(cx, polled)
     }
@@ -568,6 +585,7 @@ impl AsyncWrite for Tracked {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        self.before_write();
         let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
         self.sent(cx, polled)
     }
