@@ -54,6 +54,23 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU seconds (user and system) the process has used: /proc reports them in USER_HZ ticks,
+/// which Linux fixes at 100 a second.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are the 14th and 15th fields; the 3rd is the first after the name.
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
 async fn client(url: String, shared: Arc<Shared>, sampled: bool) {
     let config = WebSocketConfig::default().read_buffer_size(4096);
     let Ok((mut ws, _)) =
@@ -220,6 +237,7 @@ async fn main() {
     );
 
     // Publish: one POST /users per tick, each answered on its own task.
+    let cpu_before = cpu_secs(clients_pid);
     let publishing = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -253,6 +271,7 @@ async fn main() {
     }
     let delivered = shared.frames.load(Ordering::Relaxed);
     let delivery_secs = publishing.elapsed().as_secs_f64();
+    let cpu = cpu_secs(clients_pid) - cpu_before;
     let mut latencies = shared.latencies_us.lock().expect("not poisoned").clone();
     latencies.sort_unstable();
     let mut fanout = shared.fanout_us.lock().expect("not poisoned").clone();
@@ -266,6 +285,10 @@ async fn main() {
         "delivered: {delivered} of {expected} frames ({:.0} frames/s); clients closed by the server: {}",
         delivered as f64 / delivery_secs,
         shared.closed.load(Ordering::Relaxed) - refused
+    );
+    println!(
+        "server CPU while publishing: {cpu:.2} s, {:.2} µs a frame delivered",
+        cpu * 1e6 / delivered.max(1) as f64
     );
     println!(
         "latency POST sent → event received ({} samples): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
