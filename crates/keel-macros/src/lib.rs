@@ -90,6 +90,8 @@ fn expand(input: &DeriveInput) -> syn::Result<Tokens> {
             #ident: ::keel::validate::Field<#raw_ty>,
         });
         let value_checks = &rules.checks;
+        let no_checks: Vec<Tokens> = Vec::new();
+        let list = element.is_some();
         let validate = match (&rules.each, element) {
             (Some(each), Some(element)) => {
                 let element_checks = &each.checks;
@@ -105,6 +107,22 @@ fn expand(input: &DeriveInput) -> syn::Result<Tokens> {
                 }
             }
             _ => quote! { <#inner as ::keel::validate::Validate>::validate(raw, report) },
+        };
+        // A list's own rules (its length) are checked on the raw items, before and whatever
+        // the items' problems: every problem is reported, the list's first.
+        let (validate, value_checks) = if list {
+            let validate = quote! {{
+                let mut list_ok = true;
+                {
+                    let value = &raw;
+                    #( list_ok &= #value_checks; )*
+                }
+                let items = #validate;
+                if list_ok { items } else { ::core::option::Option::None }
+            }};
+            (validate, &no_checks)
+        } else {
+            (validate, value_checks)
         };
         let check_value = quote! {
             |value: #inner, report: &mut ::keel::validate::Report| -> ::core::option::Option<#inner> {
@@ -161,9 +179,10 @@ fn expand(input: &DeriveInput) -> syn::Result<Tokens> {
         }
 
         impl ::keel::validate::Validate for #name {
-            type Raw = #raw;
+            type Raw = ::keel::validate::Object<#raw>;
 
-            fn validate(raw: #raw, report: &mut ::keel::validate::Report) -> ::core::option::Option<Self> {
+            fn validate(raw: ::keel::validate::Object<#raw>, report: &mut ::keel::validate::Report) -> ::core::option::Option<Self> {
+                let raw = raw.0;
                 #( #checks )*
                 match ( #( #names, )* ) {
                     ( #( ::core::option::Option::Some(#names), )* ) => ::core::option::Option::Some(Self { #( #names, )* }),

@@ -1,7 +1,8 @@
 //! A complete keel service: todos on SQLite, every failure in the envelope. `cargo run -p keel
 //! --example todos` serves on `KEEL_EXAMPLE_ADDR` (127.0.0.1:3000), database `KEEL_EXAMPLE_DB`
 //! (todos.db): `POST /todos` → 201, 409 `duplicate_title` or 422 listing every problem;
-//! `GET /todos/{id}` → 200 or 404; each new todo's job `todo_created` runs once, durably.
+//! `GET /todos/{id}` → 200 or 404; each new todo's job `todo_created` runs once, durably, and
+//! `/todos/live` (WebSocket) gets each new todo; SIGINT or SIGTERM closes it with 1001.
 use std::time::Duration;
 
 use axum::extract::State;
@@ -65,6 +66,7 @@ impl Job for TodoCreated {
 struct App {
     db: Database,
     jobs: SqliteQueue,
+    hub: Hub,
 }
 
 async fn create(
@@ -86,7 +88,8 @@ async fn create(
         written => written?,
     };
     app.jobs.wake();
-    tasks.add("log", async move { tracing::info!(id, "answered") }); // after the response
+    let (hub, live) = (app.hub.clone(), todo.clone());
+    tasks.add("publish", async move { hub.publish("/todos/live", live) }); // after the response
     let todo: Value = serde_json::from_str(&todo).map_err(ApiError::internal)?;
     Ok(keel::created(format!("/todos/{id}"), todo))
 }
@@ -100,6 +103,10 @@ async fn show(State(app): State<App>, Path(id): Path<i64>) -> Result<Json<Value>
         .map_err(ApiError::internal)
 }
 
+async fn live(State(app): State<App>, WsUpgrade(ws): WsUpgrade) -> Response {
+    app.hub.serve(ws, "/todos/live", |_| {}) // what clients send is ignored
+}
+
 #[tokio::main]
 pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let _ = tracing_subscriber::fmt().try_init();
@@ -110,6 +117,7 @@ pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
     jobs.recover_interrupted().await?;
 
     let (tracker, stop) = (TaskTracker::new(), CancellationToken::new());
+    let hub = Hub::new(WsConfig::default());
     let registry = Registry::new().register(|job: TodoCreated, _: JobMeta| async move {
         tracing::info!(id = job.id, "todo_created ran");
         Ok::<(), JobError>(())
@@ -125,6 +133,7 @@ pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let routes = Router::new()
         .route("/todos", post(create))
         .route("/todos/{id}", get(show))
+        .route("/todos/live", get(live))
         .route("/panic", get(|| async { panic!("a bug") as &'static str }));
     let app = ServiceLayers::new()
         .timeout(Duration::from_secs(10))
@@ -133,13 +142,14 @@ pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_state(App {
             db: db.clone(),
             jobs,
+            hub: hub.clone(),
         });
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     tracing::info!(%addr, "todos listening");
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    Server::new().serve(listener, app, ctrl_c).await?; // then: in-flight requests finish
+    // On SIGINT or SIGTERM: WebSockets get 1001 at once, requests in flight finish.
+    let shutdown = hub.close_on(keel::serve::shutdown_signal());
+    Server::new().serve(listener, app, shutdown).await?;
+    hub.shutdown(Duration::from_secs(5)).await; // the close frames go out
 
     stop.cancel(); // workers stop claiming; running jobs get their grace period
     tracker.close();

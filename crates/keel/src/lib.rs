@@ -24,7 +24,8 @@
 //! - [`webhooks`]: Standard Webhooks signing and verification, and an SSRF guard.
 //! - [`ws`]: a WebSocket hub with bounded per-client queues.
 //! - [`request_id`]: `X-Request-ID` rules and the id of the current request.
-//! - [`serve`]: a server with header and idle timeouts and a bound on open connections.
+//! - [`serve`]: a server with header, idle and send timeouts and a bound on open connections
+//!   fitted to the open-files limit; `shutdown_signal` for SIGINT and SIGTERM.
 //!
 //! A complete service:
 //!
@@ -43,7 +44,8 @@
 //! async fn main() {
 //!     let app = ServiceLayers::new().apply(Router::new().route("/users/{id}", get(get_user)));
 //!     let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await.unwrap();
-//!     keel::serve::Server::new().serve(listener, app, std::future::pending()).await.unwrap();
+//!     let shutdown = keel::serve::shutdown_signal();
+//!     keel::serve::Server::new().serve(listener, app, shutdown).await.unwrap();
 //! }
 //! ```
 
@@ -68,6 +70,9 @@ pub mod validate;
 pub mod webhooks;
 pub mod ws;
 
+/// axum's `#[debug_handler]`: put it on a handler that does not compile as one, and the error
+/// names the argument or return type at fault instead of the whole `Handler` bound.
+pub use axum::debug_handler;
 pub use error::{ApiError, DomainError};
 pub use extract::{created, Json, Path, Query};
 pub use request_id::RequestId;

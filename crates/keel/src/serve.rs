@@ -33,7 +33,7 @@
 //!     .idle_timeout(Duration::from_secs(60))
 //!     .send_timeout(Duration::from_secs(30))
 //!     .max_connections(10_000)
-//!     .serve(listener, app, async { let _ = tokio::signal::ctrl_c().await; })
+//!     .serve(listener, app, keel::serve::shutdown_signal())
 //!     .await
 //! # }
 //! ```
@@ -288,6 +288,43 @@ fn raise_open_files_limit() -> Option<usize> {
 #[cfg(not(unix))]
 fn raise_open_files_limit() -> Option<usize> {
     None
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM (what `kill`, systemd and Kubernetes send), logging
+/// which: the `shutdown` future to give [`Server::serve`].
+///
+/// ```no_run
+/// # async fn run(listener: tokio::net::TcpListener, app: axum::Router) -> std::io::Result<()> {
+/// keel::serve::Server::new()
+///     .serve(listener, app, keel::serve::shutdown_signal())
+///     .await
+/// # }
+/// ```
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received, shutting down"),
+        () = terminate => tracing::info!("SIGTERM received, shutting down"),
+    }
 }
 
 /// Errors of `accept` that concern one connection only: take the next one.

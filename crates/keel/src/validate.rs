@@ -42,6 +42,8 @@
 //! Messages never echo the input: a client sees what was expected, not what it sent.
 
 mod declared;
+#[doc(hidden)]
+pub use declared::Object;
 pub use declared::{rules, Report, Valid, Validate};
 use std::borrow::Cow;
 
@@ -176,6 +178,10 @@ impl Problem {
         };
         if message.starts_with("missing field") {
             return Self::missing();
+        }
+        if message.starts_with("invalid type") && message.ends_with(", expected an object") {
+            // A nested type given something else than an object: Pydantic's `model_type`.
+            return Self::new("model_type", "Input should be an object");
         }
         if message.starts_with("invalid type") {
             return Self::invalid_type(&expected().unwrap_or_else(|| "of another type".into()));
@@ -543,6 +549,23 @@ mod lax_integers {
 
     fn field(json: &str) -> Field<i64> {
         serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn a_large_integral_float_is_its_integer_when_exact() {
+        let wide: Field<i128> = serde_json::from_str("1948425934383563.0").unwrap();
+        assert!(
+            matches!(wide, Field::Present(1_948_425_934_383_563)),
+            "{wide:?}"
+        );
+        assert!(matches!(
+            field("1948425934383563.0"),
+            Field::Present(1_948_425_934_383_563)
+        ));
+        assert!(matches!(
+            field("-9007199254740992.0"),
+            Field::Present(-9_007_199_254_740_992)
+        ));
     }
 
     #[test]

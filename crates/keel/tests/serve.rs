@@ -302,3 +302,23 @@ async fn connections_at_the_cap_held_by_clients_that_never_read_are_released() {
         "answered at once: the cap was not reached"
     );
 }
+
+#[tokio::test]
+async fn sigterm_completes_the_shutdown_signal() {
+    // tokio's handler is installed for the whole process before the signal is sent, so the
+    // SIGTERM cannot end the test process.
+    let mut installed =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
+    let signal = tokio::spawn(keel::serve::shutdown_signal());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &std::process::id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    tokio::time::timeout(Duration::from_secs(5), signal)
+        .await
+        .expect("shutdown_signal completes on SIGTERM")
+        .unwrap();
+    installed.recv().await;
+}

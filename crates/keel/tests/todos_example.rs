@@ -17,19 +17,20 @@ static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 #[tokio::test]
 async fn the_todos_example_answers_as_documented() {
-    check(todos::main, "keel_jobs").await;
+    check(todos::main, "keel_jobs", true).await;
 }
 
 #[tokio::test]
 async fn the_plain_axum_version_gives_the_same_answers() {
-    check(todos_plain::main, "jobs").await;
+    check(todos_plain::main, "jobs", false).await;
 }
 
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-async fn check(main: Main, jobs_table: &str) {
+/// `live`: the example also pushes each new todo to `/todos/live`.
+async fn check(main: Main, jobs_table: &str, live: bool) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("todos.db");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -52,6 +53,12 @@ async fn check(main: Main, jobs_table: &str) {
         }
     }
     let post = |body: Value| client.post(format!("{base}/todos")).json(&body).send();
+    let mut feed = if live {
+        let url = format!("ws://127.0.0.1:{port}/todos/live");
+        Some(tokio_tungstenite::connect_async(url).await.unwrap().0)
+    } else {
+        None
+    };
 
     let res = post(json!({"title": "Buy milk", "priority": 3, "tags": ["home"]}))
         .await
@@ -63,6 +70,14 @@ async fn check(main: Main, jobs_table: &str) {
         created,
         json!({"id": 1, "title": "Buy milk", "priority": 3, "tags": ["home"]})
     );
+    if let Some(feed) = feed.as_mut() {
+        use futures_util::StreamExt;
+        let frame = tokio::time::timeout(Duration::from_secs(5), feed.next()).await;
+        let Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(text)))) = frame else {
+            panic!("no todo on /todos/live: {frame:?}");
+        };
+        assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), created);
+    }
 
     let res = post(json!({"title": "BUY MILK", "priority": 1}))
         .await

@@ -152,8 +152,8 @@ async fn every_problem_is_reported_at_once_in_field_order_with_list_indices() {
             ),
             detail(
                 json!(["body", "others", 1]),
-                "Input should be a valid dictionary or object",
-                "invalid_type"
+                "Input should be an object",
+                "model_type"
             ),
         ])
     );
@@ -197,4 +197,92 @@ async fn missing_fields_and_rule_bounds_read_as_pydantic_says_them() {
     let (status, body) = post_json("[1, 2]").await;
     assert_eq!(status, 422);
     assert_eq!(body["details"][0]["loc"], json!(["body"]));
+}
+
+/// A valid body but for `changes` (merged over it).
+fn body_with(changes: Value) -> String {
+    let mut body = json!({"title": "t", "priority": 1, "email": "a@b.io", "plan": "free",
+        "budget": 1, "address": {"city": "Lyon", "zip": "69001"}});
+    for (key, value) in changes.as_object().unwrap() {
+        body[key] = value.clone();
+    }
+    body.to_string()
+}
+
+#[tokio::test]
+async fn a_nested_object_given_a_list_is_a_model_type_error() {
+    for address in [json!(["Lyon", "69001"]), json!([])] {
+        let (status, body) = post_json(&body_with(json!({"address": address}))).await;
+        assert_eq!(status, 422, "{address}");
+        assert_eq!(
+            body["details"],
+            json!([detail(
+                json!(["body", "address"]),
+                "Input should be an object",
+                "model_type"
+            )]),
+            "{address}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_list_over_its_length_reports_that_beside_its_items_problems() {
+    let tags = json!(["a", "", "c", "d"]);
+    let (status, body) = post_json(&body_with(json!({"tags": tags}))).await;
+    assert_eq!(status, 422);
+    assert_eq!(
+        body["details"],
+        json!([
+            detail(
+                json!(["body", "tags"]),
+                "List should have at most 3 items",
+                "too_long"
+            ),
+            detail(
+                json!(["body", "tags", 1]),
+                "String should have at least 1 character",
+                "too_short"
+            ),
+        ])
+    );
+}
+
+#[tokio::test]
+async fn a_url_with_white_space_or_control_characters_is_refused() {
+    for homepage in [
+        " https://example.com",
+        "https://example.com ",
+        "https://exa\tmple.com",
+        "https://example.com/\n",
+    ] {
+        let (status, body) = post_json(&body_with(json!({"homepage": homepage}))).await;
+        assert_eq!(status, 422, "{homepage:?}");
+        assert_eq!(
+            body["details"][0]["type"], "invalid_url",
+            "{homepage:?}: {body}"
+        );
+    }
+    let (status, body) = post_json(&body_with(json!({"homepage": "https://example.com"}))).await;
+    assert_eq!(
+        (status, &body["homepage"]),
+        (200, &json!("https://example.com"))
+    );
+}
+
+#[tokio::test]
+async fn a_large_integral_float_is_an_integer() {
+    // Exact below 2^53: Pydantic's lax mode takes it, and so does keel, however large.
+    let (status, body) = post_json(&body_with(json!({"priority": 3.0}))).await;
+    assert_eq!((status, &body["priority"]), (200, &json!(3)));
+    let (status, body) = post_json(&body_with(json!({"priority": 1948425934383563.0}))).await;
+    assert_eq!(status, 422);
+    assert_eq!(
+        body["details"],
+        json!([detail(
+            json!(["body", "priority"]),
+            "Input should be less than or equal to 255",
+            "out_of_range"
+        )])
+    );
 }

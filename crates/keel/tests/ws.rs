@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::routing::get;
 use axum::Router;
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use keel::layers::ServiceLayers;
 use keel::ws::{Hub, WsConfig, WsUpgrade};
 use tokio_tungstenite::tungstenite::Message;
@@ -58,4 +58,46 @@ async fn a_connection_leaves_the_hub_even_when_its_handler_panics() {
     client.send(Message::text("panic")).await.unwrap();
     until_empty(&hub).await;
     assert_eq!(hub.deliver("boom", "anyone?".into()), 0);
+}
+
+#[tokio::test]
+async fn close_on_a_signal_closes_every_client_with_1001() {
+    let hub = Hub::new(WsConfig::default());
+    let serving = hub.clone();
+    let routes = Router::new().route(
+        "/live",
+        get(move |WsUpgrade(ws): WsUpgrade| {
+            let hub = serving.clone();
+            async move { hub.serve(ws, "live", |_| {}) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        let _ = stopped.await;
+    };
+    let served = tokio::spawn(keel::serve::Server::new().serve(
+        listener,
+        ServiceLayers::new().apply(routes),
+        hub.close_on(signal),
+    ));
+    let (mut client, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/live"))
+        .await
+        .unwrap();
+    stop.send(()).unwrap();
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(5), client.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => break frame.map(|f| u16::from(f.code)),
+            Ok(Some(Ok(_))) => {}
+            other => panic!("no close frame: {other:?}"),
+        }
+    };
+    assert_eq!(close, Some(1001));
+    hub.shutdown(Duration::from_secs(5)).await;
+    tokio::time::timeout(Duration::from_secs(5), served)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }

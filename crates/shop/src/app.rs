@@ -188,11 +188,7 @@ impl App {
         }
         // WebSockets are closed (1001) as soon as the signal comes: upgraded connections are
         // not requests the server would wait for.
-        let hub = self.state.hub.clone();
-        let signal = async move {
-            shutdown.await;
-            hub.close_all();
-        };
+        let signal = self.state.hub.close_on(shutdown);
         let served = self.server.serve(self.listener, self.router, signal).await;
         if let Err(err) = served {
             tracing::error!(error = %err, "server stopped with an error");
@@ -216,34 +212,6 @@ impl App {
         }
         self.state.store.close().await;
         tracing::info!("shop stopped");
-    }
-}
-
-/// Completes on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %err, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("SIGINT received, shutting down"),
-        () = terminate => tracing::info!("SIGTERM received, shutting down"),
     }
 }
 

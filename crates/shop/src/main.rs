@@ -13,5 +13,5 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    app.run(shop::app::shutdown_signal()).await;
+    app.run(keel::serve::shutdown_signal()).await;
 }

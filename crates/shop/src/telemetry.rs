@@ -1,5 +1,7 @@
 //! Logging: a tracing subscriber writing to stdout, pretty or JSON, filtered by `RUST_LOG`.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{Config, LogFormat};
@@ -15,7 +17,8 @@ pub fn init(config: &Config) {
     });
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match config.log_format {
-        LogFormat::Pretty => builder.init(),
+        // Colour only on a terminal: a file or a pipe gets plain text.
+        LogFormat::Pretty => builder.with_ansi(std::io::stdout().is_terminal()).init(),
         LogFormat::Json => builder
             .json()
             .flatten_event(true)

@@ -246,3 +246,43 @@ async fn the_connection_cap_is_fitted_to_the_open_files_limit_and_accepting_neve
         "{logged:?}"
     );
 }
+
+#[tokio::test]
+async fn pretty_logs_written_to_a_pipe_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shop"))
+        .env("SHOP_ADDR", format!("127.0.0.1:{port}"))
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}/shop.db", dir.path().display()),
+        )
+        .env("SHOP_MAIL_DIR", dir.path().join("mail"))
+        .env("SHOP_LOG_FORMAT", "pretty")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let listening = std::thread::spawn(move || {
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find(|line| line.contains("shop listening"))
+    });
+    eventually(20, "shop to listen", || async {
+        reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+            .await
+            .ok()
+    })
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = listening.join().unwrap().expect("a `shop listening` line");
+    assert!(!line.contains('\u{1b}'), "{line:?}");
+    assert!(line.contains("INFO"), "{line:?}");
+}

@@ -78,10 +78,12 @@
 //! ```
 
 use std::fmt::Display;
+use std::marker::PhantomData;
 use std::sync::OnceLock;
 
 use axum::extract::{FromRequest, Request};
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 
 use super::{Detail, Field, Loc, Problem};
 use crate::ApiError;
@@ -203,6 +205,34 @@ impl Report {
                 false
             }
         }
+    }
+}
+
+/// The raw fields of a derived type, read only from a JSON object: serde's derived structs also
+/// take an array, its items in field order, which a request body must not do.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Object<T>(pub T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields<T>(PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for Fields<T> {
+            type Value = T;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+
+        deserializer
+            .deserialize_map(Fields(PhantomData))
+            .map(Object)
     }
 }
 
@@ -425,10 +455,15 @@ pub mod rules {
                 .is_some_and(|tld| tld.len() >= 2 && tld.bytes().all(|b| b.is_ascii_alphabetic()))
     }
 
-    /// `url`: an absolute `http://` or `https://` URL with a host.
+    /// `url`: an absolute `http://` or `https://` URL with a host, with no white space or
+    /// control character anywhere (a URL parser drops those at the ends and tabs and line breaks
+    /// inside, so the string stored would not be the URL checked).
     pub fn url(value: &str) -> Result<(), Problem> {
+        let clean = !value.bytes().any(|b| b <= b' ' || b == 0x7f);
         match url::Url::parse(value) {
-            Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => Ok(()),
+            Ok(url) if clean && matches!(url.scheme(), "http" | "https") && url.has_host() => {
+                Ok(())
+            }
             _ => Err(Problem::new(
                 "invalid_url",
                 "URL should be an absolute http:// or https:// URL",

@@ -181,6 +181,32 @@ impl Hub {
         }
     }
 
+    /// Completes when `signal` does, having asked every connection to close with 1001: the
+    /// `shutdown` future to give the server, so that WebSocket clients hear of the shutdown
+    /// at once (upgraded connections are not requests a server waits for). Then call
+    /// [`Hub::shutdown`] to wait for their close frames to go out.
+    ///
+    /// ```no_run
+    /// # async fn run(listener: tokio::net::TcpListener, app: axum::Router) -> std::io::Result<()> {
+    /// let hub = keel::ws::Hub::new(keel::ws::WsConfig::default());
+    /// keel::serve::Server::new()
+    ///     .serve(listener, app, hub.close_on(keel::serve::shutdown_signal()))
+    ///     .await?;
+    /// hub.shutdown(std::time::Duration::from_secs(5)).await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn close_on(
+        &self,
+        signal: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let hub = self.clone();
+        async move {
+            signal.await;
+            hub.close_all();
+        }
+    }
+
     /// [`Hub::close_all`], then waits up to `limit` for the connections to end.
     pub async fn shutdown(&self, limit: Duration) {
         self.close_all();

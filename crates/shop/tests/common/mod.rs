@@ -59,20 +59,6 @@ pub fn sql(sqlite: &'static str, postgres: &'static str) -> &'static str {
     }
 }
 
-/// True (after saying why) when the suite runs on another engine than the one a test is
-/// about: the test returns at once.
-pub fn not_on(engine_of_test: Engine, why: &str) -> bool {
-    if engine() == engine_of_test {
-        return false;
-    }
-    eprintln!(
-        "on {:?} only ({why}): nothing to check on {:?}",
-        engine_of_test,
-        engine()
-    );
-    true
-}
-
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
