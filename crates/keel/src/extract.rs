@@ -25,6 +25,7 @@ use http::request::Parts;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::validate::text::{Params, Values};
 use crate::validate::{describe_expected, Loc, Problem};
 use crate::ApiError;
 
@@ -225,6 +226,23 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T>
             Err(PathRejection::FailedToDeserializePathParams(err)) => err.into_kind(),
             Err(other) => return Err(ApiError::internal(other)),
         };
+        // A value that does not parse as its type is read again as a query's would be: an
+        // integral float (`/users/1.0`) is its integer, as in a body.
+        if matches!(
+            rejection,
+            ErrorKind::ParseErrorAtKey { .. } | ErrorKind::ParseError { .. }
+        ) {
+            if let Ok(params) = RawPathParams::from_request_parts(parts, state).await {
+                let pairs: Vec<(&str, &str)> = params.iter().collect();
+                let again = match pairs.as_slice() {
+                    [(_, value)] => T::deserialize(Values(vec![value])),
+                    _ => T::deserialize(Params::group(pairs.iter().copied())),
+                };
+                if let Ok(value) = again {
+                    return Ok(Path(value));
+                }
+            }
+        }
         // A single value (`Path<i64>`) names no key: it is the route's only parameter.
         let only_key = RawPathParams::from_request_parts(parts, state)
             .await
@@ -233,14 +251,8 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T>
         let (key, problem) = match rejection {
             ErrorKind::ParseErrorAtKey {
                 key, expected_type, ..
-            } => (
-                Some(key),
-                Problem::invalid_type(&describe_expected(expected_type)),
-            ),
-            ErrorKind::ParseError { expected_type, .. } => (
-                only_key,
-                Problem::invalid_type(&describe_expected(expected_type)),
-            ),
+            } => (Some(key), unparsed(expected_type)),
+            ErrorKind::ParseError { expected_type, .. } => (only_key, unparsed(expected_type)),
             ErrorKind::DeserializeError { key, message, .. } => {
                 (Some(key), Problem::from_serde_message(&message))
             }
@@ -257,6 +269,20 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T>
 }
 
 /// Query parameters; a missing or mistyped parameter is a 422 at `["query", name]`.
+/// A path value that does not parse as `expected_type`, in Pydantic's words.
+fn unparsed(expected_type: &str) -> Problem {
+    match &*describe_expected(expected_type) {
+        "a valid integer" => {
+            Problem::invalid_type("a valid integer, unable to parse string as an integer")
+        }
+        "a valid number" => {
+            Problem::invalid_type("a valid number, unable to parse string as a number")
+        }
+        "a valid boolean" => Problem::invalid_type("a valid boolean, unable to interpret input"),
+        other => Problem::invalid_type(other),
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Query<T>(pub T);
 
@@ -265,9 +291,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let query = parts.uri.query().unwrap_or_default();
-        let deserializer =
-            serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
-        serde_path_to_error::deserialize(deserializer)
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+        let params = Params::group(pairs.iter().map(|(k, v)| (&**k, &**v)));
+        serde_path_to_error::deserialize(params)
             .map(Query)
             .map_err(|err| {
                 let message = err.inner().to_string();

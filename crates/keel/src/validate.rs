@@ -42,6 +42,7 @@
 //! Messages never echo the input: a client sees what was expected, not what it sent.
 
 mod declared;
+pub(crate) mod text;
 #[doc(hidden)]
 pub use declared::Object;
 pub use declared::{rules, Report, Valid, Validate};
@@ -272,13 +273,18 @@ impl<'de, T: DeserializeOwned> Deserialize<'de> for Field<T> {
             truncated: &truncated,
         })?;
         let integral = as_integer(&value);
+        // A query's or a path's values are texts, read again by type if JSON's reading fails.
+        let texts = text::is_lax().then(|| value.clone());
         let parsed = match T::deserialize(value) {
             Ok(value) => Ok(value),
             // An integral number written as a float (`553.0`) is that integer, as in
             // Pydantic's default (lax) mode; `553.5` stays a type error.
             Err(err) => match integral.map(T::deserialize) {
                 Some(Ok(value)) => Ok(value),
-                _ => Err(Problem::from_serde_message(&err.to_string())),
+                _ => match texts.as_ref().and_then(text::read_texts::<T>) {
+                    Some(read) => read.map_err(|err| Problem::from_serde_message(&err.to_string())),
+                    None => Err(Problem::from_serde_message(&err.to_string())),
+                },
             },
         };
         Ok(match parsed {

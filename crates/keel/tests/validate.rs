@@ -286,3 +286,146 @@ async fn a_large_integral_float_is_an_integer() {
         )])
     );
 }
+
+mod query_and_path {
+    use super::*;
+    use axum::routing::get;
+    use keel::{Path, Query};
+
+    #[derive(Debug, Validate)]
+    struct Listing {
+        #[validate(range(ge = 1, le = 100))]
+        limit: Option<u32>,
+        #[validate(each(length(min = 1, max = 10)))]
+        tag: Option<Vec<String>>,
+    }
+
+    #[derive(Debug, Validate)]
+    struct Item {
+        #[validate(range(ge = 1))]
+        id: i64,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Plain {
+        limit: Option<u32>,
+    }
+
+    async fn get_json(path: &str) -> (u16, Value) {
+        let routes =
+            Router::new()
+                .route(
+                    "/list",
+                    get(|Valid(Query(q)): Valid<Query<Listing>>| async move {
+                        Json(json!({"limit": q.limit, "tag": q.tag}))
+                    }),
+                )
+                .route(
+                    "/items/{id}",
+                    get(|Valid(Path(item)): Valid<Path<Item>>| async move {
+                        Json(json!({"id": item.id}))
+                    }),
+                )
+                .route(
+                    "/plain",
+                    get(|Query(q): Query<Plain>| async move { Json(json!({"limit": q.limit})) }),
+                )
+                .route(
+                    "/plain/{id}",
+                    get(|Path(id): Path<i64>| async move { Json(json!({"id": id})) }),
+                );
+        let addr = common::serve(ServiceLayers::new().apply(routes)).await;
+        let res = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
+        (res.status().as_u16(), res.json().await.unwrap())
+    }
+
+    const NOT_AN_INTEGER: &str =
+        "Input should be a valid integer, unable to parse string as an integer";
+
+    #[tokio::test]
+    async fn a_query_is_read_by_type_lists_collect_and_a_scalar_takes_the_last() {
+        for (path, expected) in [
+            (
+                "/list?limit=5&tag=a&tag=b",
+                json!({"limit": 5, "tag": ["a", "b"]}),
+            ),
+            ("/list?limit=5.0", json!({"limit": 5, "tag": null})),
+            (
+                "/list?limit=1&limit=2&tag=only",
+                json!({"limit": 2, "tag": ["only"]}),
+            ),
+            ("/list", json!({"limit": null, "tag": null})),
+            ("/plain?limit=1&limit=7", json!({"limit": 7})),
+            ("/plain?limit=3.0", json!({"limit": 3})),
+        ] {
+            assert_eq!(get_json(path).await, (200, expected), "{path}");
+        }
+    }
+
+    #[tokio::test]
+    async fn every_problem_of_a_query_is_reported_at_its_name() {
+        let (status, body) = get_json("/list?limit=abc&tag=ok&tag=").await;
+        assert_eq!(status, 422);
+        assert_eq!(
+            body["details"],
+            json!([
+                detail(json!(["query", "limit"]), NOT_AN_INTEGER, "invalid_type"),
+                detail(
+                    json!(["query", "tag", 1]),
+                    "String should have at least 1 character",
+                    "too_short"
+                ),
+            ])
+        );
+        let (status, body) = get_json("/list?limit=0").await;
+        assert_eq!(status, 422);
+        assert_eq!(
+            body["details"],
+            json!([detail(
+                json!(["query", "limit"]),
+                "Input should be greater than or equal to 1",
+                "out_of_range"
+            )])
+        );
+        let (status, body) = get_json("/plain?limit=abc").await;
+        assert_eq!(status, 422);
+        assert_eq!(
+            body["details"],
+            json!([detail(
+                json!(["query", "limit"]),
+                NOT_AN_INTEGER,
+                "invalid_type"
+            )])
+        );
+    }
+
+    #[tokio::test]
+    async fn a_path_is_read_by_type_with_its_problems_at_path() {
+        assert_eq!(get_json("/items/7").await, (200, json!({"id": 7})));
+        assert_eq!(get_json("/items/7.0").await, (200, json!({"id": 7})));
+        assert_eq!(get_json("/plain/7.0").await, (200, json!({"id": 7})));
+        let (status, body) = get_json("/items/abc").await;
+        assert_eq!(status, 422);
+        assert_eq!(
+            body["details"],
+            json!([detail(
+                json!(["path", "id"]),
+                NOT_AN_INTEGER,
+                "invalid_type"
+            )])
+        );
+        let (status, body) = get_json("/items/0").await;
+        assert_eq!(status, 422);
+        assert_eq!(body["details"][0]["type"], "out_of_range");
+        let (status, body) = get_json("/plain/abc").await;
+        assert_eq!(status, 422);
+        assert_eq!(
+            body["details"],
+            json!([detail(
+                json!(["path", "id"]),
+                NOT_AN_INTEGER,
+                "invalid_type"
+            )])
+        );
+    }
+}

@@ -195,21 +195,15 @@ async fn a_missing_user_is_404_naming_it() {
 #[tokio::test]
 async fn a_user_id_that_is_not_a_positive_integer_is_422_at_path_id() {
     let app = spawn_app().await;
+    const NOT_AN_INTEGER: &str =
+        "Input should be a valid integer, unable to parse string as an integer";
     for (path, kind, msg) in [
-        (
-            "/users/abc",
-            "invalid_type",
-            "Input should be a valid integer",
-        ),
-        (
-            "/users/1.5",
-            "invalid_type",
-            "Input should be a valid integer",
-        ),
+        ("/users/abc", "invalid_type", NOT_AN_INTEGER),
+        ("/users/1.5", "invalid_type", NOT_AN_INTEGER),
         (
             "/users/99999999999999999999",
             "invalid_type",
-            "Input should be a valid integer",
+            NOT_AN_INTEGER,
         ),
         ("/users/0", "out_of_range", "Input should be greater than 0"),
         (
@@ -224,6 +218,17 @@ async fn a_user_id_that_is_not_a_positive_integer_is_422_at_path_id() {
             json!([{"loc": ["path", "id"], "msg": msg, "type": kind}]),
         )
         .await;
+    }
+}
+
+#[tokio::test]
+async fn an_integral_float_in_the_path_is_its_integer() {
+    let app = spawn_app().await;
+    let user = app.create_user("ada@example.com", "ada").await;
+    for path in ["/users/1.0", "/users/1e0"] {
+        let res = app.get(path).await;
+        assert_eq!(res.status(), 200, "{path}");
+        assert_eq!(res.json::<Value>().await.unwrap(), user, "{path}");
     }
 }
 

@@ -81,7 +81,8 @@ use std::fmt::Display;
 use std::marker::PhantomData;
 use std::sync::OnceLock;
 
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
+use http::request::Parts;
 use serde::de::{DeserializeOwned, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
@@ -314,6 +315,53 @@ impl<T: Validate, S: Send + Sync> FromRequest<S> for Valid<T> {
         match T::validate(raw, &mut report) {
             Some(value) if report.is_empty() => Ok(Valid(value)),
             _ => Err(report.into_error()),
+        }
+    }
+}
+
+/// `T` read from the query string and validated: 422 listing every problem at
+/// `["query", name]`. Values are read by the field's type (`limit=5` and `limit=5.0` are 5); a
+/// list field collects a repeated parameter, any other field takes its last value.
+impl<T: Validate, S: Send + Sync> FromRequestParts<S> for Valid<crate::Query<T>> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or_default();
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+        let params = super::text::Params::group(pairs.iter().map(|(k, v)| (&**k, &**v)));
+        from_params(Report::new("query"), params).map(|value| Valid(crate::Query(value)))
+    }
+}
+
+/// `T` read from the route's path parameters and validated: 422 listing every problem at
+/// `["path", name]`, values read by type as for a query.
+impl<T: Validate, S: Send + Sync> FromRequestParts<S> for Valid<crate::Path<T>> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let raw = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(ApiError::internal)?;
+        let params = super::text::Params::group(raw.iter());
+        from_params(Report::new("path"), params).map(|value| Valid(crate::Path(value)))
+    }
+}
+
+/// Reads `T`'s raw fields from `params`, texts read by type, then validates them.
+fn from_params<T: Validate>(
+    mut report: Report,
+    params: super::text::Params<'_>,
+) -> Result<T, ApiError> {
+    match super::text::lax(|| T::Raw::deserialize(params)) {
+        Ok(raw) => match T::validate(raw, &mut report) {
+            Some(value) if report.is_empty() => Ok(value),
+            _ => Err(report.into_error()),
+        },
+        Err(err) => {
+            report.problem(Problem::from_serde_message(&err.to_string()));
+            Err(report.into_error())
         }
     }
 }
