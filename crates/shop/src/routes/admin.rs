@@ -8,9 +8,9 @@ use axum::response::{Html, IntoResponse};
 use axum::routing::{get, post};
 use axum::Router;
 use keel::jobs::sqlite::{JobFilter, JobView, MinuteCount, RetryOutcome};
-use keel::validate::{Problem, Validation};
+use keel::validate::{Problem, Report, Valid, Validate};
 use keel::{ApiError, Json, Path, Query};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
 
@@ -49,58 +49,70 @@ pub(crate) async fn page() -> impl IntoResponse {
     )
 }
 
-/// Query of `GET /admin/jobs`.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
+/// Query of `GET /admin/jobs`: every problem of it at once, at `["query", name]`.
+#[derive(Debug, Validate, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct JobsQuery {
     /// `pending`, `running`, `succeeded` or `dead`; empty means any.
-    #[param(pattern = "^(pending|running|succeeded|dead)?$")]
-    state: Option<String>,
-    /// A queue name (`email`, `webhooks`, `payments`).
+    #[param(value_type = Option<String>, pattern = "^(pending|running|succeeded|dead)?$")]
+    state: Option<StateFilter>,
+    /// A queue name (`email`, `webhooks`, `payments`); empty means any.
     queue: Option<String>,
     /// 1 to 500; 50 when absent.
-    #[param(minimum = 1, maximum = 500)]
-    limit: Option<i64>,
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
+    limit: Option<PageSize>,
     /// Only jobs older than this id: the last id of the previous page.
-    #[param(minimum = 1)]
-    before_id: Option<i64>,
+    #[param(value_type = Option<i64>, minimum = 1)]
+    before_id: Option<Id>,
 }
 
-fn job_filter(mut query: JobsQuery) -> Result<JobFilter, ApiError> {
-    // An empty filter (`?state=`, as a form with nothing chosen sends it) means "any".
-    query.state = query.state.filter(|s| !s.is_empty());
-    query.queue = query.queue.filter(|q| !q.is_empty());
-    let mut v = Validation::query();
-    if let Some(state) = &query.state {
-        if !STATES.contains(&state.as_str()) {
-            v.report(
-                &["state"],
-                Problem::new(
-                    "invalid_value",
-                    "Input should be pending, running, succeeded or dead",
-                ),
-            );
+/// A job state to filter on; empty (`?state=`, as a form with nothing chosen sends it) is any.
+#[derive(Debug)]
+pub(crate) struct StateFilter(Option<String>);
+
+impl Validate for StateFilter {
+    type Raw = String;
+    fn validate(raw: String, report: &mut Report) -> Option<Self> {
+        if raw.is_empty() {
+            return Some(StateFilter(None));
+        }
+        if STATES.contains(&raw.as_str()) {
+            return Some(StateFilter(Some(raw)));
+        }
+        report.problem(Problem::new(
+            "invalid_value",
+            "Input should be pending, running, succeeded or dead",
+        ));
+        None
+    }
+}
+
+/// How many jobs a page holds: 1 to 500.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PageSize(u32);
+
+impl Validate for PageSize {
+    type Raw = <i64 as Validate>::Raw;
+    fn validate(raw: Self::Raw, report: &mut Report) -> Option<Self> {
+        match u32::try_from(raw) {
+            Ok(size @ 1..=500) => Some(PageSize(size)),
+            _ => {
+                report.problem(Problem::out_of_range("Input should be between 1 and 500"));
+                None
+            }
         }
     }
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
-        v.report(
-            &["limit"],
-            Problem::out_of_range("Input should be between 1 and 500"),
-        );
-    }
-    if let Some(before) = query.before_id {
-        if let Err(problem) = Id::parse(before) {
-            v.report(&["before_id"], problem);
+}
+
+impl From<JobsQuery> for JobFilter {
+    fn from(query: JobsQuery) -> Self {
+        JobFilter {
+            state: query.state.and_then(|s| s.0),
+            queue: query.queue.filter(|q| !q.is_empty()),
+            before_id: query.before_id.map(Id::get),
+            limit: query.limit.map_or(50, |size| size.0),
         }
     }
-    v.finish()?;
-    Ok(JobFilter {
-        state: query.state,
-        queue: query.queue,
-        before_id: query.before_id,
-        limit: u32::try_from(limit).unwrap_or(50),
-    })
 }
 
 /// The durable jobs, newest first.
@@ -115,10 +127,9 @@ fn job_filter(mut query: JobsQuery) -> Result<JobFilter, ApiError> {
     ))]
 pub(crate) async fn jobs(
     State(state): State<AppState>,
-    Query(query): Query<JobsQuery>,
+    Valid(Query(query)): Valid<Query<JobsQuery>>,
 ) -> Result<Json<Vec<JobView>>, ApiError> {
-    let filter = job_filter(query)?;
-    Ok(Json(state.store.jobs().list(&filter).await?))
+    Ok(Json(state.store.jobs().list(&query.into()).await?))
 }
 
 /// A job as the console shows it (the schema of `keel`'s `JobView`).
