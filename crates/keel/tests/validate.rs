@@ -362,41 +362,38 @@ mod query_and_path {
         }
     }
 
+    /// `path` is a 422 with exactly these details.
+    async fn problems(path: &str, details: Value) {
+        let (status, body) = get_json(path).await;
+        assert_eq!((status, &body["details"]), (422, &details), "{path}");
+    }
+
     #[tokio::test]
     async fn every_problem_of_a_query_is_reported_at_its_name() {
-        let (status, body) = get_json("/list?limit=abc&tag=ok&tag=").await;
-        assert_eq!(status, 422);
-        assert_eq!(
-            body["details"],
+        let limit = json!(["query", "limit"]);
+        problems(
+            "/list?limit=abc&tag=ok&tag=",
             json!([
-                detail(json!(["query", "limit"]), NOT_AN_INTEGER, "invalid_type"),
+                detail(limit.clone(), NOT_AN_INTEGER, "invalid_type"),
                 detail(
                     json!(["query", "tag", 1]),
                     "String should have at least 1 character",
                     "too_short"
                 ),
-            ])
-        );
-        let (status, body) = get_json("/list?limit=0").await;
-        assert_eq!(status, 422);
-        assert_eq!(
-            body["details"],
-            json!([detail(
-                json!(["query", "limit"]),
-                "Input should be greater than or equal to 1",
-                "out_of_range"
-            )])
-        );
-        let (status, body) = get_json("/plain?limit=abc").await;
-        assert_eq!(status, 422);
-        assert_eq!(
-            body["details"],
-            json!([detail(
-                json!(["query", "limit"]),
-                NOT_AN_INTEGER,
-                "invalid_type"
-            )])
-        );
+            ]),
+        )
+        .await;
+        let at_least_1 = "Input should be greater than or equal to 1";
+        problems(
+            "/list?limit=0",
+            json!([detail(limit.clone(), at_least_1, "out_of_range")]),
+        )
+        .await;
+        problems(
+            "/plain?limit=abc",
+            json!([detail(limit, NOT_AN_INTEGER, "invalid_type")]),
+        )
+        .await;
     }
 
     #[tokio::test]

@@ -116,11 +116,7 @@ fn with_json_logs(
 #[tokio::test]
 async fn json_logs_carry_the_request_id_into_the_background_work_it_started() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::process::free_port();
     let (mut child, lines) = with_json_logs(
         &mut Command::new(env!("CARGO_BIN_EXE_shop")),
         dir.path(),
@@ -172,12 +168,7 @@ async fn json_logs_carry_the_request_id_into_the_background_work_it_started() {
 #[tokio::test]
 async fn the_connection_cap_is_fitted_to_the_open_files_limit_and_accepting_never_runs_out() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    // A hard limit of 400 open files, and a soft one of 100 that shop raises to it.
+    let port = common::process::free_port();
     // A hard limit of 400 open files, and a soft one of 100 that shop raises to it.
     let (mut child, lines) = with_json_logs(
         Command::new("sh")
@@ -250,11 +241,7 @@ async fn the_connection_cap_is_fitted_to_the_open_files_limit_and_accepting_neve
 #[tokio::test]
 async fn pretty_logs_written_to_a_pipe_carry_no_colour_codes() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::process::free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_shop"))
         .env("SHOP_ADDR", format!("127.0.0.1:{port}"))
         .env(
