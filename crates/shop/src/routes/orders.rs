@@ -6,7 +6,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use keel::idempotency::Idempotency;
 use keel::tasks::Tasks;
-use keel::validate::{Valid, Validate, Validation};
+use keel::validate::{Valid, Validate};
 use keel::{ApiError, Json, Path};
 use utoipa::ToSchema;
 
@@ -46,7 +46,7 @@ pub(crate) struct NewOrderBody {
         (status = 415, description = "Unsupported media type", body = ErrorEnvelope),
         (status = 422, description = "Validation error: every problem of the body (`validation_error`); or the Idempotency-Key came with another method, path or body (`idempotency_key_reused`)", body = ErrorEnvelope),
         (status = 404, description = "Resource not found", body = ErrorEnvelope, example = json!({"success": false, "error": "Resource not found", "code": "not_found", "details": {"resource": "user", "id": 99999}, "request_id": "0b6e3f0e-3d1c-4c7e-9a8e-2f4b8c1d9e10"})),
-        (status = 409, description = "Insufficient stock (`insufficient_stock`); or a request with the same Idempotency-Key is in flight (`idempotency_in_progress`, `Retry-After: 1`)", body = ErrorEnvelope, example = json!({"success": false, "error": "Insufficient stock", "code": "insufficient_stock", "details": {"available": 3, "requested": 5}, "request_id": "0b6e3f0e-3d1c-4c7e-9a8e-2f4b8c1d9e10"})),
+        (status = 409, description = "Insufficient stock (`insufficient_stock`); the total does not fit at this product's price (`total_out_of_range`); or a request with the same Idempotency-Key is in flight (`idempotency_in_progress`, `Retry-After: 1`)", body = ErrorEnvelope, example = json!({"success": false, "error": "Insufficient stock", "code": "insufficient_stock", "details": {"available": 3, "requested": 5}, "request_id": "0b6e3f0e-3d1c-4c7e-9a8e-2f4b8c1d9e10"})),
         (status = "default", description = "Any other error (500, 503 with Retry-After, 504), in the envelope", body = ErrorEnvelope)
     ))]
 pub(crate) async fn create(
@@ -112,6 +112,22 @@ impl keel::DomainError for InsufficientStock {
     }
 }
 
+/// Returns 409 `total_out_of_range`: the body is valid, but at this product's price the total
+/// does not fit the integers totals are kept in. A rule on stored data, not a validation error.
+#[derive(Debug, thiserror::Error)]
+#[error("Order total out of range")]
+struct TotalOutOfRange;
+
+impl keel::DomainError for TotalOutOfRange {
+    fn status(&self) -> http::StatusCode {
+        http::StatusCode::CONFLICT
+    }
+
+    fn code(&self) -> &'static str {
+        "total_out_of_range"
+    }
+}
+
 /// What each refusal of the store means to the client.
 fn refusal(err: PlaceOrderError) -> ApiError {
     match err {
@@ -125,14 +141,7 @@ fn refusal(err: PlaceOrderError) -> ApiError {
             requested,
         }
         .into(),
-        PlaceOrderError::TotalOutOfRange => {
-            let mut v = Validation::body();
-            v.report(
-                &["quantity"],
-                keel::validate::Problem::out_of_range("Total price is out of range"),
-            );
-            v.into_error()
-        }
+        PlaceOrderError::TotalOutOfRange => TotalOutOfRange.into(),
         PlaceOrderError::Database(err) => err.into(),
     }
 }
