@@ -22,8 +22,37 @@ pub fn derive_validate(input: TokenStream) -> TokenStream {
 #[derive(Default)]
 struct Rules {
     checks: Vec<Tokens>,
+    /// `custom = path`: functions of the typed value (for a list, of the list once its items
+    /// are valid).
+    custom: Vec<Tokens>,
     each: Option<Box<Rules>>,
     default: bool,
+}
+
+/// What `#[validate(...)]` on the struct asks for.
+#[derive(Default)]
+struct StructRules {
+    deny_unknown_fields: bool,
+    /// `custom = path`: `fn(&Self, &mut Report)`, run once every field is valid.
+    custom: Vec<syn::Path>,
+}
+
+fn parse_struct_rules(input: &DeriveInput) -> syn::Result<StructRules> {
+    let mut rules = StructRules::default();
+    for attr in input.attrs.iter().filter(|a| a.path().is_ident("validate")) {
+        attr.parse_nested_meta(|meta| {
+            if meta.path.is_ident("deny_unknown_fields") {
+                rules.deny_unknown_fields = true;
+            } else if meta.path.is_ident("custom") {
+                rules.custom.push(meta.value()?.parse()?);
+            } else {
+                return Err(meta
+                    .error("unknown struct rule: expected deny_unknown_fields or custom = path"));
+            }
+            Ok(())
+        })?;
+    }
+    Ok(rules)
 }
 
 fn expand(input: &DeriveInput) -> syn::Result<Tokens> {
@@ -51,6 +80,7 @@ fn expand(input: &DeriveInput) -> syn::Result<Tokens> {
             ))
         }
     };
+    let struct_rules = parse_struct_rules(input)?;
     let raw = format_ident!("__KeelRaw{}", name);
     let mut raw_fields = Vec::new();
     let mut checks = Vec::new();
@@ -90,11 +120,10 @@ fn expand(input: &DeriveInput) -> syn::Result<Tokens> {
             #ident: ::keel::validate::Field<#raw_ty>,
         });
         let value_checks = &rules.checks;
-        let no_checks: Vec<Tokens> = Vec::new();
         let list = element.is_some();
         let validate = match (&rules.each, element) {
             (Some(each), Some(element)) => {
-                let element_checks = &each.checks;
+                let element_checks: Vec<&Tokens> = each.checks.iter().chain(&each.custom).collect();
                 quote! {
                     report.list::<#element>(raw, |value: #element, report: &mut ::keel::validate::Report| {
                         let mut ok = true;
@@ -120,9 +149,12 @@ fn expand(input: &DeriveInput) -> syn::Result<Tokens> {
                 let items = #validate;
                 if list_ok { items } else { ::core::option::Option::None }
             }};
-            (validate, &no_checks)
+            (validate, rules.custom.clone())
         } else {
-            (validate, value_checks)
+            (
+                validate,
+                value_checks.iter().chain(&rules.custom).cloned().collect(),
+            )
         };
         let check_value = quote! {
             |value: #inner, report: &mut ::keel::validate::Report| -> ::core::option::Option<#inner> {
@@ -168,6 +200,30 @@ fn expand(input: &DeriveInput) -> syn::Result<Tokens> {
         checks.push(check);
         names.push(ident.clone());
     }
+    let (extra_field, extra_check) = if struct_rules.deny_unknown_fields {
+        (
+            quote! {
+                #[serde(flatten)]
+                __keel_extra: ::std::collections::BTreeMap<
+                    ::std::string::String,
+                    ::keel::__private::serde::de::IgnoredAny,
+                >,
+            },
+            quote! {
+                for key in raw.__keel_extra.keys() {
+                    report.enter(key);
+                    report.problem(::keel::validate::Problem::new(
+                        "extra_forbidden",
+                        "Extra inputs are not permitted",
+                    ));
+                    report.leave();
+                }
+            },
+        )
+    } else {
+        (quote! {}, quote! {})
+    };
+    let struct_checks = &struct_rules.custom;
     let vis = &input.vis;
     Ok(quote! {
         #[doc(hidden)]
@@ -176,6 +232,7 @@ fn expand(input: &DeriveInput) -> syn::Result<Tokens> {
         #[serde(crate = "::keel::__private::serde")]
         #vis struct #raw {
             #( #raw_fields )*
+            #extra_field
         }
 
         impl ::keel::validate::Validate for #name {
@@ -183,11 +240,15 @@ fn expand(input: &DeriveInput) -> syn::Result<Tokens> {
 
             fn validate(raw: ::keel::validate::Object<#raw>, report: &mut ::keel::validate::Report) -> ::core::option::Option<Self> {
                 let raw = raw.0;
+                let before = report.count();
                 #( #checks )*
-                match ( #( #names, )* ) {
-                    ( #( ::core::option::Option::Some(#names), )* ) => ::core::option::Option::Some(Self { #( #names, )* }),
-                    _ => ::core::option::Option::None,
-                }
+                #extra_check
+                let value = match ( #( #names, )* ) {
+                    ( #( ::core::option::Option::Some(#names), )* ) => Self { #( #names, )* },
+                    _ => return ::core::option::Option::None,
+                };
+                #( #struct_checks(&value, report); )*
+                (report.count() == before).then_some(value)
             }
         }
     })
@@ -287,9 +348,15 @@ fn parse_rule(meta: syn::meta::ParseNestedMeta<'_>, rules: &mut Rules) -> syn::R
             rules.each = Some(Box::new(each));
         }
         "default" => rules.default = true,
+        "custom" => {
+            let check: syn::Path = meta.value()?.parse()?;
+            rules.custom.push(quote_spanned! {check.span()=>
+                report.check(#check(value))
+            });
+        }
         _ => return Err(Error::new(
             span,
-            "unknown rule: expected length, range, pattern, email, url, one_of, each or default",
+            "unknown rule: expected length, range, pattern, email, url, one_of, each, custom or default",
         )),
     }
     Ok(())

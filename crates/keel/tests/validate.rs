@@ -426,3 +426,122 @@ mod query_and_path {
         );
     }
 }
+
+mod rules_of_your_own {
+    use super::*;
+    use keel::validate::{Problem, Report};
+
+    fn not_reserved(name: &String) -> Result<(), Problem> {
+        if name == "admin" {
+            Err(Problem::new("reserved", "This name is reserved"))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn even(n: &i64) -> Result<(), Problem> {
+        if n % 2 == 0 {
+            Ok(())
+        } else {
+            Err(Problem::new("not_even", "Input should be even"))
+        }
+    }
+
+    fn ends_after_start(range: &Booking, report: &mut Report) {
+        if range.end <= range.start {
+            report.problem_at(
+                &["end"],
+                Problem::new("invalid_range", "end should be after start"),
+            );
+        }
+    }
+
+    #[derive(Debug, Validate)]
+    #[validate(deny_unknown_fields, custom = ends_after_start)]
+    struct Booking {
+        #[validate(length(min = 1), custom = not_reserved)]
+        name: String,
+        start: i64,
+        end: i64,
+        #[validate(length(max = 2), each(custom = even))]
+        seats: Option<Vec<i64>>,
+    }
+
+    async fn book(body: Value) -> (u16, Value) {
+        let routes = Router::new().route(
+            "/book",
+            post(|Valid(b): Valid<Booking>| async move {
+                Json(json!({"name": b.name, "start": b.start, "end": b.end, "seats": b.seats}))
+            }),
+        );
+        let addr = common::serve(ServiceLayers::new().apply(routes)).await;
+        let res = reqwest::Client::new()
+            .post(format!("http://{addr}/book"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (res.status().as_u16(), res.json().await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn custom_field_rules_run_with_the_declared_ones_and_on_each_item() {
+        let (status, body) =
+            book(json!({"name": "admin", "start": 1, "end": 2, "seats": [2, 3, 4]})).await;
+        assert_eq!(status, 422);
+        assert_eq!(
+            body["details"],
+            json!([
+                detail(json!(["body", "name"]), "This name is reserved", "reserved"),
+                detail(
+                    json!(["body", "seats"]),
+                    "List should have at most 2 items",
+                    "too_long"
+                ),
+                detail(
+                    json!(["body", "seats", 1]),
+                    "Input should be even",
+                    "not_even"
+                ),
+            ])
+        );
+        let (status, body) = book(json!({"name": "ada", "start": 1, "end": 2, "seats": [2]})).await;
+        assert_eq!((status, &body["seats"]), (200, &json!([2])));
+    }
+
+    #[tokio::test]
+    async fn a_struct_rule_reports_at_the_field_it_names_once_the_fields_are_valid() {
+        let (status, body) = book(json!({"name": "ada", "start": 5, "end": 2})).await;
+        assert_eq!(status, 422);
+        assert_eq!(
+            body["details"],
+            json!([detail(
+                json!(["body", "end"]),
+                "end should be after start",
+                "invalid_range"
+            )])
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_fields_are_each_extra_forbidden_when_denied() {
+        let (status, body) =
+            book(json!({"name": "ada", "start": 1, "end": 2, "colour": "red", "z": 1})).await;
+        assert_eq!(status, 422);
+        assert_eq!(
+            body["details"],
+            json!([
+                detail(
+                    json!(["body", "colour"]),
+                    "Extra inputs are not permitted",
+                    "extra_forbidden"
+                ),
+                detail(
+                    json!(["body", "z"]),
+                    "Extra inputs are not permitted",
+                    "extra_forbidden"
+                ),
+            ])
+        );
+    }
+}

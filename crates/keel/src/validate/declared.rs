@@ -40,7 +40,15 @@
 //! | `url` | strings: absolute `http(s)://` | `invalid_url` |
 //! | `one_of("a", "b")` | strings | `invalid_value` |
 //! | `each(...)` | lists: the rules inside apply to every element | as above, at its index |
+//! | `custom = path` | any: `fn(&T) -> Result<(), Problem>` on the value (a list's once its items are valid) | the function's |
 //! | `default` | a field absent from the body takes `Default::default()` | |
+//!
+//! On the struct, `#[validate(deny_unknown_fields)]` refuses every key it does not declare
+//! (`extra_forbidden`, "Extra inputs are not permitted", at the key), as Pydantic's
+//! `extra='forbid'`; `#[validate(custom = path)]` runs `fn(&Self, &mut Report)` once every
+//! field is valid, for rules across fields, which report where they choose with
+//! [`Report::problem_at`]. A rule that needs stored data is not validation: the body is valid,
+//! and the handler answers with a domain error of its own.
 //!
 //! A rule that does not fit its field (a `range` on a `String`, a bound of the wrong type, a
 //! pattern that does not compile, an unknown rule) is a compile error:
@@ -121,6 +129,20 @@ impl Report {
     /// Records `problem` at the current path.
     pub fn problem(&mut self, problem: Problem) {
         self.details.push(problem.at(self.path.clone()));
+    }
+
+    /// Records `problem` at `fields` below the current path: what a struct-level rule uses to
+    /// name the field it is about (`report.problem_at(&["end"], …)`).
+    pub fn problem_at(&mut self, fields: &[&str], problem: Problem) {
+        let mut path = self.path.clone();
+        path.extend(fields.iter().map(|field| Loc::from(*field)));
+        self.details.push(problem.at(path));
+    }
+
+    /// How many problems were recorded so far.
+    #[doc(hidden)]
+    pub fn count(&self) -> usize {
+        self.details.len()
     }
 
     /// Enters a key of an object.
