@@ -193,6 +193,21 @@ pub(crate) fn now_ms() -> i64 {
         .map_or(0, ms)
 }
 
+/// Longest `last_error` kept, in bytes: enough for a cause, not for a response body.
+const MAX_ERROR_LEN: usize = 1000;
+
+/// `message` cut to [`MAX_ERROR_LEN`] bytes, on a character boundary.
+pub(crate) fn truncate(message: &str) -> &str {
+    if message.len() <= MAX_ERROR_LEN {
+        return message;
+    }
+    let mut end = MAX_ERROR_LEN;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    &message[..end]
+}
+
 /// A duration in whole milliseconds, saturating.
 pub(crate) fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)

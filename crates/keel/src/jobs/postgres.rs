@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use super::view::{JobFilter, JobView, MinuteCount, RetryOutcome};
 use super::worker::{Backend, BackendError, Claimed, Lease, Outcome};
-use super::{ms, Job};
+use super::{ms, truncate, Job};
 use crate::migration::Migration;
 use crate::RequestId;
 
@@ -188,9 +188,6 @@ const LEASE_EXPIRED: &str =
 /// The `last_error` of a job whose lease ran out on its last attempt.
 const LEASE_EXPIRED_LAST: &str =
     "lease expired on the last attempt: the worker stopped or outlived its lease";
-
-/// Longest `last_error` kept, in bytes.
-const MAX_ERROR_LEN: usize = 1000;
 
 /// A handle on the queue: enqueue on a transaction, the backend of the workers, the admin
 /// reads. Cheap to clone.
@@ -521,17 +518,6 @@ async fn notify(pool: &PgPool) -> Result<(), sqlx::Error> {
         .execute(pool)
         .await?;
     Ok(())
-}
-
-fn truncate(message: &str) -> &str {
-    if message.len() <= MAX_ERROR_LEN {
-        return message;
-    }
-    let mut end = MAX_ERROR_LEN;
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
-    &message[..end]
 }
 
 /// The claim: one statement, three parts on disjoint rows. Jobs whose lease ran out on their

@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 
 pub use super::view::{JobFilter, JobView, MinuteCount, RetryOutcome};
 use super::worker::{Backend, BackendError, Claimed, Lease, Outcome};
-use super::{ms, now_ms, Job};
+use super::{ms, now_ms, truncate, Job};
 use crate::sqlite::{Database, Error};
 use crate::RequestId;
 
@@ -110,9 +110,6 @@ const LEASE_EXPIRED: &str =
 const INTERRUPTED: &str = "interrupted: the process stopped while the job ran";
 
 const NOW_TEXT: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
-
-/// Longest `last_error` kept, in bytes: enough for a cause, not for a response body.
-const MAX_ERROR_LEN: usize = 1000;
 
 /// A handle on the queue: enqueue into a write, and the backend of the workers. Cheap to
 /// clone.
@@ -317,17 +314,6 @@ impl SqliteQueue {
             rows.collect()
         })
     }
-}
-
-fn truncate(message: &str) -> &str {
-    if message.len() <= MAX_ERROR_LEN {
-        return message;
-    }
-    let mut end = MAX_ERROR_LEN;
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
-    &message[..end]
 }
 
 /// Takes up to `limit` due jobs on the writer's connection, leased until `now + lease`; jobs

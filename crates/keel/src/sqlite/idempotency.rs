@@ -22,12 +22,13 @@
 //! }
 //! ```
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension};
 
 use super::Database;
 use crate::idempotency::{Claim, IdempotencyStore, StoredAnswer};
+use crate::jobs::{ms, now_ms};
 use crate::ApiError;
 
 /// The table of stored answers; `created_at` is milliseconds since the Unix epoch.
@@ -42,16 +43,6 @@ CREATE TABLE keel_idempotency (
 ) WITHOUT ROWID;
 CREATE INDEX keel_idempotency_created ON keel_idempotency (created_at);
 "#;
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-fn ms(duration: Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
-}
 
 /// Stores the answer of the request that holds `claim`; call it inside the transaction that
 /// creates the record. An answer stored under the key more than the claim's time to live ago
