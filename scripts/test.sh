@@ -11,7 +11,7 @@
 #
 # The service's suite runs twice: on SQLite, then on PostgreSQL (SHOP_TEST_ENGINE=postgres,
 # each test in a schema of its own) when a server answers at 127.0.0.1:5432 (trust auth,
-# database `test`; SHOP_TEST_POSTGRES_URL names another). keel's PostgreSQL and Redis tests
+# database `test`; TEST_POSTGRES_URL names another). keel's PostgreSQL and Redis tests
 # use the same servers and skip, saying so, without them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,7 +30,7 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 run_tests --workspace
 
-if [ -n "${SHOP_TEST_POSTGRES_URL:-}" ] || (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
+if [ -n "${TEST_POSTGRES_URL:-}" ] || (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
   echo "== the service's suite again, on PostgreSQL"
   SHOP_TEST_ENGINE=postgres run_tests -p shop
 elif [ -n "${KEEL_REQUIRE_TEST_TOOLS:-}" ]; then

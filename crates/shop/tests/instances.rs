@@ -27,7 +27,7 @@ async fn two(smtp: &SmtpSink, env: &[(&str, &str)]) -> Option<(Schema, Shop, Sho
     if !tools::postgres() || !tools::redis() {
         return None;
     }
-    let schema = Schema::create().await;
+    let schema = Schema::for_shop().await;
     let prefix = format!("shop-test:{}:", uuid::Uuid::new_v4().simple());
     let mut env = env.to_vec();
     env.extend([
@@ -299,7 +299,7 @@ async fn postgres_cut_off_is_503_never_500_and_service_resumes_without_a_restart
     if !tools::postgres() {
         return;
     }
-    let schema = Schema::create().await;
+    let schema = Schema::for_shop().await;
     let proxy = Proxy::start(5432).await;
     let url = schema
         .url
@@ -360,7 +360,7 @@ async fn redis_cut_off_keeps_local_delivery_and_readiness_and_crossing_resumes()
     if !tools::postgres() || !tools::redis() {
         return;
     }
-    let schema = Schema::create().await;
+    let schema = Schema::for_shop().await;
     let proxy = Proxy::start(6379).await;
     let redis = format!("redis://127.0.0.1:{}", proxy.port);
     let prefix = format!("shop-test:{}:", uuid::Uuid::new_v4().simple());

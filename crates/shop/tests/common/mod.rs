@@ -2,7 +2,7 @@
 //! to talk to it.
 //!
 //! The database is a new SQLite file, or, with `SHOP_TEST_ENGINE=postgres`, a new schema of its
-//! own on the PostgreSQL server at 127.0.0.1:5432 (or `SHOP_TEST_POSTGRES_URL`): the same
+//! own on the PostgreSQL server at 127.0.0.1:5432 (or `TEST_POSTGRES_URL`): the same
 //! suite runs on either engine. The few tests about one engine's own behaviour (a SQLite
 //! file's lock, say) say so and return at once on the other.
 #![allow(dead_code, clippy::unwrap_used)]
@@ -69,7 +69,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     let db_path = dir.path().join("shop.db");
     let schema = match engine() {
         Engine::Sqlite => None,
-        Engine::Postgres => Some(pg::Schema::create().await),
+        Engine::Postgres => Some(pg::Schema::for_shop().await),
     };
     let database_url = match &schema {
         None => format!("sqlite://{}", db_path.display()),

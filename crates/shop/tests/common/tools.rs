@@ -62,9 +62,9 @@ pub fn redis() -> bool {
     )
 }
 
-/// Whether a PostgreSQL server answers at 127.0.0.1:5432 (or `SHOP_TEST_POSTGRES_URL` is set).
+/// Whether a PostgreSQL server answers at 127.0.0.1:5432 (or `TEST_POSTGRES_URL` is set).
 pub fn postgres() -> bool {
-    let found = std::env::var_os("SHOP_TEST_POSTGRES_URL").is_some()
+    let found = std::env::var_os(super::pg::URL_VARIABLE).is_some()
         || std::net::TcpStream::connect_timeout(
             &std::net::SocketAddr::from(([127, 0, 0, 1], 5432)),
             std::time::Duration::from_secs(1),
