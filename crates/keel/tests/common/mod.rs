@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use axum::Router;
 
 pub mod pg;
+pub mod skip;
 
 /// Serves `app` on 127.0.0.1:0 and returns its address. Installs the log capture first.
 pub async fn serve(app: impl Into<Router>) -> SocketAddr {
