@@ -4,7 +4,9 @@
 //! [`IdempotencyLayer`] wraps the routes that create things. A key belongs to its caller and its
 //! route: the [`Caller`] of the request (anonymous without one) and the method and path template
 //! (`POST /users`), so the same key used by another caller or on another route is another key,
-//! and nobody can take or probe someone else's. For a request with an `Idempotency-Key` header
+//! and nobody can take or probe someone else's. The layer must run after the one that sets the
+//! `Caller` (inside it: `require_bearer` guards with `route_layer`, so a layer on the route's
+//! method router is inside); before it, every caller counts as anonymous. For a request with an `Idempotency-Key` header
 //! (1 to 255 printable ASCII characters) the layer computes a fingerprint of the method, path
 //! and body, then:
 //!

@@ -249,7 +249,10 @@ impl Server {
 fn abandon_unread_after(stream: &TcpStream, timeout: Duration) {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
-        let ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
+        // 0 would mean the kernel's default, not "at once".
+        let ms = u32::try_from(timeout.as_millis())
+            .unwrap_or(u32::MAX)
+            .max(1);
         if let Err(err) = rustix::net::sockopt::set_tcp_user_timeout(stream, ms) {
             tracing::debug!(error = %err, "cannot set TCP_USER_TIMEOUT");
         }
@@ -529,39 +532,55 @@ impl http_body::Body for Guarded {
     }
 }
 
-/// The connection's socket: reports received bytes to the watchdog, fails a write that makes no
-/// progress for the send timeout, and holds the connection's permit, which an upgrade carries
-/// along until the upgraded connection closes.
+/// The connection's socket: reports received bytes to the watchdog, abandons a write that makes
+/// no progress for the send timeout, and holds the connection's permit, which an upgrade
+/// carries along until the upgraded connection closes.
 ///
 /// The send timeout lives here rather than in the watchdog because an upgraded connection
 /// leaves hyper (and the watchdog) behind but keeps this socket: a WebSocket frame nobody reads
 /// is abandoned the same way as a response nobody reads.
+///
+/// Where the kernel has `TCP_USER_TIMEOUT` it judges progress: it is set before the first large
+/// answer, and when a write is first refused, and aborts the connection only when nothing the
+/// peer was sent is acknowledged, or its window stays closed, for the timeout. A timer here
+/// could not tell a reader that drains a large send buffer slowly (the socket reports room
+/// only once a good part of it is free) from one that reads nothing. Elsewhere a refused write
+/// that gets no room for the timeout fails.
 #[derive(Debug)]
 struct Tracked {
     stream: TcpStream,
     activity: Arc<Activity>,
     send_timeout: Duration,
-    /// Armed while a write waits for room in the socket: `Some((deadline timer, armed))`. The
-    /// timer is made on the first stall and reset on later ones, so a slow reader's many stalls
-    /// allocate once.
+    /// Without `TCP_USER_TIMEOUT`: armed while a write waits for room in the socket,
+    /// `Some((deadline timer, armed))`, made on the first stall and reset on later ones.
     stalled: Option<(Pin<Box<tokio::time::Sleep>>, bool)>,
-    /// `TCP_USER_TIMEOUT` is set, which happens before the first large answer is written: it
-    /// costs the kernel work on every send, so small answers and WebSocket frames go without
-    /// (the write stall timer and the hub's own limits bound those).
+    /// `TCP_USER_TIMEOUT` is set. It costs the kernel work on every send, so a connection gets
+    /// it only when it needs it: small answers and WebSocket frames that the socket takes at
+    /// once go without.
     user_timeout_set: bool,
     _permit: OwnedSemaphorePermit,
 }
 
+/// Whether the kernel can abandon unread data itself (`TCP_USER_TIMEOUT`).
+const KERNEL_SEND_TIMEOUT: bool = cfg!(any(target_os = "linux", target_os = "android"));
+
 impl Tracked {
-    /// A write returned `polled`: progress disarms the send timeout, a stall arms it (if it is
-    /// not armed already) and fails once it has run out.
+    /// Before a write: a connection starting a large answer hands the send timeout to the
+    /// kernel, since the kernel may accept all of it at once.
     fn before_write(&mut self) {
         if !self.user_timeout_set && self.activity.large_answer.load(Ordering::Relaxed) {
-            abandon_unread_after(&self.stream, self.send_timeout);
-            self.user_timeout_set = true;
+            self.hand_timeout_to_kernel();
         }
     }
 
+    fn hand_timeout_to_kernel(&mut self) {
+        abandon_unread_after(&self.stream, self.send_timeout);
+        self.user_timeout_set = true;
+    }
+
+    /// A write returned `polled`: progress disarms the timer; a refusal hands the timeout to
+    /// the kernel, or without one arms the timer (if not armed already) and fails once it has
+    /// run out.
     fn sent(
         &mut self,
         cx: &mut Context<'_>,
@@ -573,7 +592,16 @@ impl Tracked {
             }
             return polled;
         }
-        let deadline = Instant::now() + self.send_timeout;
+        if KERNEL_SEND_TIMEOUT {
+            if !self.user_timeout_set {
+                self.hand_timeout_to_kernel();
+            }
+            return Poll::Pending;
+        }
+        // A timeout too large to add is no deadline at all.
+        let Some(deadline) = Instant::now().checked_add(self.send_timeout) else {
+            return Poll::Pending;
+        };
         let (timer, armed) = self
             .stalled
             .get_or_insert_with(|| (Box::pin(tokio::time::sleep_until(deadline)), true));

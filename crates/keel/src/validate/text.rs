@@ -64,11 +64,17 @@ pub(crate) struct Params<'a>(pub(crate) Vec<(&'a str, Vec<&'a str>)>);
 impl<'a> Params<'a> {
     /// Name–value pairs, repeated names grouped in order of first appearance.
     pub(crate) fn group(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        // Names are looked up in a map: a query of thousands of distinct names must not cost
+        // the square of their number.
+        let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
         let mut grouped: Vec<(&str, Vec<&str>)> = Vec::new();
         for (name, value) in pairs {
-            match grouped.iter_mut().find(|(n, _)| *n == name) {
-                Some((_, values)) => values.push(value),
-                None => grouped.push((name, vec![value])),
+            match index.get(name) {
+                Some(&at) => grouped[at].1.push(value),
+                None => {
+                    index.insert(name, grouped.len());
+                    grouped.push((name, vec![value]));
+                }
             }
         }
         Params(grouped)

@@ -50,7 +50,9 @@ impl Budget {
                 self.milli_tokens
                     .saturating_add(i128::from(self.rate).saturating_mul(elapsed_ms)),
             );
-            self.refilled = now;
+            // Advanced by the whole milliseconds counted, so the fraction left over is not lost.
+            let counted = Duration::from_millis(u64::try_from(elapsed_ms).unwrap_or(u64::MAX));
+            self.refilled = self.refilled.checked_add(counted).unwrap_or(now);
         }
         let cost = u64::try_from(len).unwrap_or(u64::MAX).max(MIN_CHARGE);
         self.milli_tokens -= i128::from(cost) * 1000;

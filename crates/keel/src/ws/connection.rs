@@ -31,6 +31,10 @@ const CLOSE_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
 /// Most frames written in one flush.
 const MAX_BURST: usize = 64;
 
+/// Most bytes gathered into one burst: the write timeout covers a whole burst, so a client
+/// that keeps reading at a few KB/s is not judged on a megabyte at once.
+const MAX_BURST_BYTES: usize = 64 * 1024;
+
 /// Close code: the peer was silent past the idle timeout.
 const CLOSE_IDLE: u16 = 1000;
 
@@ -184,7 +188,7 @@ async fn write_loop(
 }
 
 /// Writes `first` (a ping when `None`) and what is queued behind it, up to [`MAX_BURST`]
-/// frames, then flushes: frames are gathered in the write buffer and reach the socket in as
+/// frames or [`MAX_BURST_BYTES`], then flushes: frames are gathered in the write buffer and reach the socket in as
 /// few calls as it takes, so that a busy connection drains its queue as fast as it fills. The
 /// whole burst gets `timeout` to be accepted: one timer per burst, not per frame.
 async fn write_burst(
@@ -203,7 +207,7 @@ async fn write_burst(
             }
             sink.feed(frame).await?;
             frames += 1;
-            if frames < MAX_BURST {
+            if frames < MAX_BURST && bytes < MAX_BURST_BYTES {
                 next = inbox.try_recv().map(Message::Text);
             }
         }
