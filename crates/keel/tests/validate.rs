@@ -50,10 +50,19 @@ async fn signup(Valid(s): Valid<Signup>) -> Json<Value> {
 }
 
 async fn post_json(body: &str) -> (u16, Value) {
-    let app = ServiceLayers::new().apply(Router::new().route("/signup", post(signup)));
-    let addr = common::serve(app).await;
+    post_to(
+        Router::new().route("/signup", post(signup)),
+        "/signup",
+        body,
+    )
+    .await
+}
+
+/// Serves `routes` behind keel's layers and posts the JSON `body` to `path`.
+async fn post_to(routes: Router, path: &str, body: &str) -> (u16, Value) {
+    let addr = common::serve(ServiceLayers::new().apply(routes)).await;
     let res = reqwest::Client::new()
-        .post(format!("http://{addr}/signup"))
+        .post(format!("http://{addr}{path}"))
         .header("content-type", "application/json")
         .body(body.to_owned())
         .send()
@@ -474,14 +483,7 @@ mod rules_of_your_own {
                 Json(json!({"name": b.name, "start": b.start, "end": b.end, "seats": b.seats}))
             }),
         );
-        let addr = common::serve(ServiceLayers::new().apply(routes)).await;
-        let res = reqwest::Client::new()
-            .post(format!("http://{addr}/book"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        (res.status().as_u16(), res.json().await.unwrap())
+        post_to(routes, "/book", &body.to_string()).await
     }
 
     #[tokio::test]
