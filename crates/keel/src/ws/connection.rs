@@ -7,13 +7,15 @@
 //! ends the other: the [`CloseSignal`] carries the close code the writer sends on the way out
 //! (first reason wins).
 
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::task::AtomicWaker;
 use futures_util::{SinkExt, StreamExt};
-use tokio_util::sync::CancellationToken;
 
 use super::budget::Budget;
 use super::hub::{Handle, Hub};
@@ -39,8 +41,13 @@ const MAX_BURST_BYTES: usize = 64 * 1024;
 const CLOSE_IDLE: u16 = 1000;
 
 /// Tells both tasks of a connection to stop, and the writer which close frame to send.
+///
+/// Each task waits on its own waker: both look at the signal on every turn of their loop, so
+/// the look is one atomic load and a waker swap, with no lock.
 pub(crate) struct CloseSignal {
-    token: CancellationToken,
+    closed: AtomicBool,
+    writer: AtomicWaker,
+    reader: AtomicWaker,
     /// 0 while no code is set: the writer then just flushes (e.g. the reply to a peer's close).
     code: AtomicU16,
     reason: Mutex<&'static str>,
@@ -49,7 +56,9 @@ pub(crate) struct CloseSignal {
 impl CloseSignal {
     fn new() -> Self {
         CloseSignal {
-            token: CancellationToken::new(),
+            closed: AtomicBool::new(false),
+            writer: AtomicWaker::new(),
+            reader: AtomicWaker::new(),
             code: AtomicU16::new(0),
             reason: Mutex::new(""),
         }
@@ -64,12 +73,40 @@ impl CloseSignal {
         {
             *self.reason.lock().unwrap_or_else(|e| e.into_inner()) = reason;
         }
-        self.token.cancel();
+        self.end();
     }
 
     /// Ends the connection without a close frame of our own (the peer is gone or closed).
     fn end(&self) {
-        self.token.cancel();
+        self.closed.store(true, Ordering::Release);
+        self.writer.wake();
+        self.reader.wake();
+    }
+
+    /// Completes once the connection is to end; `waker` is the waiting task's own slot.
+    fn ended<'a>(&'a self, waker: &'a AtomicWaker) -> impl Future<Output = ()> + 'a {
+        std::future::poll_fn(move |cx| {
+            if self.closed.load(Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+            waker.register(cx.waker());
+            // A close between the load and the registration woke the waker it replaced.
+            if self.closed.load(Ordering::Acquire) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+    }
+
+    /// Completes once the writer is to stop.
+    fn writer_stops(&self) -> impl Future<Output = ()> + '_ {
+        self.ended(&self.writer)
+    }
+
+    /// Completes once the reader is to stop.
+    fn reader_stops(&self) -> impl Future<Output = ()> + '_ {
+        self.ended(&self.reader)
     }
 
     fn frame(&self) -> Option<CloseFrame> {
@@ -155,7 +192,7 @@ async fn write_loop(
         let first = tokio::select! {
             // A close request goes first: a client being closed for slowness has a full queue.
             biased;
-            () = close.token.cancelled() => break,
+            () = close.writer_stops() => break,
             next = inbox.recv() => match next {
                 Some(text) => Some(text),
                 None => break,
@@ -237,7 +274,7 @@ async fn read_loop(
     );
     loop {
         let next = tokio::select! {
-            () = close.token.cancelled() => return drain(stream).await,
+            () = close.reader_stops() => return drain(stream).await,
             next = tokio::time::timeout(config.idle_timeout, stream.next()) => next,
         };
         match next {
@@ -263,7 +300,7 @@ async fn read_loop(
                 // Over its budget, the client's next frames wait in its socket: TCP slows it.
                 if let Some(pause) = pause {
                     tokio::select! {
-                        () = close.token.cancelled() => return drain(stream).await,
+                        () = close.reader_stops() => return drain(stream).await,
                         () = tokio::time::sleep(pause) => {}
                     }
                 }
