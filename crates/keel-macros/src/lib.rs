@@ -27,6 +27,8 @@ struct Rules {
     custom: Vec<Tokens>,
     each: Option<Box<Rules>>,
     default: bool,
+    /// What each rule says in the schema: statements on `schema: &mut SchemaRef`.
+    docs: Vec<Tokens>,
 }
 
 /// What `#[validate(...)]` on the struct asks for.
@@ -85,6 +87,9 @@ fn expand(input: &DeriveInput) -> syn::Result<Tokens> {
     let mut raw_fields = Vec::new();
     let mut checks = Vec::new();
     let mut names = Vec::new();
+    let mut properties = Vec::new();
+    let mut parameters = Vec::new();
+    let mut field_types = Vec::new();
     for field in fields {
         let ident = field
             .ident
@@ -92,14 +97,14 @@ fn expand(input: &DeriveInput) -> syn::Result<Tokens> {
             .ok_or_else(|| Error::new(field.span(), "unnamed"))?;
         let key = ident.to_string();
         let key = key.strip_prefix("r#").unwrap_or(&key).to_owned();
-        let mut rules = Rules::default();
-        for attr in field.attrs.iter().filter(|a| a.path().is_ident("validate")) {
-            parse_rules(attr, &mut rules)?;
-        }
         let (optional, inner) = match option_inner(&field.ty) {
             Some(inner) => (true, inner),
             None => (false, &field.ty),
         };
+        let mut rules = Rules::default();
+        for attr in field.attrs.iter().filter(|a| a.path().is_ident("validate")) {
+            parse_rules(attr, &mut rules, inner)?;
+        }
         if rules.default && optional {
             return Err(Error::new(
                 field.span(),
@@ -199,6 +204,39 @@ fn expand(input: &DeriveInput) -> syn::Result<Tokens> {
         };
         checks.push(check);
         names.push(ident.clone());
+
+        let docs = &rules.docs;
+        let each_docs = rules.each.as_ref().map(|each| {
+            let docs = &each.docs;
+            quote! { ::keel::validate::schema::items(schema, |schema| { #( #docs )* }); }
+        });
+        let base = quote! {{
+            let mut schema = <#inner as ::keel::validate::Validate>::openapi_schema();
+            {
+                let schema = &mut schema;
+                #each_docs
+                #( #docs )*
+            }
+            schema
+        }};
+        let doc = doc_comment(&field.attrs);
+        let required = !optional && !rules.default;
+        let in_object = if optional {
+            quote! { ::keel::validate::schema::nullable(#base) }
+        } else {
+            base.clone()
+        };
+        properties.push(quote! {
+            .field(#key, {
+                let mut schema = #in_object;
+                ::keel::validate::schema::describe(&mut schema, #doc);
+                schema
+            }, #required)
+        });
+        parameters.push(quote! {
+            ::keel::validate::schema::parameter(#key, within.clone(), #base, #required, #doc)
+        });
+        field_types.push(inner.clone());
     }
     let (extra_field, extra_check) = if struct_rules.deny_unknown_fields {
         (
@@ -225,6 +263,12 @@ fn expand(input: &DeriveInput) -> syn::Result<Tokens> {
     };
     let struct_checks = &struct_rules.custom;
     let vis = &input.vis;
+    let name_str = name.to_string();
+    let struct_doc = doc_comment(&input.attrs);
+    let deny = struct_rules
+        .deny_unknown_fields
+        .then(|| quote! { .deny_unknown_fields() });
+    let utoipa = quote! { ::keel::__private::utoipa };
     Ok(quote! {
         #[doc(hidden)]
         #[allow(non_camel_case_types, dead_code)]
@@ -250,16 +294,86 @@ fn expand(input: &DeriveInput) -> syn::Result<Tokens> {
                 #( #struct_checks(&value, report); )*
                 (report.count() == before).then_some(value)
             }
+
+            fn openapi_schema() -> ::keel::validate::schema::SchemaRef {
+                ::keel::validate::schema::reference(#name_str)
+            }
+
+            fn openapi_components(out: &mut ::keel::validate::schema::Components) {
+                if ::keel::validate::schema::add_component(out, #name_str, <Self as #utoipa::PartialSchema>::schema) {
+                    #( <#field_types as ::keel::validate::Validate>::openapi_components(out); )*
+                }
+            }
+        }
+
+        impl #utoipa::PartialSchema for #name {
+            fn schema() -> ::keel::validate::schema::SchemaRef {
+                ::keel::validate::schema::ObjectSchema::new(#struct_doc)
+                    #( #properties )*
+                    #deny
+                    .build()
+            }
+        }
+
+        impl #utoipa::ToSchema for #name {
+            fn name() -> ::std::borrow::Cow<'static, str> {
+                ::std::borrow::Cow::Borrowed(#name_str)
+            }
+
+            fn schemas(out: &mut ::keel::validate::schema::Components) {
+                #( <#field_types as ::keel::validate::Validate>::openapi_components(out); )*
+            }
+        }
+
+        /// One parameter per field, in the query unless the operation says otherwise.
+        impl #utoipa::IntoParams for #name {
+            fn into_params(
+                parameter_in_provider: impl Fn() -> ::core::option::Option<#utoipa::openapi::path::ParameterIn>,
+            ) -> ::std::vec::Vec<#utoipa::openapi::path::Parameter> {
+                let within = parameter_in_provider().unwrap_or(#utoipa::openapi::path::ParameterIn::Query);
+                ::std::vec![ #( #parameters ),* ]
+            }
         }
     })
 }
 
-/// Reads `#[validate(rule, rule(...), ...)]` into `rules`.
-fn parse_rules(attr: &syn::Attribute, rules: &mut Rules) -> syn::Result<()> {
-    attr.parse_nested_meta(|meta| parse_rule(meta, rules))
+/// A doc comment's text: each line without the one space `///` leaves, trimmed at both ends.
+fn doc_comment(attrs: &[syn::Attribute]) -> String {
+    let lines: Vec<String> = attrs
+        .iter()
+        .filter(|a| a.path().is_ident("doc"))
+        .filter_map(|a| match &a.meta {
+            syn::Meta::NameValue(nv) => match &nv.value {
+                Expr::Lit(syn::ExprLit {
+                    lit: syn::Lit::Str(text),
+                    ..
+                }) => Some(text.value()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .map(|line| {
+            line.strip_prefix(' ')
+                .unwrap_or(&line)
+                .trim_end()
+                .to_owned()
+        })
+        .collect();
+    lines.join("\n").trim().to_owned()
 }
 
-fn parse_rule(meta: syn::meta::ParseNestedMeta<'_>, rules: &mut Rules) -> syn::Result<()> {
+/// Reads `#[validate(rule, rule(...), ...)]` into `rules`.
+/// `ty` is the type the rules apply to (inside an `Option`).
+fn parse_rules(attr: &syn::Attribute, rules: &mut Rules, ty: &Type) -> syn::Result<()> {
+    attr.parse_nested_meta(|meta| parse_rule(meta, rules, ty))
+}
+
+fn parse_rule(
+    meta: syn::meta::ParseNestedMeta<'_>,
+    rules: &mut Rules,
+    ty: &Type,
+) -> syn::Result<()> {
+    let doc = quote! { ::keel::validate::schema };
     let span = meta.path.span();
     let rule = meta
         .path
@@ -284,6 +398,9 @@ fn parse_rule(meta: syn::meta::ParseNestedMeta<'_>, rules: &mut Rules) -> syn::R
             rules.checks.push(quote_spanned! {span=>
                 report.check(::keel::validate::rules::length(value, #min, #max))
             });
+            rules
+                .docs
+                .push(quote! { #doc::length(schema, #min, #max); });
         }
         "range" => {
             let mut any = false;
@@ -293,9 +410,13 @@ fn parse_rule(meta: syn::meta::ParseNestedMeta<'_>, rules: &mut Rules) -> syn::R
                     .into_iter()
                     .find(|name| inner.path.is_ident(name))
                     .ok_or_else(|| inner.error("range takes `ge`, `gt`, `le` and `lt`"))?;
+                let which = format_ident!("{}", capitalise(check));
                 let check = format_ident!("{}", check);
                 rules.checks.push(quote_spanned! {bound.span()=>
                     report.check(::keel::validate::rules::#check(value, #bound))
+                });
+                rules.docs.push(quote_spanned! {bound.span()=>
+                    #doc::range(schema, #doc::Bound::#which, { let bound: #ty = #bound; bound });
                 });
                 any = true;
                 Ok(())
@@ -319,13 +440,20 @@ fn parse_rule(meta: syn::meta::ParseNestedMeta<'_>, rules: &mut Rules) -> syn::R
                     report.check(::keel::validate::rules::pattern(value, #pattern, &COMPILED))
                 }
             });
+            rules.docs.push(quote! { #doc::pattern(schema, #pattern); });
         }
-        "email" => rules.checks.push(quote_spanned! {span=>
-            report.check(::keel::validate::rules::email(value))
-        }),
-        "url" => rules.checks.push(quote_spanned! {span=>
-            report.check(::keel::validate::rules::url(value))
-        }),
+        "email" => {
+            rules.checks.push(quote_spanned! {span=>
+                report.check(::keel::validate::rules::email(value))
+            });
+            rules.docs.push(quote! { #doc::format(schema, "email"); });
+        }
+        "url" => {
+            rules.checks.push(quote_spanned! {span=>
+                report.check(::keel::validate::rules::url(value))
+            });
+            rules.docs.push(quote! { #doc::format(schema, "uri"); });
+        }
         "one_of" => {
             let content;
             syn::parenthesized!(content in meta.input);
@@ -334,20 +462,30 @@ fn parse_rule(meta: syn::meta::ParseNestedMeta<'_>, rules: &mut Rules) -> syn::R
             if options.is_empty() {
                 return Err(Error::new(span, "one_of needs at least one option"));
             }
-            let options = options.iter();
+            let options: Vec<&LitStr> = options.iter().collect();
             rules.checks.push(quote_spanned! {span=>
                 report.check(::keel::validate::rules::one_of(value, &[#(#options),*]))
             });
+            rules
+                .docs
+                .push(quote! { #doc::one_of(schema, &[#(#options),*]); });
         }
         "each" => {
             let mut each = Rules::default();
-            meta.parse_nested_meta(|inner| parse_rule(inner, &mut each))?;
+            let element = vec_inner(ty).unwrap_or(ty);
+            meta.parse_nested_meta(|inner| parse_rule(inner, &mut each, element))?;
             if each.each.is_some() || each.default {
                 return Err(Error::new(span, "each(...) takes value rules only"));
             }
             rules.each = Some(Box::new(each));
         }
         "default" => rules.default = true,
+        "example" => {
+            let example: Expr = meta.value()?.parse()?;
+            rules.docs.push(quote_spanned! {example.span()=>
+                #doc::example(schema, ::keel::__private::serde_json::json!(#example));
+            });
+        }
         "custom" => {
             let check: syn::Path = meta.value()?.parse()?;
             rules.custom.push(quote_spanned! {check.span()=>
@@ -356,10 +494,18 @@ fn parse_rule(meta: syn::meta::ParseNestedMeta<'_>, rules: &mut Rules) -> syn::R
         }
         _ => return Err(Error::new(
             span,
-            "unknown rule: expected length, range, pattern, email, url, one_of, each, custom or default",
+            "unknown rule: expected length, range, pattern, email, url, one_of, each, custom, default or example",
         )),
     }
     Ok(())
+}
+
+fn capitalise(word: &str) -> String {
+    let mut chars = word.chars();
+    chars
+        .next()
+        .map(|first| first.to_ascii_uppercase().to_string() + chars.as_str())
+        .unwrap_or_default()
 }
 
 /// `T` when `ty` is `Option<T>`.

@@ -3,6 +3,7 @@
 //! (todos.db): `POST /todos` → 201, 409 `duplicate_title` or 422 listing every problem;
 //! `GET /todos/{id}` → 200 or 404; each new todo's job `todo_created` runs once, durably, and
 //! `/todos/live` (WebSocket) gets each new todo; SIGINT or SIGTERM closes it with 1001.
+//! `/openapi.json` documents both routes from the same declarations that validate them.
 use std::time::Duration;
 
 use axum::extract::State;
@@ -27,15 +28,21 @@ const MIGRATIONS: &[Migration] = &[
 const INSERT: &str = "INSERT INTO todos (title, priority, tags) VALUES (?1, ?2, ?3) RETURNING id, json_object('id', id, 'title', title, 'priority', priority, 'tags', json(tags))";
 const SELECT: &str = "SELECT json_object('id', id, 'title', title, 'priority', priority, 'tags', json(tags)) FROM todos WHERE id = ?1";
 
+/// A todo to create.
 #[derive(Debug, Validate)]
 struct NewTodo {
     #[validate(length(min = 1, max = 100))]
     title: String,
+    /// 1 (lowest) to 5.
     #[validate(range(ge = 1, le = 5))]
     priority: u8,
     #[validate(each(length(min = 1, max = 20)))]
     tags: Option<Vec<String>>,
 }
+
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(create, show))]
+struct Api;
 
 #[derive(Debug, thiserror::Error)]
 #[error("A todo with this title exists")]
@@ -69,6 +76,9 @@ struct App {
     hub: Hub,
 }
 
+#[utoipa::path(post, path = "/todos", request_body = NewTodo, responses(
+    (status = 201, description = "Created"), (status = 409, description = "`duplicate_title`"),
+    (status = 422, description = "Every problem of the body")))]
 async fn create(
     State(app): State<App>,
     tasks: Tasks,
@@ -94,6 +104,8 @@ async fn create(
     Ok(keel::created(format!("/todos/{id}"), todo))
 }
 
+#[utoipa::path(get, path = "/todos/{id}", params(("id" = i64, Path)),
+    responses((status = 200, description = "The todo"), (status = 404, description = "No such todo")))]
 async fn show(State(app): State<App>, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
     let read = |conn: &rusqlite::Connection| conn.query_row(SELECT, [id], |r| r.get(0)).optional();
     let todo: Option<String> = app.db.readers().read(read)?;
@@ -134,6 +146,10 @@ pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route("/todos", post(create))
         .route("/todos/{id}", get(show))
         .route("/todos/live", get(live))
+        .route(
+            "/openapi.json",
+            get(|| async { Json(<Api as utoipa::OpenApi>::openapi()) }),
+        )
         .route("/panic", get(|| async { panic!("a bug") as &'static str }));
     let app = ServiceLayers::new()
         .timeout(Duration::from_secs(10))

@@ -100,4 +100,6 @@ pub mod prelude {
 pub mod __private {
     pub use regex_lite::Regex;
     pub use serde;
+    pub use serde_json;
+    pub use utoipa;
 }

@@ -42,6 +42,7 @@
 //! Messages never echo the input: a client sees what was expected, not what it sent.
 
 mod declared;
+pub mod schema;
 pub(crate) mod text;
 #[doc(hidden)]
 pub use declared::Object;

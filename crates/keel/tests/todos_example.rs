@@ -146,4 +146,37 @@ async fn check(main: Main, jobs_table: &str, live: bool) {
         states,
         [("todo_created".to_owned(), "succeeded".to_owned(), 1)]
     );
+    if live {
+        check_openapi(&client, &base).await;
+    }
+}
+
+/// The example's document shows the rules `NewTodo` declares, and both routes.
+async fn check_openapi(client: &reqwest::Client, base: &str) {
+    let res = client
+        .get(format!("{base}/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let doc: Value = res.json().await.unwrap();
+    let paths: Vec<&String> = doc["paths"].as_object().unwrap().keys().collect();
+    assert_eq!(paths, ["/todos", "/todos/{id}"]);
+    assert_eq!(
+        doc["paths"]["/todos"]["post"]["requestBody"]["content"]["application/json"]["schema"],
+        json!({"$ref": "#/components/schemas/NewTodo"})
+    );
+    assert_eq!(
+        doc["components"]["schemas"]["NewTodo"],
+        json!({
+            "type": "object",
+            "description": "A todo to create.",
+            "properties": {
+                "title": {"type": "string", "minLength": 1, "maxLength": 100},
+                "priority": {"type": "integer", "format": "int32", "description": "1 (lowest) to 5.", "minimum": 1, "maximum": 5},
+                "tags": {"type": ["array", "null"], "items": {"type": "string", "minLength": 1, "maxLength": 20}}
+            },
+            "required": ["title", "priority"]
+        })
+    );
 }

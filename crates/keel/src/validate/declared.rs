@@ -42,6 +42,12 @@
 //! | `each(...)` | lists: the rules inside apply to every element | as above, at its index |
 //! | `custom = path` | any: `fn(&T) -> Result<(), Problem>` on the value (a list's once its items are valid) | the function's |
 //! | `default` | a field absent from the body takes `Default::default()` | |
+//! | `example = value` | documentation only: the schema's example (a JSON literal) | |
+//!
+//! The same declaration is the type's OpenAPI schema: the derive implements utoipa's
+//! `ToSchema` (a component named after the struct) and `IntoParams` (one parameter per field,
+//! for a query), each rule as its JSON Schema keyword and each doc comment as a description;
+//! see [`schema`](super::schema).
 //!
 //! On the struct, `#[validate(deny_unknown_fields)]` refuses every key it does not declare
 //! (`extra_forbidden`, "Extra inputs are not permitted", at the key), as Pydantic's
@@ -108,6 +114,18 @@ pub trait Validate: Sized {
     /// Checks `raw`, reporting every problem into `report` at its current path; `None` when any
     /// was found.
     fn validate(raw: Self::Raw, report: &mut Report) -> Option<Self>;
+
+    /// The OpenAPI schema of a value of this type where a field holds it: inline for a value,
+    /// a reference for a derived struct (a component). A hand-written impl should say what its
+    /// checks accept (see [`schema`](super::schema)); without it, any value is documented.
+    fn openapi_schema() -> super::schema::SchemaRef {
+        super::schema::any()
+    }
+
+    /// Adds the components [`Validate::openapi_schema`] refers to, each once.
+    fn openapi_components(out: &mut super::schema::Components) {
+        let _ = out;
+    }
 }
 
 /// The problems found so far, and the path of the value being checked.
@@ -267,6 +285,9 @@ macro_rules! as_read {
             fn validate(raw: $t, _: &mut Report) -> Option<Self> {
                 Some(raw)
             }
+            fn openapi_schema() -> super::schema::SchemaRef {
+                <$t as utoipa::PartialSchema>::schema()
+            }
         }
     )*};
 }
@@ -286,6 +307,9 @@ impl Validate for f32 {
             )));
             None
         }
+    }
+    fn openapi_schema() -> super::schema::SchemaRef {
+        <f32 as utoipa::PartialSchema>::schema()
     }
 }
 
@@ -311,6 +335,19 @@ macro_rules! integers {
                     }
                 }
             }
+            /// utoipa's schema of the type (its `format`), with the bounds checked like a rule:
+            /// both where the format does not imply them, `minimum: 0` for a 64-bit unsigned.
+            fn openapi_schema() -> super::schema::SchemaRef {
+                use super::schema::{range, Bound};
+                let mut schema = <$t as utoipa::PartialSchema>::schema();
+                if <$t>::BITS < 64 {
+                    range(&mut schema, Bound::Ge, <$t>::MIN);
+                    range(&mut schema, Bound::Le, <$t>::MAX);
+                } else if <$t>::MIN == 0 {
+                    range(&mut schema, Bound::Ge, <$t>::MIN);
+                }
+                schema
+            }
         }
     )*};
 }
@@ -320,6 +357,14 @@ impl<T: Validate> Validate for Vec<T> {
     type Raw = Vec<Field<T::Raw>>;
     fn validate(raw: Self::Raw, report: &mut Report) -> Option<Self> {
         report.list(raw, |item, _| Some(item))
+    }
+    fn openapi_schema() -> super::schema::SchemaRef {
+        utoipa::openapi::schema::ArrayBuilder::new()
+            .items(T::openapi_schema())
+            .into()
+    }
+    fn openapi_components(out: &mut super::schema::Components) {
+        T::openapi_components(out);
     }
 }
 

@@ -11,8 +11,10 @@ use serde::{Deserialize, Deserializer, Serialize};
 pub struct Id(i64);
 
 impl Id {
+    pub const MIN: i64 = 1;
+
     pub fn parse(value: i64) -> Result<Self, Problem> {
-        if value >= 1 {
+        if value >= Self::MIN {
             Ok(Id(value))
         } else {
             Err(Problem::out_of_range("Input should be greater than 0"))

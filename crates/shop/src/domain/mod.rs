@@ -11,22 +11,45 @@ mod id;
 pub use email::Email;
 pub use id::Id;
 
+use keel::validate::schema::{self, Bound, SchemaRef};
 use keel::validate::{Problem, Report, Validate};
 
-/// `Validate` for a newtype read from `$raw` by its `parse`.
+/// `Validate` for a newtype read from `$raw` by its `parse`, documented as `$raw` with what
+/// `$document` adds from the constants `parse` checks.
 macro_rules! validate_by_parse {
-    ($($name:ty: $raw:ty),* $(,)?) => {$(
+    ($($name:ty: $raw:ty => $document:expr),* $(,)?) => {$(
         impl Validate for $name {
             type Raw = <$raw as Validate>::Raw;
             fn validate(raw: Self::Raw, report: &mut Report) -> Option<Self> {
                 let value = <$raw as Validate>::validate(raw, report)?;
                 <$name>::parse(value).map_err(|problem| report.problem(problem)).ok()
             }
+            fn openapi_schema() -> SchemaRef {
+                let mut schema = <$raw as Validate>::openapi_schema();
+                let document: fn(&mut SchemaRef) = $document;
+                document(&mut schema);
+                schema
+            }
         }
     )*};
 }
 
-validate_by_parse!(Email: String, Username: String, ProductName: String, Quantity: i64, Id: i64);
+validate_by_parse!(
+    Email: String => |s| {
+        schema::format(s, "email");
+        schema::length(s, None, Some(Email::MAX_LEN));
+    },
+    Username: String => |s| {
+        schema::length(s, Some(Username::MIN_LEN), Some(Username::MAX_LEN));
+        schema::pattern(s, Username::PATTERN);
+    },
+    ProductName: String => |s| schema::length(s, Some(ProductName::MIN_LEN), Some(ProductName::MAX_LEN)),
+    Quantity: i64 => |s| {
+        schema::range(s, Bound::Ge, Quantity::MIN);
+        schema::range(s, Bound::Le, Quantity::MAX);
+    },
+    Id: i64 => |s| schema::range(s, Bound::Ge, Id::MIN),
+);
 
 /// Length in characters (not bytes) must lie in `min..=max`.
 fn check_length(value: &str, min: usize, max: usize) -> Result<(), Problem> {
@@ -46,9 +69,11 @@ pub struct Username(String);
 
 impl Username {
     pub const PATTERN: &'static str = "^[A-Za-z0-9_]+$";
+    pub const MIN_LEN: usize = 3;
+    pub const MAX_LEN: usize = 32;
 
     pub fn parse(value: String) -> Result<Self, Problem> {
-        check_length(&value, 3, 32)?;
+        check_length(&value, Self::MIN_LEN, Self::MAX_LEN)?;
         if !value
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_')
@@ -68,8 +93,11 @@ impl Username {
 pub struct ProductName(String);
 
 impl ProductName {
+    pub const MIN_LEN: usize = 1;
+    pub const MAX_LEN: usize = 200;
+
     pub fn parse(value: String) -> Result<Self, Problem> {
-        check_length(&value, 1, 200)?;
+        check_length(&value, Self::MIN_LEN, Self::MAX_LEN)?;
         Ok(ProductName(value))
     }
 
@@ -83,10 +111,11 @@ impl ProductName {
 pub struct Quantity(i64);
 
 impl Quantity {
+    pub const MIN: i64 = 1;
     pub const MAX: i64 = 1000;
 
     pub fn parse(value: i64) -> Result<Self, Problem> {
-        if (1..=Self::MAX).contains(&value) {
+        if (Self::MIN..=Self::MAX).contains(&value) {
             Ok(Quantity(value))
         } else {
             Err(Problem::out_of_range("Input should be between 1 and 1000"))

@@ -50,19 +50,15 @@ pub(crate) async fn page() -> impl IntoResponse {
 }
 
 /// Query of `GET /admin/jobs`: every problem of it at once, at `["query", name]`.
-#[derive(Debug, Validate, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
+#[derive(Debug, Validate)]
 pub(crate) struct JobsQuery {
     /// `pending`, `running`, `succeeded` or `dead`; empty means any.
-    #[param(value_type = Option<String>, pattern = "^(pending|running|succeeded|dead)?$")]
     state: Option<StateFilter>,
     /// A queue name (`email`, `webhooks`, `payments`); empty means any.
     queue: Option<String>,
     /// 1 to 500; 50 when absent.
-    #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
     limit: Option<PageSize>,
     /// Only jobs older than this id: the last id of the previous page.
-    #[param(value_type = Option<i64>, minimum = 1)]
     before_id: Option<Id>,
 }
 
@@ -85,22 +81,45 @@ impl Validate for StateFilter {
         ));
         None
     }
+    /// One of the states, or empty.
+    fn openapi_schema() -> keel::validate::schema::SchemaRef {
+        let mut schema = <String as Validate>::openapi_schema();
+        let options: Vec<&str> = std::iter::once("").chain(STATES.iter().copied()).collect();
+        keel::validate::schema::one_of(&mut schema, &options);
+        schema
+    }
 }
 
 /// How many jobs a page holds: 1 to 500.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PageSize(u32);
 
+impl PageSize {
+    const MIN: u32 = 1;
+    const MAX: u32 = 500;
+}
+
 impl Validate for PageSize {
     type Raw = <i64 as Validate>::Raw;
     fn validate(raw: Self::Raw, report: &mut Report) -> Option<Self> {
         match u32::try_from(raw) {
-            Ok(size @ 1..=500) => Some(PageSize(size)),
+            Ok(size @ Self::MIN..=Self::MAX) => Some(PageSize(size)),
             _ => {
-                report.problem(Problem::out_of_range("Input should be between 1 and 500"));
+                report.problem(Problem::out_of_range(format!(
+                    "Input should be between {} and {}",
+                    Self::MIN,
+                    Self::MAX
+                )));
                 None
             }
         }
+    }
+    fn openapi_schema() -> keel::validate::schema::SchemaRef {
+        use keel::validate::schema::{of_type, range, Bound};
+        let mut schema = of_type(utoipa::openapi::schema::Type::Integer);
+        range(&mut schema, Bound::Ge, Self::MIN);
+        range(&mut schema, Bound::Le, Self::MAX);
+        schema
     }
 }
 

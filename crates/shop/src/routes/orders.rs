@@ -8,7 +8,6 @@ use keel::idempotency::Idempotency;
 use keel::tasks::Tasks;
 use keel::validate::{Valid, Validate};
 use keel::{ApiError, Json, Path};
-use utoipa::ToSchema;
 
 use crate::events::{Event, EventKind};
 use crate::openapi::ErrorEnvelope;
@@ -24,14 +23,14 @@ pub fn router(idempotent: &super::Idempotent) -> Router<AppState> {
 }
 
 /// An order to place.
-#[derive(Debug, Validate, ToSchema)]
+#[derive(Debug, Validate)]
 pub(crate) struct NewOrderBody {
-    #[schema(value_type = i64, minimum = 1, example = 1)]
+    #[validate(example = 1)]
     user_id: Id,
-    #[schema(value_type = i64, minimum = 1, example = 2)]
+    #[validate(example = 2)]
     product_id: Id,
     /// 1 to 1000.
-    #[schema(value_type = i64, minimum = 1, maximum = 1000, example = 3)]
+    #[validate(example = 3)]
     quantity: Quantity,
 }
 

@@ -7,7 +7,6 @@ use axum::Router;
 use keel::idempotency::Idempotency;
 use keel::validate::{Valid, Validate};
 use keel::{ApiError, Json, Path};
-use utoipa::ToSchema;
 
 use crate::openapi::ErrorEnvelope;
 
@@ -22,18 +21,16 @@ pub fn router(idempotent: &super::Idempotent) -> Router<AppState> {
 }
 
 /// A product to create.
-#[derive(Debug, Validate, ToSchema)]
+#[derive(Debug, Validate)]
 pub(crate) struct NewProductBody {
     /// 1 to 200 characters.
-    #[schema(value_type = String, min_length = 1, max_length = 200, example = "Lamp")]
+    #[validate(example = "Lamp")]
     name: ProductName,
     /// An integer ≥ 0.
-    #[validate(range(ge = 0))]
-    #[schema(minimum = 0, example = 1999)]
+    #[validate(range(ge = 0), example = 1999)]
     price_cents: i64,
     /// An integer ≥ 0.
-    #[validate(range(ge = 0))]
-    #[schema(minimum = 0, example = 10)]
+    #[validate(range(ge = 0), example = 10)]
     stock: i64,
 }
 

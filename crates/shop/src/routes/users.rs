@@ -8,7 +8,6 @@ use keel::idempotency::Idempotency;
 use keel::tasks::Tasks;
 use keel::validate::{Valid, Validate};
 use keel::{ApiError, Json, Path};
-use utoipa::ToSchema;
 
 use crate::openapi::ErrorEnvelope;
 
@@ -24,13 +23,13 @@ pub fn router(idempotent: &super::Idempotent) -> Router<AppState> {
 }
 
 /// A user to create.
-#[derive(Debug, Validate, ToSchema)]
+#[derive(Debug, Validate)]
 pub(crate) struct NewUserBody {
     /// A valid address of at most 254 characters; stored lowercased; unique regardless of case.
-    #[schema(value_type = String, format = Email, max_length = 254, example = "ada@example.com")]
+    #[validate(example = "ada@example.com")]
     email: Email,
     /// 3 to 32 characters of `[A-Za-z0-9_]`; unique regardless of case.
-    #[schema(value_type = String, min_length = 3, max_length = 32, pattern = "^[A-Za-z0-9_]+$", example = "ada")]
+    #[validate(example = "ada")]
     username: Username,
 }
 
