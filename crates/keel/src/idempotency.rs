@@ -18,8 +18,15 @@
 //!   with `Retry-After: 1`;
 //! - otherwise the handler runs with a [`Claim`] in the request (the [`Idempotency`]
 //!   extractor). The handler stores its answer under the claim **in the same transaction as
-//!   the record it creates**, so that a crash can never keep the one without the other. An
-//!   error answer rolls that transaction back and is not stored: a retry is served afresh.
+//!   the record it creates** (`keel::sqlite::idempotency::save`,
+//!   `keel::postgres::idempotency::save`), so that a crash can never keep the one without the
+//!   other. An error answer rolls that transaction back and is not stored: a retry is served
+//!   afresh.
+//! - A successful answer the handler did not store itself is stored by the layer, through
+//!   [`IdempotencyStore::save`], before it goes out: a handler that never takes the claim is
+//!   still protected, and a retry gets the replay. Only the guarantee against a crash between
+//!   the record's commit and that save, and against two instances serving one key at the same
+//!   moment, needs the save in the record's transaction.
 //!
 //! An answer is kept for the store's time to live; after it the key is free again, and a request
 //! with it is served afresh (its [`Claim`] replaces the expired answer).
@@ -55,6 +62,7 @@ use std::collections::HashSet;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -79,8 +87,8 @@ pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-
 pub const MAX_KEY_LEN: usize = 255;
 
 /// A request's key and the fingerprint of its method, path and body: what the handler stores
-/// its answer under.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// its answer under. Only [`IdempotencyLayer`] makes one.
+#[derive(Debug, Clone)]
 pub struct Claim {
     /// The key as stored: the caller, the method and path template, and the
     /// `Idempotency-Key` header's value, one to a line.
@@ -90,6 +98,28 @@ pub struct Claim {
     /// How long the answer is replayed; an answer stored under the key longer ago than this is
     /// expired, and replaced when the answer is saved.
     pub ttl: std::time::Duration,
+    /// Set once the handler has stored the answer itself; shared by the clones of the claim.
+    saved: Arc<AtomicBool>,
+}
+
+impl PartialEq for Claim {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.key, &self.fingerprint, self.ttl) == (&other.key, &other.fingerprint, other.ttl)
+    }
+}
+
+impl Eq for Claim {}
+
+impl Claim {
+    /// Records that the answer was stored under this claim in the handler's transaction, so
+    /// the layer does not store it again. The engines' `save` functions call it.
+    pub fn mark_saved(&self) {
+        self.saved.store(true, Ordering::Release);
+    }
+
+    fn is_saved(&self) -> bool {
+        self.saved.load(Ordering::Acquire)
+    }
 }
 
 /// An answer kept for replay.
@@ -106,7 +136,7 @@ pub struct StoredAnswer {
 }
 
 /// Where a service keeps its answers: read here, written by the handlers in their own
-/// transactions.
+/// transactions, or by the layer for a handler that did not.
 pub trait IdempotencyStore: Send + Sync + 'static {
     /// How long an answer is replayed after it was stored.
     fn ttl(&self) -> std::time::Duration;
@@ -116,6 +146,14 @@ pub trait IdempotencyStore: Send + Sync + 'static {
         &self,
         key: &str,
     ) -> impl Future<Output = Result<Option<StoredAnswer>, ApiError>> + Send;
+
+    /// Stores `answer` under `claim`'s key on its own, replacing an expired one; false when an
+    /// answer that has not expired is there already.
+    fn save(
+        &self,
+        claim: &Claim,
+        answer: &StoredAnswer,
+    ) -> impl Future<Output = Result<bool, ApiError>> + Send;
 }
 
 /// The claim of the current request: `Some` on a route behind [`IdempotencyLayer`] when the
@@ -261,13 +299,60 @@ where
         return replay(stored, &fingerprint);
     }
     let mut request = Request::from_parts(parts, Body::from(body));
-    let ttl = layer.store.ttl();
-    request.extensions_mut().insert(Claim {
+    let claim = Claim {
         key,
         fingerprint,
-        ttl,
-    });
-    Ok(inner.oneshot(request).await.unwrap_or_else(|e| match e {}))
+        ttl: layer.store.ttl(),
+        saved: Arc::default(),
+    };
+    request.extensions_mut().insert(claim.clone());
+    let response = inner.oneshot(request).await.unwrap_or_else(|e| match e {});
+    if !response.status().is_success() || claim.is_saved() {
+        return Ok(response);
+    }
+    store_answer(&*layer.store, &claim, response).await
+}
+
+/// Most bytes of an answer the layer stores for a handler that did not: a larger one goes out
+/// unstored (and a retry is served afresh), with a warning.
+pub const MAX_STORED_ANSWER: usize = 1024 * 1024;
+
+/// Stores a successful answer the handler did not store, then sends it.
+async fn store_answer<S: IdempotencyStore>(
+    store: &S,
+    claim: &Claim,
+    response: Response,
+) -> Result<Response, ApiError> {
+    use http_body::Body as _;
+    // Only a body of known size within the limit is read: any other goes out as it is.
+    let known = response.body().size_hint().upper();
+    if known.is_none_or(|len| len > MAX_STORED_ANSWER as u64) {
+        tracing::warn!(
+            limit = MAX_STORED_ANSWER,
+            "idempotent answer not stored: its size is unknown or over the limit"
+        );
+        return Ok(response);
+    }
+    let (parts, body) = response.into_parts();
+    let body = axum::body::to_bytes(body, MAX_STORED_ANSWER)
+        .await
+        .map_err(ApiError::internal)?;
+    let location = parts
+        .headers
+        .get(LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let answer = StoredAnswer {
+        fingerprint: claim.fingerprint.clone(),
+        status: parts.status.as_u16(),
+        location,
+        body: body.to_vec(),
+    };
+    if !store.save(claim, &answer).await? {
+        // Another instance served the same key at the same moment and stored first.
+        tracing::warn!("idempotent answer not stored: another request stored one under its key");
+    }
+    Ok(Response::from_parts(parts, Body::from(body)))
 }
 
 /// 1 to 255 printable ASCII characters.

@@ -53,6 +53,7 @@ pub async fn save(
     .bind(claim.ttl.as_secs_f64())
     .execute(conn)
     .await?;
+    claim.mark_saved();
     Ok(inserted.rows_affected() == 1)
 }
 
@@ -106,5 +107,17 @@ impl IdempotencyStore for PgIdempotency {
                 body,
             }),
         )
+    }
+
+    async fn save(&self, claim: &Claim, answer: &StoredAnswer) -> Result<bool, ApiError> {
+        let mut conn = self.pool.acquire().await?;
+        Ok(save(
+            &mut conn,
+            claim,
+            answer.status,
+            answer.location.as_deref(),
+            &answer.body,
+        )
+        .await?)
     }
 }

@@ -74,6 +74,7 @@ pub fn save(
             now,
             now.saturating_sub(ms(claim.ttl)),
         ])?;
+    claim.mark_saved();
     Ok(inserted == 1)
 }
 
@@ -126,5 +127,20 @@ impl IdempotencyStore for SqliteIdempotency {
             .optional()
         })?;
         Ok(found)
+    }
+
+    async fn save(&self, claim: &Claim, answer: &StoredAnswer) -> Result<bool, ApiError> {
+        let (claim, answer) = (claim.clone(), answer.clone());
+        let saved = self.db.writer().write(move |conn| {
+            save(
+                conn,
+                &claim,
+                answer.status,
+                answer.location.as_deref(),
+                &answer.body,
+            )
+            .map_err(super::Error::from)
+        });
+        Ok(saved.await?)
     }
 }

@@ -196,6 +196,13 @@ impl IdempotencyStore for Answers {
             Answers::Postgres(answers) => answers.lookup(key).await,
         }
     }
+
+    async fn save(&self, claim: &Claim, answer: &StoredAnswer) -> Result<bool, keel::ApiError> {
+        match self {
+            Answers::Sqlite(answers) => answers.save(claim, answer).await,
+            Answers::Postgres(answers) => answers.save(claim, answer).await,
+        }
+    }
 }
 
 /// The job queue of the store's database: its workers and what operators see of it.
