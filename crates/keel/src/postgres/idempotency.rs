@@ -1,4 +1,4 @@
-//! Idempotency answers in PostgreSQL: [`SCHEMA`] for the migrations, [`save`] on the
+//! Idempotency answers in PostgreSQL: [`MIGRATIONS`] for the migrations, [`save`] on the
 //! transaction that creates the record, [`PgIdempotency`] for the
 //! [`IdempotencyLayer`](crate::idempotency::IdempotencyLayer), [`prune`] for a retention task.
 //!
@@ -12,6 +12,14 @@ use sqlx::{PgConnection, PgPool};
 
 use crate::idempotency::{Claim, IdempotencyStore, StoredAnswer};
 use crate::ApiError;
+
+/// The migrations of the answers' table, numbered from 1: an application places them among its
+/// own with [`Migration::at`](crate::migration::Migration::at), as it does the queue's.
+pub const MIGRATIONS: &[crate::migration::Migration] = &[crate::migration::Migration::new(
+    1,
+    "keel idempotency",
+    SCHEMA,
+)];
 
 /// The table of stored answers.
 pub const SCHEMA: &str = r#"

@@ -1,4 +1,4 @@
-//! Idempotency answers in the service's SQLite database: [`SCHEMA`] for its migrations,
+//! Idempotency answers in the service's SQLite database: [`MIGRATIONS`] for its migrations,
 //! [`save`] inside the transaction that creates the record, [`SqliteIdempotency`] for the
 //! [`IdempotencyLayer`](crate::idempotency::IdempotencyLayer), [`prune`] for the retention task.
 //!
@@ -30,6 +30,11 @@ use super::Database;
 use crate::idempotency::{Claim, IdempotencyStore, StoredAnswer};
 use crate::jobs::{ms, now_ms};
 use crate::ApiError;
+
+/// The migrations of the answers' table, numbered from 1: an application places them among its
+/// own with [`Migration::at`](crate::sqlite::Migration::at), as it does the queue's.
+pub const MIGRATIONS: &[crate::sqlite::Migration] =
+    &[crate::sqlite::Migration::new(1, "keel idempotency", SCHEMA)];
 
 /// The table of stored answers; `created_at` is milliseconds since the Unix epoch.
 pub const SCHEMA: &str = r#"

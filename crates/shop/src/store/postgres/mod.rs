@@ -34,7 +34,7 @@ const MIGRATIONS: &[Migration] = &[
         "users products orders analytics webhooks",
         include_str!("../../../migrations/postgres/0002_shop.sql"),
     ),
-    Migration::new(3, "keel idempotency", keel::postgres::idempotency::SCHEMA),
+    keel::postgres::idempotency::MIGRATIONS[0].at(3),
     keel::jobs::postgres::MIGRATIONS[1].at(4),
 ];
 
