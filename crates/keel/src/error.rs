@@ -412,3 +412,20 @@ pub(crate) fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
         "non-string panic payload".to_owned()
     }
 }
+
+/// The columns SQLite names in a unique violation's message, as it names them
+/// (`UNIQUE constraint failed: users.email` → `users.email`); `None` for another message.
+#[cfg(any(feature = "sqlx", feature = "sqlite"))]
+pub(crate) fn sqlite_unique_columns(message: &str) -> Option<&str> {
+    message.strip_prefix("UNIQUE constraint failed: ")
+}
+
+/// The one column of such a list, without its table (`users.email` → `email`); `None` for a
+/// composite key.
+#[cfg(any(feature = "sqlx", feature = "sqlite"))]
+pub(crate) fn single_column(columns: &str) -> Option<&str> {
+    if columns.contains(',') {
+        return None;
+    }
+    columns.rsplit('.').next()
+}

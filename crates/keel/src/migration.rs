@@ -33,3 +33,61 @@ impl Migration {
         Migration { version, ..self }
     }
 }
+
+/// The driver's error under a [`MigrateError`]: rusqlite's on SQLite, sqlx's on PostgreSQL.
+pub type DriverError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A migration that failed, a database newer than this program, or a list out of order: the
+/// one error of both engines' `migrate`.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error("migration {version} ({name}) failed: {source}")]
+    Failed {
+        version: u32,
+        name: &'static str,
+        source: DriverError,
+    },
+    #[error(
+        "the database is at schema version {found}, newer than this program knows ({known}): \
+         run a newer version"
+    )]
+    TooNew { found: u32, known: u32 },
+    #[error("cannot read the schema version: {0}")]
+    Version(DriverError),
+    #[error(
+        "migration {version} ({name}) does not come after the one before it: versions must \
+         increase strictly"
+    )]
+    Unordered { version: u32, name: &'static str },
+}
+
+impl MigrateError {
+    /// Migration `migration` failed with `source`.
+    pub fn failed(migration: &Migration, source: impl Into<DriverError>) -> Self {
+        MigrateError::Failed {
+            version: migration.version,
+            name: migration.name,
+            source: source.into(),
+        }
+    }
+
+    /// The schema version could not be read or written.
+    pub fn version(source: impl Into<DriverError>) -> Self {
+        MigrateError::Version(source.into())
+    }
+}
+
+/// Refuses a list whose versions do not increase strictly, before anything runs.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn check_order(migrations: &[Migration]) -> Result<(), MigrateError> {
+    match migrations
+        .windows(2)
+        .find(|pair| pair[0].version >= pair[1].version)
+    {
+        Some(pair) => Err(MigrateError::Unordered {
+            version: pair[1].version,
+            name: pair[1].name,
+        }),
+        None => Ok(()),
+    }
+}

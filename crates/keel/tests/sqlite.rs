@@ -227,6 +227,35 @@ fn migrations_apply_once_and_a_newer_database_is_refused() {
     );
 }
 
+#[test]
+fn migrations_out_of_order_are_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = rusqlite::Connection::open(dir.path().join("m.db")).unwrap();
+    let list = [
+        keel::sqlite::Migration::new(2, "second", "CREATE TABLE b (id INTEGER)"),
+        keel::sqlite::Migration::new(1, "first", "CREATE TABLE a (id INTEGER)"),
+    ];
+    let err = keel::sqlite::migrate(&mut conn, &list).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            keel::sqlite::MigrateError::Unordered {
+                version: 1,
+                name: "first"
+            }
+        ),
+        "{err}"
+    );
+    let tables: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(tables, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_disk_full_in_a_batch_every_answer_matches_what_is_on_disk() {
     let dir = tempfile::tempdir().unwrap();

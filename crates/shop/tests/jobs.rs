@@ -195,3 +195,39 @@ async fn user_and_order_analytics_events_are_recorded_after_the_response() {
     );
     assert_eq!(events[1].2.as_deref(), Some("analytics-2"));
 }
+
+/// The welcome job's payload is `WelcomeEmail` as serde writes it, on either path that writes
+/// it: PostgreSQL's one-statement sign-up builds it in SQL (no key), the other path from the
+/// type (with an `Idempotency-Key`).
+#[tokio::test]
+async fn the_welcome_jobs_payload_is_the_welcome_email_type() {
+    let app = spawn_app().await;
+    let plain = app.create_user("ada@example.com", "ada").await;
+    let keyed = app
+        .client
+        .post(app.url("/users"))
+        .header("idempotency-key", "welcome-payload")
+        .json(&json!({"email": "Grace@Example.com", "username": "grace"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(keyed.status(), 201);
+    let keyed: serde_json::Value = keyed.json().await.unwrap();
+    let mut db = app.db().await;
+    let payloads: Vec<(String,)> =
+        sqlx::query_as("SELECT payload FROM keel_jobs WHERE kind = 'welcome_email' ORDER BY id")
+            .fetch_all(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(payloads.len(), 2);
+    for ((payload,), user) in payloads.iter().zip([plain, keyed]) {
+        let expected = serde_json::to_value(shop::jobs::WelcomeEmail {
+            user_id: user["id"].as_i64().unwrap(),
+            email: user["email"].as_str().unwrap().to_owned(),
+            username: user["username"].as_str().unwrap().to_owned(),
+        })
+        .unwrap();
+        let written: serde_json::Value = serde_json::from_str(payload).unwrap();
+        assert_eq!(written, expected);
+    }
+}

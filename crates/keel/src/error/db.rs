@@ -51,10 +51,9 @@ fn violates(db: &dyn DatabaseError, name: &str) -> bool {
     if db.constraint() == Some(name) {
         return true;
     }
-    let Some(columns) = db.message().strip_prefix("UNIQUE constraint failed: ") else {
-        return false;
-    };
-    columns == name || (!columns.contains(',') && columns.rsplit('.').next() == Some(name))
+    crate::error::sqlite_unique_columns(db.message()).is_some_and(|columns| {
+        columns == name || crate::error::single_column(columns) == Some(name)
+    })
 }
 
 /// The column a constraint error is about, when the database says so.
@@ -68,12 +67,8 @@ fn constraint_field(db: &dyn DatabaseError) -> Option<String> {
         let column = crate::postgres::constraint_column(pg.table()?, pg.constraint()?)?;
         return Some(column.to_owned());
     }
-    let columns = db.message().strip_prefix("UNIQUE constraint failed: ")?;
-    if columns.contains(',') {
-        return None;
-    }
-    let column = columns.rsplit('.').next()?;
-    Some(column.to_owned())
+    let columns = crate::error::sqlite_unique_columns(db.message())?;
+    crate::error::single_column(columns).map(str::to_owned)
 }
 
 /// SQLite's `SQLITE_BUSY` (5) and `SQLITE_LOCKED` (6), with their extended codes: the database

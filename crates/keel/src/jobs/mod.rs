@@ -186,17 +186,20 @@ impl Registry {
     }
 }
 
-/// Milliseconds since the Unix epoch: the clock of `run_at` and leases.
-pub(crate) fn now_ms() -> i64 {
+/// Milliseconds since the Unix epoch: the clock of `run_at` and leases, and of any SQLite
+/// column a service keeps on it.
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, ms)
 }
 
 /// Longest `last_error` kept, in bytes: enough for a cause, not for a response body.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 const MAX_ERROR_LEN: usize = 1000;
 
 /// `message` cut to [`MAX_ERROR_LEN`] bytes, on a character boundary.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn truncate(message: &str) -> &str {
     if message.len() <= MAX_ERROR_LEN {
         return message;
@@ -209,7 +212,7 @@ pub(crate) fn truncate(message: &str) -> &str {
 }
 
 /// A duration in whole milliseconds, saturating.
-pub(crate) fn ms(d: Duration) -> i64 {
+pub fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 

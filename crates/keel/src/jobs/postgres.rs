@@ -160,17 +160,7 @@ const NOTIFY_EVERY: Duration = Duration::from_millis(5);
 /// Now, in milliseconds since the epoch, by the database's clock.
 const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
 
-/// How the API shows a `timestamptz` column: RFC 3339 in UTC with milliseconds, as SQLite
-/// shows it.
-macro_rules! rfc3339 {
-    ($column:literal) => {
-        concat!(
-            "to_char(",
-            $column,
-            " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
-        )
-    };
-}
+use crate::postgres::rfc3339;
 
 const VIEW_COLUMNS: &str = concat!(
     "id, queue, kind, state, attempts::bigint AS attempts, max_attempts::bigint AS max_attempts, \

@@ -27,27 +27,32 @@ use sqlx::{Connection, Executor, PgPool};
 
 use crate::migration::Migration;
 
-/// A migration that failed, or a database newer than this program.
-#[derive(Debug, thiserror::Error)]
-pub enum MigrateError {
-    #[error("migration {version} ({name}) failed: {source}")]
-    Failed {
-        version: u32,
-        name: &'static str,
-        source: sqlx::Error,
-    },
-    #[error(
-        "the database is at schema version {found}, newer than this program knows ({known}): \
-         run a newer version"
-    )]
-    TooNew { found: u32, known: u32 },
-    #[error("cannot read the schema version: {0}")]
-    Version(#[from] sqlx::Error),
-    #[error(
-        "migration {version} ({name}) does not come after the one before it: versions must \
-         increase strictly"
-    )]
-    Unordered { version: u32, name: &'static str },
+pub use crate::migration::MigrateError;
+
+/// SQL that shows a `timestamptz` column as keel shows time: RFC 3339 in UTC with
+/// milliseconds, as SQLite's `strftime('%Y-%m-%dT%H:%M:%fZ')` does. A string literal, for
+/// `concat!`:
+///
+/// ```
+/// const SELECT: &str = concat!("SELECT ", keel::postgres::rfc3339!("created_at"), " FROM t");
+/// assert_eq!(
+///     SELECT,
+///     "SELECT to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') FROM t"
+/// );
+/// ```
+#[doc(inline)]
+pub use crate::__keel_pg_rfc3339 as rfc3339;
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __keel_pg_rfc3339 {
+    ($column:literal) => {
+        concat!(
+            "to_char(",
+            $column,
+            " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+        )
+    };
 }
 
 /// Applies, in order, the migrations the database (its current schema) lacks, each in its own
@@ -57,33 +62,22 @@ pub enum MigrateError {
 /// that start together take turns: one applies a migration, the others find it recorded and go
 /// on. Append migrations; never edit one that has shipped.
 pub async fn migrate(pool: &PgPool, migrations: &[Migration]) -> Result<(), MigrateError> {
-    if let Some(pair) = migrations
-        .windows(2)
-        .find(|pair| pair[0].version >= pair[1].version)
-    {
-        return Err(MigrateError::Unordered {
-            version: pair[1].version,
-            name: pair[1].name,
-        });
-    }
-    let mut conn = pool.acquire().await?;
+    crate::migration::check_order(migrations)?;
+    let mut conn = pool.acquire().await.map_err(MigrateError::version)?;
     let known = migrations.iter().map(|m| m.version).max().unwrap_or(0);
-    let mut tx = conn.begin().await?;
-    lock(&mut tx).await?;
+    let mut tx = conn.begin().await.map_err(MigrateError::version)?;
+    lock(&mut tx).await.map_err(MigrateError::version)?;
     tx.execute(
         "CREATE TABLE IF NOT EXISTS keel_schema_migrations ( \
              version    INTEGER PRIMARY KEY, \
              name       TEXT NOT NULL, \
              applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
     )
-    .await?;
-    tx.commit().await?;
+    .await
+    .map_err(MigrateError::version)?;
+    tx.commit().await.map_err(MigrateError::version)?;
     for migration in migrations {
-        let failed = |source| MigrateError::Failed {
-            version: migration.version,
-            name: migration.name,
-            source,
-        };
+        let failed = |source: sqlx::Error| MigrateError::failed(migration, source);
         let mut tx = conn.begin().await.map_err(failed)?;
         lock(&mut tx).await.map_err(failed)?;
         let found: Option<i32> =
@@ -138,29 +132,6 @@ async fn lock(conn: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
 
 fn version_i32(version: u32) -> i32 {
     i32::try_from(version).unwrap_or(i32::MAX)
-}
-
-/// Whether a client should come back shortly rather than see a failure: the database could
-/// not be reached, the connection broke, the pool is exhausted or closed, or PostgreSQL says
-/// so itself (connection exceptions, too many connections, a lock not granted within
-/// `lock_timeout`, shutting down, starting up).
-pub fn is_unavailable(err: &sqlx::Error) -> bool {
-    match err {
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-            code.starts_with("08")
-                || code == "53300"
-                || code == "55P03"
-                || code == "57P01"
-                || code == "57P02"
-                || code == "57P03"
-        }),
-        _ => false,
-    }
 }
 
 /// Whether the transaction failed only because it raced another one and may simply be run

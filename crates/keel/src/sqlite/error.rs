@@ -50,11 +50,7 @@ impl Error {
         let Error::Sqlite(rusqlite::Error::SqliteFailure(_, Some(message))) = self else {
             return None;
         };
-        let columns = message.strip_prefix("UNIQUE constraint failed: ")?;
-        if columns.contains(',') {
-            return None;
-        }
-        columns.rsplit('.').next()
+        crate::error::single_column(crate::error::sqlite_unique_columns(message)?)
     }
 
     /// Whether a client should come back shortly: the database is busy, locked, read-only,

@@ -6,31 +6,15 @@
 
 use rusqlite::{Connection, TransactionBehavior};
 
-pub use crate::migration::Migration;
+pub use crate::migration::{MigrateError, Migration};
 
-/// A migration that failed, or a database newer than this program.
-#[derive(Debug, thiserror::Error)]
-pub enum MigrateError {
-    #[error("migration {version} ({name}) failed: {source}")]
-    Failed {
-        version: u32,
-        name: &'static str,
-        source: rusqlite::Error,
-    },
-    #[error(
-        "the database is at schema version {found}, newer than this program knows ({known}): \
-         run a newer version"
-    )]
-    TooNew { found: u32, known: u32 },
-    #[error("cannot read the schema version: {0}")]
-    Version(rusqlite::Error),
-}
-
-/// Applies the migrations above the database's `user_version`.
+/// Applies the migrations above the database's `user_version`; a list whose versions do not
+/// increase strictly is refused before anything runs.
 pub fn migrate(conn: &mut Connection, migrations: &[Migration]) -> Result<(), MigrateError> {
+    crate::migration::check_order(migrations)?;
     let current: u32 = conn
         .pragma_query_value(None, "user_version", |row| row.get(0))
-        .map_err(MigrateError::Version)?;
+        .map_err(MigrateError::version)?;
     let known = migrations.iter().map(|m| m.version).max().unwrap_or(0);
     if current > known {
         return Err(MigrateError::TooNew {
@@ -39,11 +23,7 @@ pub fn migrate(conn: &mut Connection, migrations: &[Migration]) -> Result<(), Mi
         });
     }
     for migration in migrations.iter().filter(|m| m.version > current) {
-        let failed = |source| MigrateError::Failed {
-            version: migration.version,
-            name: migration.name,
-            source,
-        };
+        let failed = |source: rusqlite::Error| MigrateError::failed(migration, source);
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(failed)?;

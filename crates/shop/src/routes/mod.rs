@@ -71,6 +71,7 @@ impl From<crate::store::StoreError> for keel::ApiError {
         match err {
             crate::store::StoreError::Sqlite(err) => err.into(),
             crate::store::StoreError::Postgres(err) => err.into(),
+            crate::store::StoreError::Encode(err) => keel::ApiError::internal(err),
             crate::store::StoreError::IdempotencyKeyTaken => keel::idempotency::in_progress(),
         }
     }

@@ -5,6 +5,7 @@ use crate::analytics::Event;
 
 impl Store {
     /// Records events, all in one write.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn record_events(&self, events: &[Event]) -> Result<(), StoreError> {
         match &self.engine {
             Engine::Sqlite(db) => db.record_events(events).await,

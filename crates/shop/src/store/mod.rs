@@ -59,6 +59,9 @@ pub enum StoreError {
     Sqlite(#[from] keel::sqlite::Error),
     #[error(transparent)]
     Postgres(#[from] sqlx::Error),
+    /// A record or payload that could not be written as JSON, on either engine.
+    #[error("encoding: {0}")]
+    Encode(#[from] serde_json::Error),
     /// Another request with the same `Idempotency-Key` committed first (on another instance):
     /// nothing was written.
     #[error("the idempotency key was taken by a concurrent request")]
@@ -67,12 +70,6 @@ pub enum StoreError {
 
 impl From<rusqlite::Error> for StoreError {
     fn from(err: rusqlite::Error) -> Self {
-        StoreError::Sqlite(err.into())
-    }
-}
-
-impl From<serde_json::Error> for StoreError {
-    fn from(err: serde_json::Error) -> Self {
         StoreError::Sqlite(err.into())
     }
 }
@@ -161,6 +158,32 @@ impl Store {
         match &self.engine {
             Engine::Sqlite(db) => Answers::Sqlite(db.answers(ttl)),
             Engine::Postgres(db) => Answers::Postgres(db.answers(ttl)),
+        }
+    }
+}
+
+impl Remember {
+    /// The status of every stored answer: the record was created.
+    pub(crate) const STATUS: u16 = 201;
+
+    /// The answer to store for record `id`: its `Location` and its JSON.
+    pub(crate) fn answer<T: serde::Serialize>(
+        &self,
+        id: i64,
+        record: &T,
+    ) -> Result<(String, Vec<u8>), StoreError> {
+        Ok((
+            format!("{}{id}", self.location),
+            serde_json::to_vec(record)?,
+        ))
+    }
+
+    /// What an engine's save said: false is a key another request committed first.
+    pub(crate) fn saved(inserted: bool) -> Result<(), StoreError> {
+        if inserted {
+            Ok(())
+        } else {
+            Err(StoreError::IdempotencyKeyTaken)
         }
     }
 }

@@ -49,11 +49,36 @@ pub enum PlaceOrderError {
     Database(#[from] StoreError),
 }
 
+/// Why the conditional stock decrement updated nothing: no product (`available` is `None`), or
+/// less stock than `requested`.
+pub(crate) fn stock_refusal(
+    product_id: Id,
+    available: Option<i64>,
+    requested: i64,
+) -> PlaceOrderError {
+    match available {
+        None => PlaceOrderError::UnknownProduct(product_id),
+        Some(available) => PlaceOrderError::InsufficientStock {
+            available,
+            requested,
+        },
+    }
+}
+
+/// The order's total at `price_cents` each, unless it does not fit in 64 bits (the
+/// transaction then rolls back, and the stock comes back).
+pub(crate) fn order_total(price_cents: i64, quantity: i64) -> Result<i64, PlaceOrderError> {
+    price_cents
+        .checked_mul(quantity)
+        .ok_or(PlaceOrderError::TotalOutOfRange)
+}
+
 impl Store {
     /// Places an order: refused for an unknown user or product or a short stock, otherwise
     /// the stock is decremented, the order inserted, `order.created` fanned out and its
     /// expiry scheduled `payment_window` later, in one write: an order that exists always
     /// has the job that cancels it if it is not paid in time.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn place_order(
         &self,
         new: NewOrder,
@@ -69,6 +94,7 @@ impl Store {
     /// Cancels order `order_id` if it is still pending (its payment window has ended): the
     /// stock goes back and `order.cancelled` is fanned out, in one write. A paid or already
     /// cancelled order is left as it is.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn expire_order(&self, order_id: i64) -> Result<PaymentOutcome, StoreError> {
         match &self.engine {
             Engine::Sqlite(db) => db.expire_order(order_id).await,
@@ -77,6 +103,7 @@ impl Store {
     }
 
     /// The order with this id, if any.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn order(&self, id: Id) -> Result<Option<Order>, StoreError> {
         match &self.engine {
             Engine::Sqlite(db) => db.order(id).await,

@@ -25,6 +25,7 @@ pub struct NewProduct {
 
 impl Store {
     /// Inserts a product; with `key`, stores the answer under it in the same write.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn create_product(
         &self,
         new: &NewProduct,
@@ -37,6 +38,7 @@ impl Store {
     }
 
     /// The product with this id, if any.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn product(&self, id: Id) -> Result<Option<Product>, StoreError> {
         match &self.engine {
             Engine::Sqlite(db) => db.product(id).await,

@@ -37,6 +37,7 @@ impl Store {
     ///
     /// An inbound webhook's id is forgotten with its row; a replay that old is refused by the
     /// signature's five-minute timestamp tolerance anyway.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn prune(&self, ages: Ages, batch: usize) -> Result<Pruned, StoreError> {
         match &self.engine {
             Engine::Sqlite(db) => db.prune(ages, batch).await,

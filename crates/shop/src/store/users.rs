@@ -26,6 +26,7 @@ impl Store {
     /// all or nothing. A taken email or username (in any case) is a unique violation, which
     /// keel maps to 409 naming the column. With `key`, the answer is stored under it in the
     /// same write.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn create_user(
         &self,
         new: &NewUser,
@@ -38,6 +39,7 @@ impl Store {
     }
 
     /// The user with this id, if any.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn user(&self, id: Id) -> Result<Option<User>, StoreError> {
         match &self.engine {
             Engine::Sqlite(db) => db.user(id).await,

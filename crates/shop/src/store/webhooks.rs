@@ -122,9 +122,56 @@ pub enum PaymentOutcome {
     Failed(String),
 }
 
+/// What a payment event does to its order, decided from the event's type and the order as
+/// read (status, product, quantity; `None`: no such order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Transition {
+    /// A pending order is paid: `order.paid`.
+    Pay,
+    /// A pending order is cancelled and its stock put back: `order.cancelled`.
+    Cancel { product_id: i64, quantity: i64 },
+    /// The order is in that state already.
+    Unchanged,
+    /// Impossible: recorded as failed, for this reason.
+    Refuse(String),
+}
+
+pub(crate) fn payment_transition(
+    kind: &str,
+    order_id: i64,
+    order: Option<(String, i64, i64)>,
+) -> Transition {
+    let Some((status, product_id, quantity)) = order else {
+        return Transition::Refuse(format!("unknown order {order_id}"));
+    };
+    match (kind, status.as_str()) {
+        ("payment.succeeded", "pending") => Transition::Pay,
+        ("payment.succeeded", "paid") | ("payment.failed", "cancelled") => Transition::Unchanged,
+        ("payment.failed", "pending") => Transition::Cancel {
+            product_id,
+            quantity,
+        },
+        ("payment.succeeded" | "payment.failed", other) => {
+            Transition::Refuse(format!("order {order_id} is {other}"))
+        }
+        (other, _) => Transition::Refuse(format!("unknown event type {other}")),
+    }
+}
+
+impl PaymentOutcome {
+    /// How the inbound webhook is marked once processed: its status and error.
+    pub(crate) fn inbound_status(&self) -> (&'static str, Option<&str>) {
+        match self {
+            PaymentOutcome::Failed(error) => ("failed", Some(error.as_str())),
+            _ => ("processed", None),
+        }
+    }
+}
+
 impl Store {
     /// Deletes endpoint `id`: no new deliveries, and those still pending or running are
     /// `dead` with `last_error` "endpoint deleted". False when there is no such endpoint.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn delete_endpoint(&self, id: i64) -> Result<bool, StoreError> {
         match &self.engine {
             Engine::Sqlite(db) => db.delete_endpoint(id).await,
@@ -134,6 +181,7 @@ impl Store {
 
     /// Gives endpoint `id` the new secret `secret`; the current one goes on signing beside it
     /// for `overlap`, then is forgotten. False when there is no such endpoint.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn rotate_secret(
         &self,
         id: i64,
@@ -148,6 +196,7 @@ impl Store {
 
     /// Adds a subscriber; with `key`, stores the answer (the secret included) under it in the
     /// same write.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn create_endpoint(
         &self,
         url: &str,
@@ -162,6 +211,7 @@ impl Store {
     }
 
     /// Every subscriber (the 100 newest) with its `latest` deliveries, newest first.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn endpoint_summaries(
         &self,
         latest: usize,
@@ -173,6 +223,7 @@ impl Store {
     }
 
     /// The deliveries of an endpoint, newest first; `None` when the endpoint does not exist.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn deliveries(&self, endpoint_id: i64) -> Result<Option<Vec<Delivery>>, StoreError> {
         match &self.engine {
             Engine::Sqlite(db) => db.deliveries(endpoint_id).await,
@@ -181,6 +232,7 @@ impl Store {
     }
 
     /// What an attempt of delivery `id` sends, and where.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn outgoing(&self, id: i64) -> Result<Option<Outgoing>, StoreError> {
         match &self.engine {
             Engine::Sqlite(db) => db.outgoing(id).await,
@@ -189,6 +241,7 @@ impl Store {
     }
 
     /// Records the answer of the last attempt of delivery `id`.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn record_attempt(
         &self,
         id: i64,
@@ -203,6 +256,7 @@ impl Store {
 
     /// Stores an inbound payment webhook and queues its processing, once per `message_id`:
     /// a repeat changes nothing. Returns whether it was new.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn receive_payment(
         &self,
         message_id: &str,
@@ -218,6 +272,7 @@ impl Store {
     /// Applies inbound payment webhook `inbound_id` to its order, in one write with the
     /// order's outbound webhooks: `payment.succeeded` marks a pending order paid;
     /// `payment.failed` cancels it and puts its stock back.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn process_payment(&self, inbound_id: i64) -> Result<PaymentOutcome, StoreError> {
         match &self.engine {
             Engine::Sqlite(db) => db.process_payment(inbound_id).await,

@@ -38,17 +38,7 @@ const MIGRATIONS: &[Migration] = &[
     keel::jobs::postgres::MIGRATIONS[1].at(4),
 ];
 
-/// How an API timestamp is shown: RFC 3339 in UTC with milliseconds, as on SQLite.
-macro_rules! rfc3339 {
-    ($column:literal) => {
-        concat!(
-            "to_char(",
-            $column,
-            " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
-        )
-    };
-}
-pub(super) use rfc3339;
+pub(super) use keel::postgres::rfc3339;
 
 /// Runs a transaction again when it lost a deadlock or a serialization conflict, up to three
 /// times in all.
@@ -176,12 +166,10 @@ async fn remember<T: Serialize>(
     let Some(remember) = remember else {
         return Ok(());
     };
-    let body = serde_json::to_vec(record)?;
-    let location = format!("{}{id}", remember.location);
-    match keel::postgres::idempotency::save(conn, &remember.claim, 201, Some(&location), &body)
-        .await?
-    {
-        true => Ok(()),
-        false => Err(StoreError::IdempotencyKeyTaken),
-    }
+    let (location, body) = remember.answer(id, record)?;
+    let status = Remember::STATUS;
+    let claim = &remember.claim;
+    let inserted =
+        keel::postgres::idempotency::save(conn, claim, status, Some(&location), &body).await?;
+    Remember::saved(inserted)
 }

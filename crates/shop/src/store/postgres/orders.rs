@@ -13,7 +13,7 @@ use super::{finish, remember, retried, rfc3339, webhooks, PgStore};
 use crate::domain::Id;
 use crate::events::{Event, EventKind};
 use crate::jobs::ExpireOrder;
-use crate::store::orders::{NewOrder, Order, PlaceOrderError};
+use crate::store::orders::{order_total, stock_refusal, NewOrder, Order, PlaceOrderError};
 use crate::store::webhooks::PaymentOutcome;
 use crate::store::{Remember, StoreError};
 
@@ -132,18 +132,10 @@ async fn insert_order(conn: &mut PgConnection, new: NewOrder) -> Result<Order, P
             .bind(new.product_id.get())
             .fetch_optional(&mut *conn)
             .await?;
-        return Err(match available {
-            None => PlaceOrderError::UnknownProduct(new.product_id),
-            Some(available) => PlaceOrderError::InsufficientStock {
-                available,
-                requested: quantity,
-            },
-        });
+        return Err(stock_refusal(new.product_id, available, quantity));
     };
     // The transaction is rolled back on any error below: the stock comes back.
-    let Some(total_cents) = price.checked_mul(quantity) else {
-        return Err(PlaceOrderError::TotalOutOfRange);
-    };
+    let total_cents = order_total(price, quantity)?;
     let order = sqlx::query_as(&format!(
         "INSERT INTO orders (user_id, product_id, quantity, total_cents) \
          VALUES ($1, $2, $3, $4) RETURNING {ORDER_COLUMNS}"

@@ -12,6 +12,7 @@ use super::{finish, remember, retried, rfc3339, PgStore};
 use crate::events::{Event, EventKind};
 use crate::jobs::{DeliverWebhook, ProcessPayment};
 use crate::store::orders::Order;
+use crate::store::webhooks::{payment_transition, Transition};
 use crate::store::webhooks::{Delivery, Endpoint, EndpointSummary, Outgoing, PaymentOutcome};
 use crate::store::{Remember, StoreError};
 
@@ -388,24 +389,16 @@ async fn process_payment(
             .bind(order_id)
             .fetch_optional(&mut *conn)
             .await?;
-    let outcome = match (kind.as_str(), order) {
-        (_, None) => PaymentOutcome::Failed(format!("unknown order {order_id}")),
-        ("payment.succeeded", Some((status, _, _))) => match status.as_str() {
-            "pending" => set_status(conn, jobs, order_id, "paid", EventKind::OrderPaid).await?,
-            "paid" => PaymentOutcome::Unchanged,
-            other => PaymentOutcome::Failed(format!("order {order_id} is {other}")),
-        },
-        ("payment.failed", Some((status, product_id, quantity))) => match status.as_str() {
-            "pending" => cancel(conn, jobs, order_id, product_id, quantity).await?,
-            "cancelled" => PaymentOutcome::Unchanged,
-            other => PaymentOutcome::Failed(format!("order {order_id} is {other}")),
-        },
-        (other, Some(_)) => PaymentOutcome::Failed(format!("unknown event type {other}")),
+    let outcome = match payment_transition(&kind, order_id, order) {
+        Transition::Pay => set_status(conn, jobs, order_id, "paid", EventKind::OrderPaid).await?,
+        Transition::Cancel {
+            product_id,
+            quantity,
+        } => cancel(conn, jobs, order_id, product_id, quantity).await?,
+        Transition::Unchanged => PaymentOutcome::Unchanged,
+        Transition::Refuse(reason) => PaymentOutcome::Failed(reason),
     };
-    let (status, error) = match &outcome {
-        PaymentOutcome::Failed(error) => ("failed", Some(error.as_str())),
-        _ => ("processed", None),
-    };
+    let (status, error) = outcome.inbound_status();
     sqlx::query(
         "UPDATE inbound_webhooks SET status = $2, error = $3, processed_at = now() WHERE id = $1",
     )

@@ -41,7 +41,7 @@ const SQLITE: &[Migration] = &[
 ];
 
 pub(super) fn run(conn: &mut Connection) -> Result<(), MigrateError> {
-    adopt_sqlx_history(conn).map_err(MigrateError::Version)?;
+    adopt_sqlx_history(conn).map_err(MigrateError::version)?;
     migrate(conn, SQLITE)
 }
 

@@ -107,10 +107,14 @@ fn remember<T: Serialize>(
     let Some(remember) = remember else {
         return Ok(());
     };
-    let body = serde_json::to_vec(record)?;
-    let location = format!("{}{id}", remember.location);
-    match keel::sqlite::idempotency::save(conn, &remember.claim, 201, Some(&location), &body)? {
-        true => Ok(()),
-        false => Err(StoreError::IdempotencyKeyTaken),
-    }
+    let (location, body) = remember.answer(id, record)?;
+    let status = Remember::STATUS;
+    let claim = &remember.claim;
+    Remember::saved(keel::sqlite::idempotency::save(
+        conn,
+        claim,
+        status,
+        Some(&location),
+        &body,
+    )?)
 }

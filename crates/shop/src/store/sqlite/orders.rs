@@ -8,7 +8,7 @@ use super::{remember, webhooks, SqliteStore};
 use crate::domain::Id;
 use crate::events::{Event, EventKind};
 use crate::jobs::ExpireOrder;
-use crate::store::orders::{NewOrder, Order, PlaceOrderError};
+use crate::store::orders::{order_total, stock_refusal, NewOrder, Order, PlaceOrderError};
 use crate::store::webhooks::PaymentOutcome;
 use crate::store::{Remember, StoreError};
 
@@ -130,18 +130,10 @@ fn insert_order(conn: &Connection, new: NewOrder) -> Result<Order, PlaceOrderErr
             .prepare_cached("SELECT stock FROM products WHERE id = ?1")?
             .query_row([new.product_id.get()], |row| row.get(0))
             .optional()?;
-        return Err(match available {
-            None => PlaceOrderError::UnknownProduct(new.product_id),
-            Some(available) => PlaceOrderError::InsufficientStock {
-                available,
-                requested: quantity,
-            },
-        });
+        return Err(stock_refusal(new.product_id, available, quantity));
     };
     // The savepoint of this write is rolled back on any error below: the stock comes back.
-    let Some(total_cents) = price.checked_mul(quantity) else {
-        return Err(PlaceOrderError::TotalOutOfRange);
-    };
+    let total_cents = order_total(price, quantity)?;
     let order = conn
         .prepare_cached(&format!(
             "INSERT INTO orders (user_id, product_id, quantity, total_cents) \

@@ -4,6 +4,7 @@
 //! delivery row and one durable job per subscribed endpoint, so that the event is delivered if
 //! and only if the change committed.
 
+use keel::jobs::now_ms;
 use keel::jobs::sqlite::SqliteQueue;
 use rusqlite::{Connection, OptionalExtension, Row};
 
@@ -12,6 +13,7 @@ use super::{remember, SqliteStore};
 use crate::events::{Event, EventKind};
 use crate::jobs::{DeliverWebhook, ProcessPayment};
 use crate::store::orders::Order;
+use crate::store::webhooks::{payment_transition, Transition};
 use crate::store::webhooks::{Delivery, Endpoint, EndpointSummary, Outgoing, PaymentOutcome};
 use crate::store::{Remember, StoreError};
 
@@ -222,13 +224,6 @@ impl SqliteStore {
 /// The `last_error` of deliveries stopped by their endpoint's deletion.
 const ENDPOINT_DELETED: &str = "endpoint deleted";
 
-/// Milliseconds since the Unix epoch.
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 /// The `limit` newest deliveries of an endpoint.
 fn latest_deliveries(
     conn: &Connection,
@@ -312,24 +307,16 @@ fn process_payment(
             Ok((row.get(0)?, row.get(1)?, row.get(2)?))
         })
         .optional()?;
-    let outcome = match (kind.as_str(), order) {
-        (_, None) => PaymentOutcome::Failed(format!("unknown order {order_id}")),
-        ("payment.succeeded", Some((status, _, _))) => match status.as_str() {
-            "pending" => set_status(conn, jobs, order_id, "paid", EventKind::OrderPaid)?,
-            "paid" => PaymentOutcome::Unchanged,
-            other => PaymentOutcome::Failed(format!("order {order_id} is {other}")),
-        },
-        ("payment.failed", Some((status, product_id, quantity))) => match status.as_str() {
-            "pending" => cancel(conn, jobs, order_id, product_id, quantity)?,
-            "cancelled" => PaymentOutcome::Unchanged,
-            other => PaymentOutcome::Failed(format!("order {order_id} is {other}")),
-        },
-        (other, Some(_)) => PaymentOutcome::Failed(format!("unknown event type {other}")),
+    let outcome = match payment_transition(&kind, order_id, order) {
+        Transition::Pay => set_status(conn, jobs, order_id, "paid", EventKind::OrderPaid)?,
+        Transition::Cancel {
+            product_id,
+            quantity,
+        } => cancel(conn, jobs, order_id, product_id, quantity)?,
+        Transition::Unchanged => PaymentOutcome::Unchanged,
+        Transition::Refuse(reason) => PaymentOutcome::Failed(reason),
     };
-    let (status, error) = match &outcome {
-        PaymentOutcome::Failed(error) => ("failed", Some(error.as_str())),
-        _ => ("processed", None),
-    };
+    let (status, error) = outcome.inbound_status();
     conn.prepare_cached(&format!(
         "UPDATE inbound_webhooks SET status = ?2, error = ?3, processed_at = {NOW_TEXT} \
          WHERE id = ?1"
@@ -410,7 +397,7 @@ impl SqliteStore {
         overlap: std::time::Duration,
     ) -> Result<bool, StoreError> {
         let secret = secret.to_owned();
-        let until = now_ms().saturating_add(i64::try_from(overlap.as_millis()).unwrap_or(i64::MAX));
+        let until = now_ms().saturating_add(keel::jobs::ms(overlap));
         self.writer()
             .write(move |conn| {
                 let rotated = conn
