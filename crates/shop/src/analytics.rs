@@ -7,25 +7,17 @@
 //! up) new events are refused, and the refusal is logged and counted as a failed task:
 //! analytics are best-effort, the requests are not.
 
-use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use crate::store::analytics::Event;
 use crate::store::Store;
 
 /// Events waiting to be written before new ones are refused.
 const QUEUE: usize = 10_000;
 /// Most events written in one transaction.
 const BATCH: usize = 500;
-
-/// One event: what happened, with what, because of which request.
-#[derive(Debug, Clone)]
-pub struct Event {
-    pub name: &'static str,
-    pub properties: Value,
-    pub request_id: Option<String>,
-}
 
 /// Why an event was not taken.
 #[derive(Debug, thiserror::Error)]

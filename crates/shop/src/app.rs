@@ -144,7 +144,12 @@ impl App {
             request_timeout: Duration::from_secs(config.request_timeout_secs),
             idempotency_ttl: Duration::from_secs(config.idempotency_ttl_secs),
         };
-        let router = routes::router(state.clone(), &limits, tracker.clone());
+        let router = routes::router(
+            state.clone(),
+            &limits,
+            tracker.clone(),
+            crate::openapi::router(),
+        );
         let listener = listen(config.addr).map_err(|source| StartError::Bind {
             addr: config.addr,
             source,

@@ -2,61 +2,15 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use keel::jobs::{Job, JobError, JobMeta, Registry};
+use keel::jobs::{JobError, JobMeta, Registry};
 use keel::ws::Hub;
-use serde::{Deserialize, Serialize};
 
 use crate::mail::Mailer;
 use crate::outbound::Sender;
 use crate::store::webhooks::PaymentOutcome;
 use crate::store::Store;
 
-/// The welcome mail of a new user, enqueued in the transaction that creates the user.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct WelcomeEmail {
-    pub user_id: i64,
-    pub email: String,
-    pub username: String,
-}
-
-impl Job for WelcomeEmail {
-    const KIND: &'static str = "welcome_email";
-    const QUEUE: &'static str = "email";
-}
-
-/// One outbound webhook delivery, enqueued in the transaction of the event's change.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DeliverWebhook {
-    pub delivery_id: i64,
-}
-
-impl Job for DeliverWebhook {
-    const KIND: &'static str = "deliver_webhook";
-    const QUEUE: &'static str = "webhooks";
-}
-
-/// The processing of a received payment webhook.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ProcessPayment {
-    pub inbound_id: i64,
-}
-
-impl Job for ProcessPayment {
-    const KIND: &'static str = "process_payment";
-    const QUEUE: &'static str = "payments";
-}
-
-/// The end of an order's payment window, scheduled with the order: a pending order is
-/// cancelled and its stock put back.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ExpireOrder {
-    pub order_id: i64,
-}
-
-impl Job for ExpireOrder {
-    const KIND: &'static str = "expire_order";
-    const QUEUE: &'static str = "orders";
-}
+pub use crate::store::payloads::{DeliverWebhook, ExpireOrder, ProcessPayment, WelcomeEmail};
 
 /// What the handlers need.
 #[derive(Debug, Clone)]

@@ -14,8 +14,8 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
 
+use super::envelope::ErrorEnvelope;
 use crate::domain::Id;
-use crate::openapi::ErrorEnvelope;
 use crate::state::AppState;
 use crate::store::webhooks::EndpointSummary;
 

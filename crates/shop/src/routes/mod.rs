@@ -3,6 +3,7 @@
 
 pub(crate) mod admin;
 pub(crate) mod csp;
+pub(crate) mod envelope;
 pub(crate) mod ops;
 pub(crate) mod orders;
 pub(crate) mod pages;
@@ -40,7 +41,13 @@ fn remember(claim: Option<keel::idempotency::Claim>, location: &'static str) -> 
     claim.map(|claim| Remember { claim, location })
 }
 
-pub fn router(state: AppState, limits: &Limits, tracker: TaskTracker) -> Router {
+/// Every route, `docs` (the OpenAPI document and its pages) among them, behind keel's layers.
+pub fn router(
+    state: AppState,
+    limits: &Limits,
+    tracker: TaskTracker,
+    docs: Router<AppState>,
+) -> Router {
     let idempotent = Idempotent::new(state.store.answers(limits.idempotency_ttl));
     let routes = Router::new()
         .merge(users::router(&idempotent))
@@ -49,7 +56,7 @@ pub fn router(state: AppState, limits: &Limits, tracker: TaskTracker) -> Router 
         .merge(ops::router())
         .merge(ws::router())
         .merge(pages::router())
-        .merge(crate::openapi::router())
+        .merge(docs)
         .merge(webhooks::inbound_router())
         .merge(admin::page_router())
         .merge(keel::auth::require_bearer(

@@ -7,7 +7,7 @@ use axum::Router;
 use keel::{ApiError, Json};
 use serde_json::{json, Value};
 
-use crate::openapi::ErrorEnvelope;
+use super::envelope::ErrorEnvelope;
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {

@@ -9,8 +9,8 @@ use keel::tasks::Tasks;
 use keel::validate::{Valid, Validate};
 use keel::{ApiError, Json, Path};
 
+use super::envelope::ErrorEnvelope;
 use crate::events::{Event, EventKind};
-use crate::openapi::ErrorEnvelope;
 
 use crate::domain::{Id, Quantity};
 use crate::state::AppState;

@@ -8,7 +8,7 @@ use keel::idempotency::Idempotency;
 use keel::validate::{Valid, Validate};
 use keel::{ApiError, Json, Path};
 
-use crate::openapi::ErrorEnvelope;
+use super::envelope::ErrorEnvelope;
 
 use crate::domain::{Id, ProductName};
 use crate::state::AppState;

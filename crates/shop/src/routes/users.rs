@@ -9,7 +9,7 @@ use keel::tasks::Tasks;
 use keel::validate::{Valid, Validate};
 use keel::{ApiError, Json, Path};
 
-use crate::openapi::ErrorEnvelope;
+use super::envelope::ErrorEnvelope;
 
 use crate::domain::{Email, Id, Username};
 use crate::events::{Event, EventKind};

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 
-use crate::openapi::ErrorEnvelope;
+use super::envelope::ErrorEnvelope;
 use crate::store::webhooks;
 
 use crate::domain::Id;

@@ -7,7 +7,7 @@ use axum::Router;
 use http::HeaderMap;
 use keel::ws::WsUpgrade;
 
-use crate::openapi::ErrorEnvelope;
+use super::envelope::ErrorEnvelope;
 use crate::state::AppState;
 
 pub use crate::events::{CHAT_TOPIC as CHAT, EVENTS_TOPIC as EVENTS};

@@ -14,6 +14,7 @@
 
 pub mod analytics;
 pub mod orders;
+pub mod payloads;
 mod postgres;
 pub mod products;
 pub mod retention;

@@ -1,7 +1,7 @@
 //! The `analytics_events` table on PostgreSQL.
 
 use super::PgStore;
-use crate::analytics::Event;
+use crate::store::analytics::Event;
 use crate::store::StoreError;
 
 impl PgStore {

@@ -6,7 +6,7 @@ use super::webhooks::{Subscribers, SUBSCRIBED_AT, SUBSCRIBERS};
 use super::{finish, remember, retried, rfc3339, webhooks, PgStore};
 use crate::domain::Id;
 use crate::events::{Event, EventKind};
-use crate::jobs::WelcomeEmail;
+use crate::store::payloads::WelcomeEmail;
 use crate::store::users::{NewUser, User};
 use crate::store::{Remember, StoreError};
 

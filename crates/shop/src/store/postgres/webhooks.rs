@@ -7,13 +7,10 @@
 use keel::jobs::postgres::PgQueue;
 use sqlx::PgConnection;
 
-use super::orders::ORDER_COLUMNS;
 use super::{finish, remember, retried, rfc3339, PgStore};
-use crate::events::{Event, EventKind};
-use crate::jobs::{DeliverWebhook, ProcessPayment};
-use crate::store::orders::Order;
-use crate::store::webhooks::{payment_transition, Transition};
-use crate::store::webhooks::{Delivery, Endpoint, EndpointSummary, Outgoing, PaymentOutcome};
+use crate::events::Event;
+use crate::store::payloads::{DeliverWebhook, ProcessPayment};
+use crate::store::webhooks::{Delivery, Endpoint, EndpointSummary, Outgoing};
 use crate::store::{Remember, StoreError};
 
 /// The `last_error` of deliveries stopped by their endpoint's deletion.
@@ -217,25 +214,6 @@ impl PgStore {
         Ok(value)
     }
 
-    pub(crate) async fn process_payment(
-        &self,
-        inbound_id: i64,
-    ) -> Result<PaymentOutcome, StoreError> {
-        retried!(self.process_payment_once(inbound_id).await)
-    }
-
-    async fn process_payment_once(&self, inbound_id: i64) -> Result<PaymentOutcome, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let result: Result<PaymentOutcome, StoreError> = async {
-            let outcome = process_payment(&mut tx, &self.jobs, inbound_id).await?;
-            Ok(outcome)
-        }
-        .await;
-        let value = finish(tx, result).await?;
-        self.jobs.wake();
-        Ok(value)
-    }
-
     pub(crate) async fn delete_endpoint(&self, id: i64) -> Result<bool, StoreError> {
         retried!(self.delete_endpoint_once(id).await)
     }
@@ -365,82 +343,4 @@ pub(super) async fn fan_out_to(
             .await?;
     }
     Ok(())
-}
-
-async fn process_payment(
-    conn: &mut PgConnection,
-    jobs: &PgQueue,
-    inbound_id: i64,
-) -> Result<PaymentOutcome, StoreError> {
-    let inbound: Option<(String, i64, String)> = sqlx::query_as(
-        "SELECT type, order_id, status FROM inbound_webhooks WHERE id = $1 FOR UPDATE",
-    )
-    .bind(inbound_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some((kind, order_id, status)) = inbound else {
-        return Ok(PaymentOutcome::Failed("inbound webhook not found".into()));
-    };
-    if status != "received" {
-        return Ok(PaymentOutcome::Unchanged);
-    }
-    let order: Option<(String, i64, i64)> =
-        sqlx::query_as("SELECT status, product_id, quantity FROM orders WHERE id = $1 FOR UPDATE")
-            .bind(order_id)
-            .fetch_optional(&mut *conn)
-            .await?;
-    let outcome = match payment_transition(&kind, order_id, order) {
-        Transition::Pay => set_status(conn, jobs, order_id, "paid", EventKind::OrderPaid).await?,
-        Transition::Cancel {
-            product_id,
-            quantity,
-        } => cancel(conn, jobs, order_id, product_id, quantity).await?,
-        Transition::Unchanged => PaymentOutcome::Unchanged,
-        Transition::Refuse(reason) => PaymentOutcome::Failed(reason),
-    };
-    let (status, error) = outcome.inbound_status();
-    sqlx::query(
-        "UPDATE inbound_webhooks SET status = $2, error = $3, processed_at = now() WHERE id = $1",
-    )
-    .bind(inbound_id)
-    .bind(status)
-    .bind(error)
-    .execute(&mut *conn)
-    .await?;
-    Ok(outcome)
-}
-
-/// Cancels pending order `order_id`: its stock goes back and `order.cancelled` is fanned out.
-pub(super) async fn cancel(
-    conn: &mut PgConnection,
-    jobs: &PgQueue,
-    order_id: i64,
-    product_id: i64,
-    quantity: i64,
-) -> Result<PaymentOutcome, StoreError> {
-    sqlx::query("UPDATE products SET stock = stock + $2 WHERE id = $1")
-        .bind(product_id)
-        .bind(quantity)
-        .execute(&mut *conn)
-        .await?;
-    set_status(conn, jobs, order_id, "cancelled", EventKind::OrderCancelled).await
-}
-
-async fn set_status(
-    conn: &mut PgConnection,
-    jobs: &PgQueue,
-    order_id: i64,
-    status: &str,
-    kind: EventKind,
-) -> Result<PaymentOutcome, StoreError> {
-    let order: Order = sqlx::query_as(&format!(
-        "UPDATE orders SET status = $2 WHERE id = $1 RETURNING {ORDER_COLUMNS}"
-    ))
-    .bind(order_id)
-    .bind(status)
-    .fetch_one(&mut *conn)
-    .await?;
-    let event = Event::new(kind, &order)?;
-    fan_out(conn, jobs, &event).await?;
-    Ok(PaymentOutcome::Changed { event })
 }

@@ -1,7 +1,7 @@
 //! The `analytics_events` table on SQLite.
 
 use super::SqliteStore;
-use crate::analytics::Event;
+use crate::store::analytics::Event;
 use crate::store::StoreError;
 
 impl SqliteStore {

@@ -97,6 +97,8 @@ fn sqlite_path(url: &str) -> Option<PathBuf> {
     Some(PathBuf::from(path))
 }
 
+pub(super) const NOW_TEXT: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
+
 /// Stores the answer under `remember`'s key, when there is one; inside the record's write.
 fn remember<T: Serialize>(
     conn: &Connection,

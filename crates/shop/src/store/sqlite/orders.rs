@@ -2,14 +2,15 @@
 
 use std::time::Duration;
 
+use keel::jobs::sqlite::SqliteQueue;
 use rusqlite::{Connection, OptionalExtension, Row};
 
-use super::{remember, webhooks, SqliteStore};
+use super::{remember, webhooks, SqliteStore, NOW_TEXT};
 use crate::domain::Id;
 use crate::events::{Event, EventKind};
-use crate::jobs::ExpireOrder;
 use crate::store::orders::{order_total, stock_refusal, NewOrder, Order, PlaceOrderError};
-use crate::store::webhooks::PaymentOutcome;
+use crate::store::payloads::ExpireOrder;
+use crate::store::webhooks::{payment_transition, PaymentOutcome, Transition};
 use crate::store::{Remember, StoreError};
 
 impl Order {
@@ -89,7 +90,7 @@ impl SqliteStore {
                     .optional()?;
                 match order {
                     Some((status, product_id, quantity)) if status == "pending" => {
-                        webhooks::cancel(conn, &jobs, order_id, product_id, quantity)
+                        cancel(conn, &jobs, order_id, product_id, quantity)
                     }
                     Some(_) => Ok(PaymentOutcome::Unchanged),
                     None => Ok(PaymentOutcome::Failed(format!("unknown order {order_id}"))),
@@ -149,4 +150,93 @@ fn insert_order(conn: &Connection, new: NewOrder) -> Result<Order, PlaceOrderErr
             Order::from_row,
         )?;
     Ok(order)
+}
+
+impl SqliteStore {
+    /// Applies inbound payment webhook `inbound_id` to its order, in one write with the
+    /// order's outbound webhooks: `payment.succeeded` marks a pending order paid;
+    /// `payment.failed` cancels it and puts its stock back.
+    pub(crate) async fn process_payment(
+        &self,
+        inbound_id: i64,
+    ) -> Result<PaymentOutcome, StoreError> {
+        let jobs = self.jobs.clone();
+        let outcome = self
+            .writer()
+            .write(move |conn| process_payment(conn, &jobs, inbound_id))
+            .await?;
+        self.jobs.wake();
+        Ok(outcome)
+    }
+}
+
+fn process_payment(
+    conn: &Connection,
+    jobs: &SqliteQueue,
+    inbound_id: i64,
+) -> Result<PaymentOutcome, StoreError> {
+    let inbound: Option<(String, i64, String)> = conn
+        .prepare_cached("SELECT type, order_id, status FROM inbound_webhooks WHERE id = ?1")?
+        .query_row([inbound_id], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
+        .optional()?;
+    let Some((kind, order_id, status)) = inbound else {
+        return Ok(PaymentOutcome::Failed("inbound webhook not found".into()));
+    };
+    if status != "received" {
+        return Ok(PaymentOutcome::Unchanged);
+    }
+    let order: Option<(String, i64, i64)> = conn
+        .prepare_cached("SELECT status, product_id, quantity FROM orders WHERE id = ?1")?
+        .query_row([order_id], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
+        .optional()?;
+    let outcome = match payment_transition(&kind, order_id, order) {
+        Transition::Pay => set_status(conn, jobs, order_id, "paid", EventKind::OrderPaid)?,
+        Transition::Cancel {
+            product_id,
+            quantity,
+        } => cancel(conn, jobs, order_id, product_id, quantity)?,
+        Transition::Unchanged => PaymentOutcome::Unchanged,
+        Transition::Refuse(reason) => PaymentOutcome::Failed(reason),
+    };
+    let (status, error) = outcome.inbound_status();
+    conn.prepare_cached(&format!(
+        "UPDATE inbound_webhooks SET status = ?2, error = ?3, processed_at = {NOW_TEXT} \
+         WHERE id = ?1"
+    ))?
+    .execute(rusqlite::params![inbound_id, status, error])?;
+    Ok(outcome)
+}
+
+/// Cancels pending order `order_id`: its stock goes back and `order.cancelled` is fanned out.
+fn cancel(
+    conn: &Connection,
+    jobs: &SqliteQueue,
+    order_id: i64,
+    product_id: i64,
+    quantity: i64,
+) -> Result<PaymentOutcome, StoreError> {
+    conn.prepare_cached("UPDATE products SET stock = stock + ?2 WHERE id = ?1")?
+        .execute([product_id, quantity])?;
+    set_status(conn, jobs, order_id, "cancelled", EventKind::OrderCancelled)
+}
+
+fn set_status(
+    conn: &Connection,
+    jobs: &SqliteQueue,
+    order_id: i64,
+    status: &str,
+    kind: EventKind,
+) -> Result<PaymentOutcome, StoreError> {
+    let order: Order = conn
+        .prepare_cached(&format!(
+            "UPDATE orders SET status = ?2 WHERE id = ?1 RETURNING {ORDER_COLUMNS}"
+        ))?
+        .query_row(rusqlite::params![order_id, status], Order::from_row)?;
+    let event = Event::new(kind, &order)?;
+    webhooks::fan_out(conn, jobs, &event)?;
+    Ok(PaymentOutcome::Changed { event })
 }

@@ -5,7 +5,7 @@ use rusqlite::{OptionalExtension, Row};
 use super::{remember, webhooks, SqliteStore};
 use crate::domain::Id;
 use crate::events::{Event, EventKind};
-use crate::jobs::WelcomeEmail;
+use crate::store::payloads::WelcomeEmail;
 use crate::store::users::{NewUser, User};
 use crate::store::{Remember, StoreError};
 

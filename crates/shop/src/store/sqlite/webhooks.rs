@@ -8,16 +8,11 @@ use keel::jobs::now_ms;
 use keel::jobs::sqlite::SqliteQueue;
 use rusqlite::{Connection, OptionalExtension, Row};
 
-use super::orders::ORDER_COLUMNS;
-use super::{remember, SqliteStore};
-use crate::events::{Event, EventKind};
-use crate::jobs::{DeliverWebhook, ProcessPayment};
-use crate::store::orders::Order;
-use crate::store::webhooks::{payment_transition, Transition};
-use crate::store::webhooks::{Delivery, Endpoint, EndpointSummary, Outgoing, PaymentOutcome};
+use super::{remember, SqliteStore, NOW_TEXT};
+use crate::events::Event;
+use crate::store::payloads::{DeliverWebhook, ProcessPayment};
+use crate::store::webhooks::{Delivery, Endpoint, EndpointSummary, Outgoing};
 use crate::store::{Remember, StoreError};
-
-const NOW_TEXT: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 
 impl Delivery {
     fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
@@ -203,22 +198,6 @@ impl SqliteStore {
         }
         Ok(new)
     }
-
-    /// Applies inbound payment webhook `inbound_id` to its order, in one write with the
-    /// order's outbound webhooks: `payment.succeeded` marks a pending order paid;
-    /// `payment.failed` cancels it and puts its stock back.
-    pub(crate) async fn process_payment(
-        &self,
-        inbound_id: i64,
-    ) -> Result<PaymentOutcome, StoreError> {
-        let jobs = self.jobs.clone();
-        let outcome = self
-            .writer()
-            .write(move |conn| process_payment(conn, &jobs, inbound_id))
-            .await?;
-        self.jobs.wake();
-        Ok(outcome)
-    }
 }
 
 /// The `last_error` of deliveries stopped by their endpoint's deletion.
@@ -282,77 +261,6 @@ pub(crate) fn fan_out(
             .execute([delivery_id, job_id])?;
     }
     Ok(())
-}
-
-fn process_payment(
-    conn: &Connection,
-    jobs: &SqliteQueue,
-    inbound_id: i64,
-) -> Result<PaymentOutcome, StoreError> {
-    let inbound: Option<(String, i64, String)> = conn
-        .prepare_cached("SELECT type, order_id, status FROM inbound_webhooks WHERE id = ?1")?
-        .query_row([inbound_id], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-        })
-        .optional()?;
-    let Some((kind, order_id, status)) = inbound else {
-        return Ok(PaymentOutcome::Failed("inbound webhook not found".into()));
-    };
-    if status != "received" {
-        return Ok(PaymentOutcome::Unchanged);
-    }
-    let order: Option<(String, i64, i64)> = conn
-        .prepare_cached("SELECT status, product_id, quantity FROM orders WHERE id = ?1")?
-        .query_row([order_id], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-        })
-        .optional()?;
-    let outcome = match payment_transition(&kind, order_id, order) {
-        Transition::Pay => set_status(conn, jobs, order_id, "paid", EventKind::OrderPaid)?,
-        Transition::Cancel {
-            product_id,
-            quantity,
-        } => cancel(conn, jobs, order_id, product_id, quantity)?,
-        Transition::Unchanged => PaymentOutcome::Unchanged,
-        Transition::Refuse(reason) => PaymentOutcome::Failed(reason),
-    };
-    let (status, error) = outcome.inbound_status();
-    conn.prepare_cached(&format!(
-        "UPDATE inbound_webhooks SET status = ?2, error = ?3, processed_at = {NOW_TEXT} \
-         WHERE id = ?1"
-    ))?
-    .execute(rusqlite::params![inbound_id, status, error])?;
-    Ok(outcome)
-}
-
-/// Cancels pending order `order_id`: its stock goes back and `order.cancelled` is fanned out.
-pub(super) fn cancel(
-    conn: &Connection,
-    jobs: &SqliteQueue,
-    order_id: i64,
-    product_id: i64,
-    quantity: i64,
-) -> Result<PaymentOutcome, StoreError> {
-    conn.prepare_cached("UPDATE products SET stock = stock + ?2 WHERE id = ?1")?
-        .execute([product_id, quantity])?;
-    set_status(conn, jobs, order_id, "cancelled", EventKind::OrderCancelled)
-}
-
-fn set_status(
-    conn: &Connection,
-    jobs: &SqliteQueue,
-    order_id: i64,
-    status: &str,
-    kind: EventKind,
-) -> Result<PaymentOutcome, StoreError> {
-    let order: Order = conn
-        .prepare_cached(&format!(
-            "UPDATE orders SET status = ?2 WHERE id = ?1 RETURNING {ORDER_COLUMNS}"
-        ))?
-        .query_row(rusqlite::params![order_id, status], Order::from_row)?;
-    let event = Event::new(kind, &order)?;
-    fan_out(conn, jobs, &event)?;
-    Ok(PaymentOutcome::Changed { event })
 }
 
 impl SqliteStore {
