@@ -16,9 +16,6 @@ impl Store {
     /// Records events, all in one write.
     #[tracing::instrument(level = "debug", skip_all)]
     pub async fn record_events(&self, events: &[Event]) -> Result<(), StoreError> {
-        match &self.engine {
-            Engine::Sqlite(db) => db.record_events(events).await,
-            Engine::Postgres(db) => db.record_events(events).await,
-        }
+        forward!(&self.engine, Engine, db => db.record_events(events).await)
     }
 }

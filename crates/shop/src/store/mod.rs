@@ -12,6 +12,18 @@
 //! The records the API shows, and what it takes to create them, live in the module of their
 //! table group (`users`, `orders` …), beside the methods that read and write them.
 
+/// The one way a call reaches the engine: `forward!(&self.engine, Engine, db => db.ping().await)`
+/// runs the same expression on whichever engine `value` holds (both engines' types have the
+/// method). Calls that differ by engine are written as a `match`.
+macro_rules! forward {
+    ($value:expr, $enum:ident, $bind:ident => $call:expr) => {
+        match $value {
+            $enum::Sqlite($bind) => $call,
+            $enum::Postgres($bind) => $call,
+        }
+    };
+}
+
 pub mod analytics;
 pub mod orders;
 pub mod payloads;
@@ -140,18 +152,12 @@ impl Store {
 
     /// Succeeds when a read and a write both do.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        match &self.engine {
-            Engine::Sqlite(db) => db.ping().await,
-            Engine::Postgres(db) => db.ping().await,
-        }
+        forward!(&self.engine, Engine, db => db.ping().await)
     }
 
     /// Commits what was handed over, then closes the database (and releases its lock).
     pub async fn close(&self) {
-        match &self.engine {
-            Engine::Sqlite(db) => db.close().await,
-            Engine::Postgres(db) => db.close().await,
-        }
+        forward!(&self.engine, Engine, db => db.close().await)
     }
 
     /// The answers stored under `Idempotency-Key`s, each replayed for `ttl`.
@@ -163,20 +169,32 @@ impl Store {
     }
 }
 
-impl Remember {
-    /// The status of every stored answer: the record was created.
-    pub(crate) const STATUS: u16 = 201;
+/// The answer a created record's request gets again under its key.
+pub(crate) struct Answer<'a> {
+    pub claim: &'a Claim,
+    /// Always 201: the record was created.
+    pub status: u16,
+    pub location: String,
+    pub body: Vec<u8>,
+}
 
-    /// The answer to store for record `id`: its `Location` and its JSON.
-    pub(crate) fn answer<T: serde::Serialize>(
-        &self,
+impl Remember {
+    /// The answer to store for record `id` (its `Location` and its JSON), when the request
+    /// came with a key.
+    pub(crate) fn answer<'a, T: serde::Serialize>(
+        remember: Option<&'a Remember>,
         id: i64,
         record: &T,
-    ) -> Result<(String, Vec<u8>), StoreError> {
-        Ok((
-            format!("{}{id}", self.location),
-            serde_json::to_vec(record)?,
-        ))
+    ) -> Result<Option<Answer<'a>>, StoreError> {
+        let Some(remember) = remember else {
+            return Ok(None);
+        };
+        Ok(Some(Answer {
+            claim: &remember.claim,
+            status: 201,
+            location: format!("{}{id}", remember.location),
+            body: serde_json::to_vec(record)?,
+        }))
     }
 
     /// What an engine's save said: false is a key another request committed first.
@@ -208,24 +226,15 @@ pub enum Answers {
 
 impl IdempotencyStore for Answers {
     fn ttl(&self) -> Duration {
-        match self {
-            Answers::Sqlite(answers) => answers.ttl(),
-            Answers::Postgres(answers) => answers.ttl(),
-        }
+        forward!(self, Answers, answers => answers.ttl())
     }
 
     async fn lookup(&self, key: &str) -> Result<Option<StoredAnswer>, keel::ApiError> {
-        match self {
-            Answers::Sqlite(answers) => answers.lookup(key).await,
-            Answers::Postgres(answers) => answers.lookup(key).await,
-        }
+        forward!(self, Answers, answers => answers.lookup(key).await)
     }
 
     async fn save(&self, claim: &Claim, answer: &StoredAnswer) -> Result<bool, keel::ApiError> {
-        match self {
-            Answers::Sqlite(answers) => answers.save(claim, answer).await,
-            Answers::Postgres(answers) => answers.save(claim, answer).await,
-        }
+        forward!(self, Answers, answers => answers.save(claim, answer).await)
     }
 }
 
@@ -259,33 +268,21 @@ impl Jobs {
 
     /// Number of jobs by queue and state (states with none left out).
     pub async fn counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
-        match self {
-            Jobs::Sqlite(queue) => Ok(queue.counts().await?),
-            Jobs::Postgres(queue) => Ok(queue.counts().await?),
-        }
+        forward!(self, Jobs, queue => Ok(queue.counts().await?))
     }
 
     /// Jobs newest first, filtered; keyset pagination by `before_id`.
     pub async fn list(&self, filter: &JobFilter) -> Result<Vec<JobView>, StoreError> {
-        match self {
-            Jobs::Sqlite(queue) => Ok(queue.list(filter).await?),
-            Jobs::Postgres(queue) => Ok(queue.list(filter).await?),
-        }
+        forward!(self, Jobs, queue => Ok(queue.list(filter).await?))
     }
 
     /// Puts a dead job back to pending, due now, its attempts reset.
     pub async fn retry(&self, id: i64) -> Result<RetryOutcome, StoreError> {
-        match self {
-            Jobs::Sqlite(queue) => Ok(queue.retry(id).await?),
-            Jobs::Postgres(queue) => Ok(queue.retry(id).await?),
-        }
+        forward!(self, Jobs, queue => Ok(queue.retry(id).await?))
     }
 
     /// Jobs finished per minute over the last `minutes` minutes, oldest first.
     pub async fn finished_per_minute(&self, minutes: u32) -> Result<Vec<MinuteCount>, StoreError> {
-        match self {
-            Jobs::Sqlite(queue) => Ok(queue.finished_per_minute(minutes).await?),
-            Jobs::Postgres(queue) => Ok(queue.finished_per_minute(minutes).await?),
-        }
+        forward!(self, Jobs, queue => Ok(queue.finished_per_minute(minutes).await?))
     }
 }

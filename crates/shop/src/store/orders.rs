@@ -85,10 +85,7 @@ impl Store {
         payment_window: Duration,
         key: Option<Remember>,
     ) -> Result<Order, PlaceOrderError> {
-        match &self.engine {
-            Engine::Sqlite(db) => db.place_order(new, payment_window, key).await,
-            Engine::Postgres(db) => db.place_order(new, payment_window, key).await,
-        }
+        forward!(&self.engine, Engine, db => db.place_order(new, payment_window, key).await)
     }
 
     /// Cancels order `order_id` if it is still pending (its payment window has ended): the
@@ -96,18 +93,12 @@ impl Store {
     /// cancelled order is left as it is.
     #[tracing::instrument(level = "debug", skip_all)]
     pub async fn expire_order(&self, order_id: i64) -> Result<PaymentOutcome, StoreError> {
-        match &self.engine {
-            Engine::Sqlite(db) => db.expire_order(order_id).await,
-            Engine::Postgres(db) => db.expire_order(order_id).await,
-        }
+        forward!(&self.engine, Engine, db => db.expire_order(order_id).await)
     }
 
     /// The order with this id, if any.
     #[tracing::instrument(level = "debug", skip_all)]
     pub async fn order(&self, id: Id) -> Result<Option<Order>, StoreError> {
-        match &self.engine {
-            Engine::Sqlite(db) => db.order(id).await,
-            Engine::Postgres(db) => db.order(id).await,
-        }
+        forward!(&self.engine, Engine, db => db.order(id).await)
     }
 }

@@ -31,18 +31,12 @@ impl Store {
         new: &NewProduct,
         key: Option<Remember>,
     ) -> Result<Product, StoreError> {
-        match &self.engine {
-            Engine::Sqlite(db) => db.create_product(new, key).await,
-            Engine::Postgres(db) => db.create_product(new, key).await,
-        }
+        forward!(&self.engine, Engine, db => db.create_product(new, key).await)
     }
 
     /// The product with this id, if any.
     #[tracing::instrument(level = "debug", skip_all)]
     pub async fn product(&self, id: Id) -> Result<Option<Product>, StoreError> {
-        match &self.engine {
-            Engine::Sqlite(db) => db.product(id).await,
-            Engine::Postgres(db) => db.product(id).await,
-        }
+        forward!(&self.engine, Engine, db => db.product(id).await)
     }
 }

@@ -39,9 +39,6 @@ impl Store {
     /// signature's five-minute timestamp tolerance anyway.
     #[tracing::instrument(level = "debug", skip_all)]
     pub async fn prune(&self, ages: Ages, batch: usize) -> Result<Pruned, StoreError> {
-        match &self.engine {
-            Engine::Sqlite(db) => db.prune(ages, batch).await,
-            Engine::Postgres(db) => db.prune(ages, batch).await,
-        }
+        forward!(&self.engine, Engine, db => db.prune(ages, batch).await)
     }
 }

@@ -32,18 +32,12 @@ impl Store {
         new: &NewUser,
         key: Option<Remember>,
     ) -> Result<User, StoreError> {
-        match &self.engine {
-            Engine::Sqlite(db) => db.create_user(new, key).await,
-            Engine::Postgres(db) => db.create_user(new, key).await,
-        }
+        forward!(&self.engine, Engine, db => db.create_user(new, key).await)
     }
 
     /// The user with this id, if any.
     #[tracing::instrument(level = "debug", skip_all)]
     pub async fn user(&self, id: Id) -> Result<Option<User>, StoreError> {
-        match &self.engine {
-            Engine::Sqlite(db) => db.user(id).await,
-            Engine::Postgres(db) => db.user(id).await,
-        }
+        forward!(&self.engine, Engine, db => db.user(id).await)
     }
 }

@@ -173,10 +173,7 @@ impl Store {
     /// `dead` with `last_error` "endpoint deleted". False when there is no such endpoint.
     #[tracing::instrument(level = "debug", skip_all)]
     pub async fn delete_endpoint(&self, id: i64) -> Result<bool, StoreError> {
-        match &self.engine {
-            Engine::Sqlite(db) => db.delete_endpoint(id).await,
-            Engine::Postgres(db) => db.delete_endpoint(id).await,
-        }
+        forward!(&self.engine, Engine, db => db.delete_endpoint(id).await)
     }
 
     /// Gives endpoint `id` the new secret `secret`; the current one goes on signing beside it
@@ -188,10 +185,7 @@ impl Store {
         secret: &str,
         overlap: std::time::Duration,
     ) -> Result<bool, StoreError> {
-        match &self.engine {
-            Engine::Sqlite(db) => db.rotate_secret(id, secret, overlap).await,
-            Engine::Postgres(db) => db.rotate_secret(id, secret, overlap).await,
-        }
+        forward!(&self.engine, Engine, db => db.rotate_secret(id, secret, overlap).await)
     }
 
     /// Adds a subscriber; with `key`, stores the answer (the secret included) under it in the
@@ -204,10 +198,7 @@ impl Store {
         secret: &str,
         key: Option<Remember>,
     ) -> Result<Endpoint, StoreError> {
-        match &self.engine {
-            Engine::Sqlite(db) => db.create_endpoint(url, events, secret, key).await,
-            Engine::Postgres(db) => db.create_endpoint(url, events, secret, key).await,
-        }
+        forward!(&self.engine, Engine, db => db.create_endpoint(url, events, secret, key).await)
     }
 
     /// Every subscriber (the 100 newest) with its `latest` deliveries, newest first.
@@ -216,28 +207,19 @@ impl Store {
         &self,
         latest: usize,
     ) -> Result<Vec<EndpointSummary>, StoreError> {
-        match &self.engine {
-            Engine::Sqlite(db) => db.endpoint_summaries(latest).await,
-            Engine::Postgres(db) => db.endpoint_summaries(latest).await,
-        }
+        forward!(&self.engine, Engine, db => db.endpoint_summaries(latest).await)
     }
 
     /// The deliveries of an endpoint, newest first; `None` when the endpoint does not exist.
     #[tracing::instrument(level = "debug", skip_all)]
     pub async fn deliveries(&self, endpoint_id: i64) -> Result<Option<Vec<Delivery>>, StoreError> {
-        match &self.engine {
-            Engine::Sqlite(db) => db.deliveries(endpoint_id).await,
-            Engine::Postgres(db) => db.deliveries(endpoint_id).await,
-        }
+        forward!(&self.engine, Engine, db => db.deliveries(endpoint_id).await)
     }
 
     /// What an attempt of delivery `id` sends, and where.
     #[tracing::instrument(level = "debug", skip_all)]
     pub async fn outgoing(&self, id: i64) -> Result<Option<Outgoing>, StoreError> {
-        match &self.engine {
-            Engine::Sqlite(db) => db.outgoing(id).await,
-            Engine::Postgres(db) => db.outgoing(id).await,
-        }
+        forward!(&self.engine, Engine, db => db.outgoing(id).await)
     }
 
     /// Records the answer of the last attempt of delivery `id`.
@@ -248,10 +230,7 @@ impl Store {
         status_code: Option<u16>,
         error: Option<&str>,
     ) -> Result<(), StoreError> {
-        match &self.engine {
-            Engine::Sqlite(db) => db.record_attempt(id, status_code, error).await,
-            Engine::Postgres(db) => db.record_attempt(id, status_code, error).await,
-        }
+        forward!(&self.engine, Engine, db => db.record_attempt(id, status_code, error).await)
     }
 
     /// Stores an inbound payment webhook and queues its processing, once per `message_id`:
@@ -263,10 +242,7 @@ impl Store {
         kind: &str,
         order_id: i64,
     ) -> Result<bool, StoreError> {
-        match &self.engine {
-            Engine::Sqlite(db) => db.receive_payment(message_id, kind, order_id).await,
-            Engine::Postgres(db) => db.receive_payment(message_id, kind, order_id).await,
-        }
+        forward!(&self.engine, Engine, db => db.receive_payment(message_id, kind, order_id).await)
     }
 
     /// Applies inbound payment webhook `inbound_id` to its order, in one write with the
@@ -274,9 +250,6 @@ impl Store {
     /// `payment.failed` cancels it and puts its stock back.
     #[tracing::instrument(level = "debug", skip_all)]
     pub async fn process_payment(&self, inbound_id: i64) -> Result<PaymentOutcome, StoreError> {
-        match &self.engine {
-            Engine::Sqlite(db) => db.process_payment(inbound_id).await,
-            Engine::Postgres(db) => db.process_payment(inbound_id).await,
-        }
+        forward!(&self.engine, Engine, db => db.process_payment(inbound_id).await)
     }
 }

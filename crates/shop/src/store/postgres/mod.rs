@@ -163,13 +163,10 @@ async fn remember<T: Serialize>(
     id: i64,
     record: &T,
 ) -> Result<(), StoreError> {
-    let Some(remember) = remember else {
+    let Some(a) = Remember::answer(remember, id, record)? else {
         return Ok(());
     };
-    let (location, body) = remember.answer(id, record)?;
-    let status = Remember::STATUS;
-    let claim = &remember.claim;
-    let inserted =
-        keel::postgres::idempotency::save(conn, claim, status, Some(&location), &body).await?;
-    Remember::saved(inserted)
+    let save =
+        keel::postgres::idempotency::save(conn, a.claim, a.status, Some(&a.location), &a.body);
+    Remember::saved(save.await?)
 }

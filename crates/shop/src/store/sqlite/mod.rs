@@ -106,17 +106,9 @@ fn remember<T: Serialize>(
     id: i64,
     record: &T,
 ) -> Result<(), StoreError> {
-    let Some(remember) = remember else {
+    let Some(a) = Remember::answer(remember, id, record)? else {
         return Ok(());
     };
-    let (location, body) = remember.answer(id, record)?;
-    let status = Remember::STATUS;
-    let claim = &remember.claim;
-    Remember::saved(keel::sqlite::idempotency::save(
-        conn,
-        claim,
-        status,
-        Some(&location),
-        &body,
-    )?)
+    let save = keel::sqlite::idempotency::save(conn, a.claim, a.status, Some(&a.location), &a.body);
+    Remember::saved(save?)
 }
