@@ -18,8 +18,8 @@
 //!   with `Retry-After: 1`;
 //! - otherwise the handler runs with a [`Claim`] in the request (the [`Idempotency`]
 //!   extractor). The handler stores its answer under the claim **in the same transaction as
-//!   the record it creates** (`keel::sqlite::idempotency::save`,
-//!   `keel::postgres::idempotency::save`), so that a crash can never keep the one without the
+//!   the record it creates** (`keel::idempotency::sqlite::save`,
+//!   `keel::idempotency::postgres::save`), so that a crash can never keep the one without the
 //!   other. An error answer rolls that transaction back and is not stored: a retry is served
 //!   afresh.
 //! - A successful answer the handler did not store itself is stored by the layer, through
@@ -32,7 +32,7 @@
 //! with it is served afresh (its [`Claim`] replaces the expired answer).
 //!
 //! Requests without the header pass straight through. Where answers are kept is the service's
-//! [`IdempotencyStore`]; [`crate::sqlite::idempotency`] is one on SQLite. Two instances that
+//! [`IdempotencyStore`]; [`crate::idempotency::sqlite`] is one on SQLite. Two instances that
 //! take the same key at the same moment both run the handler; the store's unique key lets one
 //! transaction commit, and the other answers [`in_progress`] (its retry gets the replay).
 //!
@@ -40,10 +40,10 @@
 //! # #[cfg(feature = "sqlite")] {
 //! use axum::{routing::post, Router};
 //! use keel::idempotency::{Idempotency, IdempotencyLayer};
-//! use keel::sqlite::idempotency::SqliteIdempotency;
+//! use keel::idempotency::sqlite::SqliteIdempotency;
 //!
 //! async fn create(Idempotency(claim): Idempotency) -> &'static str {
-//!     // In the record's transaction: keel::sqlite::idempotency::save(conn, &claim, ...)
+//!     // In the record's transaction: keel::idempotency::sqlite::save(conn, &claim, ...)
 //!     let _ = claim;
 //!     "created"
 //! }
@@ -57,6 +57,11 @@
 //! # }
 //! # }
 //! ```
+
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 
 use std::collections::HashSet;
 use std::convert::Infallible;

@@ -19,13 +19,24 @@
 //! - [`idempotency`]: `Idempotency-Key` for the routes that create things.
 //! - [`tasks`]: after-response tasks, FastAPI's `BackgroundTasks` without its holes.
 //! - [`jobs`]: a durable job queue in the service's own database.
-//! - [`sqlite`]: SQLite through one group-committing writer and inline readers.
+//! - `sqlite`: SQLite through one group-committing writer and inline readers, and its
+//!   migrations (feature `sqlite`, on by default).
+//! - `postgres`: PostgreSQL migrations safe from every instance at once, and `rfc3339!`
+//!   (feature `postgres`).
+//! - [`migration`]: one versioned schema change and the one error of both engines' `migrate`.
 //! - [`auth`]: operator routes behind a bearer token.
 //! - [`webhooks`]: Standard Webhooks signing and verification, and an SSRF guard.
 //! - [`ws`]: a WebSocket hub with bounded per-client queues.
 //! - [`request_id`]: `X-Request-ID` rules and the id of the current request.
 //! - [`serve`]: a server with header, idle and send timeouts and a bound on open connections
 //!   fitted to the open-files limit; `shutdown_signal` for SIGINT and SIGTERM.
+//!
+//! Features: `sqlite` (default: rusqlite, no sqlx), `sqlx` (`From<sqlx::Error>` for whichever
+//! sqlx driver the service uses), `postgres` (sqlx's PostgreSQL driver, its queue and
+//! migrations), `redis` (the hub's broker across instances). keel is split by feature: a
+//! feature's code for each engine sits in the feature's module (`jobs::sqlite`,
+//! `jobs::postgres`, `idempotency::sqlite`, `idempotency::postgres`, `error::sqlite`), and the
+//! engine modules hold only what is the engine's own (its database handle and migrations).
 //!
 //! A complete service:
 //!

@@ -1,4 +1,5 @@
 //! sqlx errors from a real SQLite database, mapped to the envelope's statuses and codes.
+#![cfg(feature = "sqlx")]
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;

@@ -14,9 +14,10 @@ use axum::http::{header::LOCATION, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::Router;
+use keel::idempotency::sqlite as idempotency;
 use keel::idempotency::{Idempotency, IdempotencyLayer, IdempotencyStore};
 use keel::layers::ServiceLayers;
-use keel::sqlite::{idempotency, Database, Migration, Options};
+use keel::sqlite::{Database, Migration, Options};
 use keel::{ApiError, Json};
 use serde_json::{json, Value};
 
@@ -183,10 +184,10 @@ async fn on_postgres_a_handler_that_never_stores_its_answer_runs_once_per_key() 
     let Some(schema) = common::pg::Schema::create().await else {
         return;
     };
-    sqlx::raw_sql(keel::postgres::idempotency::SCHEMA)
+    sqlx::raw_sql(keel::idempotency::postgres::SCHEMA)
         .execute(&schema.pool)
         .await
         .unwrap();
-    let store = keel::postgres::idempotency::PgIdempotency::new(schema.pool.clone(), TTL);
+    let store = keel::idempotency::postgres::PgIdempotency::new(schema.pool.clone(), TTL);
     a_handler_that_never_stores_runs_once_per_key(store).await;
 }

@@ -75,13 +75,18 @@ fn constraint_field(db: &dyn DatabaseError) -> Option<String> {
 /// is held by another writer past the busy timeout. PostgreSQL's class 08 (connection
 /// exception), 53300 (too many connections) and 57P03 (cannot connect now) mean the same to a
 /// client: come back shortly.
+///
+/// The two are told apart by the code alone, so that no driver is needed to classify its
+/// errors: a SQLSTATE has five characters, a SQLite code (extended ones included) at most four
+/// digits.
 fn is_busy(db: &dyn DatabaseError) -> bool {
-    if let Some(sqlite) = db.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
-        let code = sqlite.code().and_then(|c| c.parse::<i32>().ok());
-        return matches!(code.map(|c| c & 0xff), Some(5 | 6));
-    }
     db.code().is_some_and(|code| {
-        code.starts_with("08") || matches!(&*code, "53300" | "55P03" | "57P01" | "57P02" | "57P03")
+        if code.len() == 5 {
+            return code.starts_with("08")
+                || matches!(&*code, "53300" | "55P03" | "57P01" | "57P02" | "57P03");
+        }
+        code.parse::<i32>()
+            .is_ok_and(|code| matches!(code & 0xff, 5 | 6))
     })
 }
 

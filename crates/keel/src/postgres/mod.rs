@@ -1,6 +1,7 @@
 //! PostgreSQL for services that run as several instances on one database: versioned
-//! migrations that every instance may run at start-up at the same time, the stored answers of
-//! `Idempotency-Key`s ([`idempotency`]), and the job queue (`keel::jobs::postgres`).
+//! migrations that every instance may run at start-up at the same time. What keel's features
+//! keep there is with each feature: the stored answers of `Idempotency-Key`s
+//! (`keel::idempotency::postgres`) and the job queue (`keel::jobs::postgres`).
 //!
 //! Errors are sqlx's: `From<sqlx::Error> for ApiError` maps them to the envelope, naming the
 //! field of a violated constraint from the constraint's name (`users_email_key` on table
@@ -20,8 +21,6 @@
 //! keel::postgres::migrate(&pool, MIGRATIONS).await?;
 //! # Ok(()) }
 //! ```
-
-pub mod idempotency;
 
 use sqlx::{Connection, Executor, PgPool};
 

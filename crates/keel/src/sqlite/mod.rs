@@ -46,7 +46,6 @@
 
 mod checkpoint;
 mod error;
-pub mod idempotency;
 mod migrate;
 mod read;
 mod writer;

@@ -36,12 +36,12 @@ pub mod webhooks;
 
 use std::time::Duration;
 
+use keel::idempotency::postgres::PgIdempotency;
+use keel::idempotency::sqlite::SqliteIdempotency;
 use keel::idempotency::{Claim, IdempotencyStore, StoredAnswer};
 use keel::jobs::postgres::PgQueue;
 use keel::jobs::sqlite::SqliteQueue;
 use keel::jobs::{JobFilter, JobView, MinuteCount, Registry, RetryOutcome, Worker, WorkerConfig};
-use keel::postgres::idempotency::PgIdempotency;
-use keel::sqlite::idempotency::SqliteIdempotency;
 use keel::{CancellationToken, TaskTracker};
 
 use postgres::PgStore;

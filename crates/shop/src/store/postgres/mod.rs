@@ -15,9 +15,9 @@ mod webhooks;
 
 use std::time::Duration;
 
+use keel::idempotency::postgres::PgIdempotency;
 use keel::jobs::postgres::PgQueue;
 use keel::migration::Migration;
-use keel::postgres::idempotency::PgIdempotency;
 use serde::Serialize;
 use std::str::FromStr;
 
@@ -34,7 +34,7 @@ const MIGRATIONS: &[Migration] = &[
         "users products orders analytics webhooks",
         include_str!("../../../migrations/postgres/0002_shop.sql"),
     ),
-    keel::postgres::idempotency::MIGRATIONS[0].at(3),
+    keel::idempotency::postgres::MIGRATIONS[0].at(3),
     keel::jobs::postgres::MIGRATIONS[1].at(4),
 ];
 
@@ -167,6 +167,6 @@ async fn remember<T: Serialize>(
         return Ok(());
     };
     let save =
-        keel::postgres::idempotency::save(conn, a.claim, a.status, Some(&a.location), &a.body);
+        keel::idempotency::postgres::save(conn, a.claim, a.status, Some(&a.location), &a.body);
     Remember::saved(save.await?)
 }

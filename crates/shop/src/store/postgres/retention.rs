@@ -55,7 +55,7 @@ impl PgStore {
             )
             .await?;
         let idempotency_keys =
-            keel::postgres::idempotency::prune(&self.pool, ages.idempotency_keys, batch).await?;
+            keel::idempotency::postgres::prune(&self.pool, ages.idempotency_keys, batch).await?;
         Ok(Pruned {
             jobs,
             deliveries,

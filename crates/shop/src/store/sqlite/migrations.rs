@@ -37,7 +37,7 @@ const SQLITE: &[Migration] = &[
         name: "endpoint rotation and deletion",
         sql: include_str!("../../../migrations/sqlite/0008_endpoint_rotation_deletion.sql"),
     },
-    keel::sqlite::idempotency::MIGRATIONS[0].at(9),
+    keel::idempotency::sqlite::MIGRATIONS[0].at(9),
 ];
 
 pub(super) fn run(conn: &mut Connection) -> Result<(), MigrateError> {

@@ -15,8 +15,8 @@ mod webhooks;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use keel::idempotency::sqlite::SqliteIdempotency;
 use keel::jobs::sqlite::SqliteQueue;
-use keel::sqlite::idempotency::SqliteIdempotency;
 use keel::sqlite::{Database, Options};
 use rusqlite::Connection;
 use serde::Serialize;
@@ -109,6 +109,6 @@ fn remember<T: Serialize>(
     let Some(a) = Remember::answer(remember, id, record)? else {
         return Ok(());
     };
-    let save = keel::sqlite::idempotency::save(conn, a.claim, a.status, Some(&a.location), &a.body);
+    let save = keel::idempotency::sqlite::save(conn, a.claim, a.status, Some(&a.location), &a.body);
     Remember::saved(save?)
 }

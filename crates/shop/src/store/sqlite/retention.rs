@@ -52,7 +52,7 @@ impl SqliteStore {
                            LIMIT ?2)"
                     ))?
                     .execute(rusqlite::params![cutoff, batch])?;
-                let idempotency_keys = keel::sqlite::idempotency::prune(
+                let idempotency_keys = keel::idempotency::sqlite::prune(
                     conn,
                     ages.idempotency_keys,
                     usize::try_from(batch).unwrap_or(usize::MAX),

@@ -4,7 +4,7 @@
 //!
 //! ```no_run
 //! use keel::idempotency::Idempotency;
-//! use keel::sqlite::idempotency;
+//! use keel::idempotency::sqlite as idempotency;
 //!
 //! async fn create(db: keel::sqlite::Database, Idempotency(claim): Idempotency)
 //!     -> Result<(), keel::ApiError> {
@@ -26,9 +26,9 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension};
 
-use super::Database;
 use crate::idempotency::{Claim, IdempotencyStore, StoredAnswer};
 use crate::jobs::{ms, now_ms};
+use crate::sqlite::Database;
 use crate::ApiError;
 
 /// The migrations of the answers' table, numbered from 1: an application places them among its
@@ -144,7 +144,7 @@ impl IdempotencyStore for SqliteIdempotency {
                 answer.location.as_deref(),
                 &answer.body,
             )
-            .map_err(super::Error::from)
+            .map_err(crate::sqlite::Error::from)
         });
         Ok(saved.await?)
     }
