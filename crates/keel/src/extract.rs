@@ -283,6 +283,9 @@ fn unparsed(expected_type: &str) -> Problem {
     }
 }
 
+/// axum's `Query`, whose rejections are `ApiError`s: the query string read as `T`, its text
+/// read by each field's type (`limit=5.0` is 5), a repeated parameter collected by a list field
+/// and otherwise its last value.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Query<T>(pub T);
 

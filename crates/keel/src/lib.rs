@@ -60,6 +60,8 @@
 //! }
 //! ```
 
+#![warn(missing_docs)]
+
 // The derive's expansion names `::keel`, in this crate's own tests too.
 extern crate self as keel;
 

@@ -41,24 +41,41 @@ pub type DriverError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// one error of both engines' `migrate`.
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
+    /// A migration's statements, or the record of its version, failed: nothing of it stayed.
     #[error("migration {version} ({name}) failed: {source}")]
     Failed {
+        /// Its version.
         version: u32,
+        /// Its name.
         name: &'static str,
+        /// What the database said.
         source: DriverError,
     },
+    /// The database has migrations this program does not know: it is an older program.
     #[error(
         "the database is at schema version {found}, newer than this program knows ({known}): \
          run a newer version"
     )]
-    TooNew { found: u32, known: u32 },
+    TooNew {
+        /// The database's version.
+        found: u32,
+        /// The highest version this program knows.
+        known: u32,
+    },
+    /// The schema version could not be read or recorded.
     #[error("cannot read the schema version: {0}")]
     Version(DriverError),
+    /// The list's versions do not increase strictly: refused before anything ran.
     #[error(
         "migration {version} ({name}) does not come after the one before it: versions must \
          increase strictly"
     )]
-    Unordered { version: u32, name: &'static str },
+    Unordered {
+        /// The version out of place.
+        version: u32,
+        /// Its migration's name.
+        name: &'static str,
+    },
 }
 
 impl MigrateError {

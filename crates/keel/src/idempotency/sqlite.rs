@@ -83,16 +83,20 @@ pub fn save(
     Ok(inserted == 1)
 }
 
-/// Deletes up to `limit` answers stored more than `ttl` ago; returns how many.
-pub fn prune(conn: &Connection, ttl: Duration, limit: usize) -> rusqlite::Result<usize> {
-    conn.prepare_cached(
-        "DELETE FROM keel_idempotency WHERE key IN \
+/// Deletes up to `limit` answers stored more than `ttl` ago; returns how many (a `u64`, as on
+/// PostgreSQL). Synchronous, on the connection of a writer closure, where PostgreSQL's takes a
+/// pool: each engine's way of writing.
+pub fn prune(conn: &Connection, ttl: Duration, limit: usize) -> rusqlite::Result<u64> {
+    let deleted = conn
+        .prepare_cached(
+            "DELETE FROM keel_idempotency WHERE key IN \
          (SELECT key FROM keel_idempotency WHERE created_at < ?1 LIMIT ?2)",
-    )?
-    .execute(rusqlite::params![
-        now_ms().saturating_sub(ms(ttl)),
-        i64::try_from(limit).unwrap_or(i64::MAX)
-    ])
+        )?
+        .execute(rusqlite::params![
+            now_ms().saturating_sub(ms(ttl)),
+            i64::try_from(limit).unwrap_or(i64::MAX)
+        ])?;
+    Ok(u64::try_from(deleted).unwrap_or(u64::MAX))
 }
 
 /// The answers of a [`Database`] whose schema includes [`SCHEMA`], each valid for `ttl`.

@@ -8,6 +8,10 @@
 //! SQLite has one writer at a time, so one instance per database is the supported setup; claims
 //! are single `UPDATE … RETURNING` statements and completions one statement per batch, which is
 //! what lets a single writer move thousands of jobs a second.
+//!
+//! Its API is [`PgQueue`](crate::jobs::postgres)'s where the engines allow: the same reads
+//! with the same answers, each failing with its driver's own error (`sqlite::Error` here,
+//! `sqlx::Error` there, both turned into the envelope by `?`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -136,6 +140,9 @@ impl SqliteQueue {
     /// change commits. The id of the current request, if any, is stored with it. Call
     /// [`SqliteQueue::wake`] once the write has returned to have a worker start at once rather
     /// than at its next poll.
+    ///
+    /// Synchronous where PostgreSQL's is async: SQLite's writes run in a closure on the
+    /// writer's thread, where nothing awaits.
     pub fn enqueue<J: Job>(&self, conn: &Connection, job: &J) -> Result<i64, Error> {
         self.enqueue_at(conn, job, Duration::ZERO)
     }

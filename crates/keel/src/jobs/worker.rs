@@ -39,12 +39,15 @@ pub struct Claimed {
     /// The lease's expiry as claimed (ms since the epoch): with the id, the proof that this
     /// worker still holds the job.
     pub lease_until: i64,
+    /// Its queue.
     pub queue: String,
+    /// Its kind, which picks the handler.
     pub kind: String,
     /// The job's serde payload, as JSON.
     pub payload: String,
     /// Attempts so far, this one included.
     pub attempts: u32,
+    /// Attempts it gets in all.
     pub max_attempts: u32,
     /// The request that enqueued the job.
     pub request_id: Option<String>,
@@ -53,7 +56,9 @@ pub struct Claimed {
 /// A claimed job as its worker knows it: id and lease expiry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lease {
+    /// The job's id.
     pub id: i64,
+    /// The lease's expiry as claimed, ms since the epoch.
     pub until: i64,
 }
 
@@ -81,9 +86,17 @@ pub enum Outcome {
     /// Done.
     Succeeded,
     /// Try again at this time (ms since the epoch).
-    Retry { run_at_ms: i64, error: String },
+    Retry {
+        /// When, in ms since the epoch.
+        run_at_ms: i64,
+        /// Why this attempt failed.
+        error: String,
+    },
     /// No more attempts.
-    Dead { error: String },
+    Dead {
+        /// Why the last attempt failed.
+        error: String,
+    },
 }
 
 /// Where a worker takes jobs from and records what became of them.

@@ -91,17 +91,26 @@ pub enum OpenError {
         "{path} is in use by another process (lock file {lock} is held): only one process may \
          write a SQLite database; stop the other one or use another file"
     )]
-    InUse { path: PathBuf, lock: PathBuf },
+    InUse {
+        /// The database file.
+        path: PathBuf,
+        /// Its lock file.
+        lock: PathBuf,
+    },
     /// The lock file could not be created.
     #[error("cannot create the lock file {lock}: {source}")]
     Lock {
+        /// The lock file.
         lock: PathBuf,
+        /// Why it could not be created.
         source: std::io::Error,
     },
     /// SQLite refused to open or configure the file.
     #[error("cannot open {path}: {source}")]
     Open {
+        /// The database file.
         path: PathBuf,
+        /// What SQLite said.
         source: rusqlite::Error,
     },
     /// A migration failed.

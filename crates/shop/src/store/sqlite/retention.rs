@@ -62,7 +62,7 @@ impl SqliteStore {
                     deliveries,
                     inbound,
                     analytics,
-                    idempotency_keys,
+                    idempotency_keys: usize::try_from(idempotency_keys).unwrap_or(usize::MAX),
                 })
             })
             .await
