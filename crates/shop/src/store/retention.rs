@@ -15,6 +15,24 @@ pub struct Pruned {
 }
 
 impl Pruned {
+    /// One round's counts, in the order of the fields (keel counts its answers in `u64`).
+    pub(crate) fn of(
+        jobs: usize,
+        deliveries: usize,
+        inbound: usize,
+        analytics: usize,
+        idempotency_keys: u64,
+    ) -> Self {
+        let idempotency_keys = usize::try_from(idempotency_keys).unwrap_or(usize::MAX);
+        Pruned {
+            jobs,
+            deliveries,
+            inbound,
+            analytics,
+            idempotency_keys,
+        }
+    }
+
     pub fn total(&self) -> usize {
         self.jobs + self.deliveries + self.inbound + self.analytics + self.idempotency_keys
     }

@@ -122,6 +122,17 @@ pub enum PaymentOutcome {
     Failed(String),
 }
 
+/// The body of an outbound webhook: the event's type, the time of the change (RFC 3339, from
+/// the database's clock, as the record's own timestamps) and its data, in that order.
+pub(crate) fn webhook_payload(event: &Event, timestamp: &str) -> String {
+    format!(
+        r#"{{"type":{},"timestamp":{},"data":{}}}"#,
+        serde_json::Value::from(event.kind().name()),
+        serde_json::Value::from(timestamp),
+        event.webhook_data(),
+    )
+}
+
 /// What a payment event does to its order, decided from the event's type and the order as
 /// read (status, product, quantity; `None`: no such order).
 #[derive(Debug, Clone, PartialEq, Eq)]

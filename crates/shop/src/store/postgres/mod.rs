@@ -18,13 +18,12 @@ use std::time::Duration;
 use keel::idempotency::postgres::PgIdempotency;
 use keel::jobs::postgres::PgQueue;
 use keel::migration::Migration;
-use serde::Serialize;
 use std::str::FromStr;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
 
-use super::{OpenError, Remember, StoreError};
+use super::{Answer, OpenError, Remember, StoreError};
 
 /// In order. Append; never edit one that has shipped.
 const MIGRATIONS: &[Migration] = &[
@@ -157,13 +156,8 @@ async fn finish<T, E: From<sqlx::Error>>(
 }
 
 /// Stores the answer under `remember`'s key, when there is one, on the record's transaction.
-async fn remember<T: Serialize>(
-    conn: &mut PgConnection,
-    remember: Option<&Remember>,
-    id: i64,
-    record: &T,
-) -> Result<(), StoreError> {
-    let Some(a) = Remember::answer(remember, id, record)? else {
+async fn remember(conn: &mut PgConnection, answer: Option<Answer<'_>>) -> Result<(), StoreError> {
+    let Some(a) = answer else {
         return Ok(());
     };
     let save =

@@ -64,7 +64,7 @@ impl PgStore {
             self.jobs
                 .enqueue_at(&mut tx, &expiry, payment_window)
                 .await?;
-            remember(&mut tx, key, order.id, &order).await?;
+            remember(&mut tx, Remember::answer(key, order.id, &order)?).await?;
             Ok(order)
         }
         .await;

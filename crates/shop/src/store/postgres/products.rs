@@ -36,7 +36,7 @@ impl PgStore {
             .bind(new.stock)
             .fetch_one(&mut *tx)
             .await?;
-            remember(&mut tx, key, product.id, &product).await?;
+            remember(&mut tx, Remember::answer(key, product.id, &product)?).await?;
             Ok(product)
         }
         .await;

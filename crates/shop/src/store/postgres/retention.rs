@@ -56,13 +56,13 @@ impl PgStore {
             .await?;
         let idempotency_keys =
             keel::idempotency::postgres::prune(&self.pool, ages.idempotency_keys, batch).await?;
-        Ok(Pruned {
+        Ok(Pruned::of(
             jobs,
             deliveries,
             inbound,
             analytics,
-            idempotency_keys: usize::try_from(idempotency_keys).unwrap_or(usize::MAX),
-        })
+            idempotency_keys,
+        ))
     }
 
     async fn delete(&self, sql: &str, cutoff: f64, batch: i64) -> Result<usize, StoreError> {

@@ -91,7 +91,7 @@ impl PgStore {
             self.jobs.enqueue(&mut tx, &welcome).await?;
             let event = Event::new(EventKind::UserCreated, &user)?;
             webhooks::fan_out_to(&mut tx, &self.jobs, &event, subscribers).await?;
-            remember(&mut tx, key, user.id, &user).await?;
+            remember(&mut tx, Remember::answer(key, user.id, &user)?).await?;
             Ok(user)
         }
         .await;

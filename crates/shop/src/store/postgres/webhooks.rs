@@ -10,7 +10,7 @@ use sqlx::PgConnection;
 use super::{finish, remember, retried, rfc3339, PgStore};
 use crate::events::Event;
 use crate::store::payloads::{DeliverWebhook, ProcessPayment};
-use crate::store::webhooks::{Delivery, Endpoint, EndpointSummary, Outgoing};
+use crate::store::webhooks::{webhook_payload, Delivery, Endpoint, EndpointSummary, Outgoing};
 use crate::store::{Remember, StoreError};
 
 /// The `last_error` of deliveries stopped by their endpoint's deletion.
@@ -69,7 +69,7 @@ impl PgStore {
                 secret: secret.to_owned(),
                 created_at,
             };
-            remember(&mut tx, key, endpoint.id, &endpoint).await?;
+            remember(&mut tx, Remember::answer(key, endpoint.id, &endpoint)?).await?;
             Ok(endpoint)
         }
         .await;
@@ -313,16 +313,9 @@ pub(super) async fn fan_out_to(
         return Ok(());
     }
     let name = event.kind().name();
-    let timestamp = subscribers.subscribed_at;
-    let data = event.webhook_data().to_string();
+    let payload = webhook_payload(event, &subscribers.subscribed_at);
     for endpoint_id in subscribers.endpoints {
         let message_id = format!("msg_{}", uuid::Uuid::new_v4().simple());
-        // The body as SQLite's json_object writes it: type, timestamp, data.
-        let payload = format!(
-            r#"{{"type":{},"timestamp":{},"data":{data}}}"#,
-            serde_json::Value::from(name),
-            serde_json::Value::from(timestamp.as_str()),
-        );
         let delivery_id: i64 = sqlx::query_scalar(
             "INSERT INTO webhook_deliveries (endpoint_id, event, message_id, payload) \
              VALUES ($1, $2, $3, $4) RETURNING id",
@@ -330,7 +323,7 @@ pub(super) async fn fan_out_to(
         .bind(endpoint_id)
         .bind(name)
         .bind(&message_id)
-        .bind(payload)
+        .bind(&payload)
         .fetch_one(&mut *conn)
         .await?;
         let job_id = jobs

@@ -19,9 +19,8 @@ use keel::idempotency::sqlite::SqliteIdempotency;
 use keel::jobs::sqlite::SqliteQueue;
 use keel::sqlite::{Database, Options};
 use rusqlite::Connection;
-use serde::Serialize;
 
-use super::{OpenError, Remember, StoreError};
+use super::{Answer, OpenError, Remember, StoreError};
 
 /// One service's SQLite file, and the job queue inside it.
 #[derive(Debug, Clone)]
@@ -100,13 +99,8 @@ fn sqlite_path(url: &str) -> Option<PathBuf> {
 pub(super) const NOW_TEXT: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 
 /// Stores the answer under `remember`'s key, when there is one; inside the record's write.
-fn remember<T: Serialize>(
-    conn: &Connection,
-    remember: Option<&Remember>,
-    id: i64,
-    record: &T,
-) -> Result<(), StoreError> {
-    let Some(a) = Remember::answer(remember, id, record)? else {
+fn remember(conn: &Connection, answer: Option<Answer<'_>>) -> Result<(), StoreError> {
+    let Some(a) = answer else {
         return Ok(());
     };
     let save = keel::idempotency::sqlite::save(conn, a.claim, a.status, Some(&a.location), &a.body);

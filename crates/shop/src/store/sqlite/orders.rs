@@ -64,7 +64,7 @@ impl SqliteStore {
                 let expiry = ExpireOrder { order_id: order.id };
                 jobs.enqueue_at(conn, &expiry, payment_window)
                     .map_err(StoreError::from)?;
-                remember(conn, key.as_ref(), order.id, &order)?;
+                remember(conn, Remember::answer(key.as_ref(), order.id, &order)?)?;
                 Ok::<_, PlaceOrderError>(order)
             })
             .await?;

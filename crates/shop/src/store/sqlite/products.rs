@@ -38,7 +38,7 @@ impl SqliteStore {
                         rusqlite::params![new.name.as_str(), new.price_cents, new.stock],
                         Product::from_row,
                     )?;
-                remember(conn, key.as_ref(), product.id, &product)?;
+                remember(conn, Remember::answer(key.as_ref(), product.id, &product)?)?;
                 Ok(product)
             })
             .await

@@ -57,13 +57,7 @@ impl SqliteStore {
                     ages.idempotency_keys,
                     usize::try_from(batch).unwrap_or(usize::MAX),
                 )?;
-                Ok(Pruned {
-                    jobs,
-                    deliveries,
-                    inbound,
-                    analytics,
-                    idempotency_keys: usize::try_from(idempotency_keys).unwrap_or(usize::MAX),
-                })
+                Ok(Pruned::of(jobs, deliveries, inbound, analytics, idempotency_keys))
             })
             .await
     }

@@ -49,7 +49,7 @@ impl SqliteStore {
                 jobs.enqueue(conn, &welcome)?;
                 let event = Event::new(EventKind::UserCreated, &user)?;
                 webhooks::fan_out(conn, &jobs, &event)?;
-                remember(conn, key.as_ref(), user.id, &user)?;
+                remember(conn, Remember::answer(key.as_ref(), user.id, &user)?)?;
                 Ok::<_, StoreError>(user)
             })
             .await?;

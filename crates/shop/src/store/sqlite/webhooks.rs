@@ -11,7 +11,7 @@ use rusqlite::{Connection, OptionalExtension, Row};
 use super::{remember, SqliteStore, NOW_TEXT};
 use crate::events::Event;
 use crate::store::payloads::{DeliverWebhook, ProcessPayment};
-use crate::store::webhooks::{Delivery, Endpoint, EndpointSummary, Outgoing};
+use crate::store::webhooks::{webhook_payload, Delivery, Endpoint, EndpointSummary, Outgoing};
 use crate::store::{Remember, StoreError};
 
 impl Delivery {
@@ -58,7 +58,10 @@ impl SqliteStore {
                     secret,
                     created_at,
                 };
-                remember(conn, key.as_ref(), endpoint.id, &endpoint)?;
+                remember(
+                    conn,
+                    Remember::answer(key.as_ref(), endpoint.id, &endpoint)?,
+                )?;
                 Ok(endpoint)
             })
             .await
@@ -243,17 +246,19 @@ pub(crate) fn fan_out(
     if endpoints.is_empty() {
         return Ok(());
     }
-    let data = event.webhook_data().to_string();
+    let now: String = conn
+        .prepare_cached(&format!("SELECT {NOW_TEXT}"))?
+        .query_row([], |row| row.get(0))?;
+    let payload = webhook_payload(event, &now);
     for endpoint_id in endpoints {
         let message_id = format!("msg_{}", uuid::Uuid::new_v4().simple());
         let delivery_id: i64 = conn
-            .prepare_cached(&format!(
+            .prepare_cached(
                 "INSERT INTO webhook_deliveries (endpoint_id, event, message_id, payload) \
-                 VALUES (?1, ?2, ?3, json_object('type', ?2, 'timestamp', {NOW_TEXT}, \
-                   'data', json(?4))) RETURNING id"
-            ))?
+                 VALUES (?1, ?2, ?3, ?4) RETURNING id",
+            )?
             .query_row(
-                rusqlite::params![endpoint_id, name, message_id, data],
+                rusqlite::params![endpoint_id, name, message_id, payload],
                 |row| row.get(0),
             )?;
         let job_id = jobs.enqueue(conn, &DeliverWebhook { delivery_id })?;
