@@ -2,8 +2,10 @@
 
 use serde::Serialize;
 
+use super::payloads::WelcomeEmail;
 use super::{Engine, Remember, Store, StoreError};
 use crate::domain::{Email, Id, Username};
+use crate::events::{Event, EventKind};
 
 /// A user as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema, sqlx::FromRow)]
@@ -19,6 +21,22 @@ pub struct User {
 pub struct NewUser {
     pub email: Email,
     pub username: Username,
+}
+
+impl User {
+    /// The welcome mail of the new user, queued in the write that creates it.
+    pub(crate) fn welcome(&self) -> WelcomeEmail {
+        WelcomeEmail {
+            user_id: self.id,
+            email: self.email.clone(),
+            username: self.username.clone(),
+        }
+    }
+
+    /// `user.created`, fanned out in the same write.
+    pub(crate) fn created(&self) -> Result<Event, StoreError> {
+        Ok(Event::new(EventKind::UserCreated, self)?)
+    }
 }
 
 impl Store {

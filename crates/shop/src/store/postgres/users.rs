@@ -5,7 +5,7 @@ use sqlx::FromRow;
 use super::webhooks::{Subscribers, SUBSCRIBED_AT, SUBSCRIBERS};
 use super::{finish, remember, retried, rfc3339, webhooks, PgStore};
 use crate::domain::Id;
-use crate::events::{Event, EventKind};
+use crate::events::EventKind;
 use crate::store::payloads::WelcomeEmail;
 use crate::store::users::{NewUser, User};
 use crate::store::{Remember, StoreError};
@@ -83,14 +83,8 @@ impl PgStore {
             .await?;
             let user = User::from_row(&row)?;
             let subscribers = Subscribers::from_row(&row)?;
-            let welcome = WelcomeEmail {
-                user_id: user.id,
-                email: user.email.clone(),
-                username: user.username.clone(),
-            };
-            self.jobs.enqueue(&mut tx, &welcome).await?;
-            let event = Event::new(EventKind::UserCreated, &user)?;
-            webhooks::fan_out_to(&mut tx, &self.jobs, &event, subscribers).await?;
+            self.jobs.enqueue(&mut tx, &user.welcome()).await?;
+            webhooks::fan_out_to(&mut tx, &self.jobs, &user.created()?, subscribers).await?;
             remember(&mut tx, Remember::answer(key, user.id, &user)?).await?;
             Ok(user)
         }

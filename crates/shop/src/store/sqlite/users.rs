@@ -4,8 +4,6 @@ use rusqlite::{OptionalExtension, Row};
 
 use super::{remember, webhooks, SqliteStore};
 use crate::domain::Id;
-use crate::events::{Event, EventKind};
-use crate::store::payloads::WelcomeEmail;
 use crate::store::users::{NewUser, User};
 use crate::store::{Remember, StoreError};
 
@@ -41,14 +39,8 @@ impl SqliteStore {
                          RETURNING id, email, username, created_at",
                     )?
                     .query_row([new.email.as_str(), new.username.as_str()], User::from_row)?;
-                let welcome = WelcomeEmail {
-                    user_id: user.id,
-                    email: user.email.clone(),
-                    username: user.username.clone(),
-                };
-                jobs.enqueue(conn, &welcome)?;
-                let event = Event::new(EventKind::UserCreated, &user)?;
-                webhooks::fan_out(conn, &jobs, &event)?;
+                jobs.enqueue(conn, &user.welcome())?;
+                webhooks::fan_out(conn, &jobs, &user.created()?)?;
                 remember(conn, Remember::answer(key.as_ref(), user.id, &user)?)?;
                 Ok::<_, StoreError>(user)
             })
