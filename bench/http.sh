@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # HTTP benchmark: shop (keel's layers) against bare axum on the same routes, store and SQL, and
-# against the limit of SQLite on this machine (crates/shop/examples/sqlite_limit.rs: inline
+# against the limit of SQLite on this machine (crates/bench/src/bin/sqlite_limit.rs: inline
 # thread-local reads, one group-committing writer thread, nothing else).
 #
 #   bench/http.sh [seconds-per-run]      (default 8; SCENARIOS="get 422" to run some)
@@ -17,7 +17,7 @@
 #
 # ENGINE=postgres runs the three on PostgreSQL instead (DATABASE_URL names the server, default
 # postgres://postgres@127.0.0.1:5432/test; each works in a schema of its own, made anew), the
-# third being crates/shop/examples/postgres_limit.rs: bare axum and sqlx, a pool of 16, the
+# third being crates/bench/src/bin/postgres_limit.rs: bare axum and sqlx, a pool of 16, the
 # user and its job row inserted in one transaction.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,8 +26,8 @@ secs=${1:-8}
 rounds=${ROUNDS:-3}
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 engine=${ENGINE:-sqlite}
-cargo build --release -q -p shop --bin shop --example bare_axum --example sqlite_limit \
-  --example postgres_limit
+cargo build --release -q -p shop --bin shop -p bench --bin bare_axum --bin sqlite_limit \
+  --bin postgres_limit
 target=${CARGO_TARGET_DIR:-target}
 
 work=$(mktemp -d)
@@ -57,9 +57,9 @@ fi
 SHOP_ADDR=127.0.0.1:18000 DATABASE_URL="$shop_db" SHOP_MAIL_DIR="$mail" \
   RUST_LOG=warn "$target/release/shop" >"$work/shop.log" 2>&1 &
 pids+=($!)
-"$target/release/examples/bare_axum" 127.0.0.1:18001 "$bare_db" >"$work/bare.log" 2>&1 &
+"$target/release/bare_axum" 127.0.0.1:18001 "$bare_db" >"$work/bare.log" 2>&1 &
 pids+=($!)
-"$target/release/examples/${limit[0]}" 127.0.0.1:18002 "${limit[1]}" >"$work/limit.log" 2>&1 &
+"$target/release/${limit[0]}" 127.0.0.1:18002 "${limit[1]}" >"$work/limit.log" 2>&1 &
 pids+=($!)
 for port in 18000 18001 18002; do
   for _ in $(seq 100); do

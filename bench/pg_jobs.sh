@@ -7,7 +7,7 @@
 # copy of keel's table (its indexes, no triggers): insert 100 due jobs; claim 100 with
 # `FOR UPDATE SKIP LOCKED` on the partial index of due jobs; mark 100 running ones done. Each
 # pgbench transaction moves 100 jobs through, so jobs/s = 100 × tps. 4 clients, 2 threads.
-# Then keel (crates/keel/examples/jobs_bench_postgres.rs): no-op jobs enqueued 100 to a
+# Then keel (crates/bench/src/bin/jobs_bench_postgres.rs): no-op jobs enqueued 100 to a
 # transaction while the workers claim and complete them, with 1 and with 2 instances.
 #
 # DATABASE_URL names the server and database (default postgres://postgres@127.0.0.1:5432/test);
@@ -19,10 +19,10 @@ secs=${2:-10}
 url=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
 command -v pgbench >/dev/null || { apt-get update -qq && apt-get install -y -qq postgresql-client; }
 
-cargo build --release -q -p keel --features postgres --example jobs_bench_postgres
+cargo build --release -q -p bench --bin jobs_bench_postgres
 target=${CARGO_TARGET_DIR:-target}
 # keel first: it makes the schema and keel's table, which the baseline copies.
-keel=$(DATABASE_URL="$url" "$target/release/examples/jobs_bench_postgres" "$jobs")
+keel=$(DATABASE_URL="$url" "$target/release/jobs_bench_postgres" "$jobs")
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # WebSocket benchmark: memory per idle /ws/events connection, and delivery latency of
-# broadcasts at several sizes. See crates/shop/examples/ws_load.rs for what is measured.
+# broadcasts at several sizes. See crates/bench/src/bin/ws_load.rs for what is measured.
 #
 #   bench/ws.sh                      runs: 10k clients at 10 and 30 events/s, 1k at 300
 #   bench/ws.sh CONNECTIONS RATE SECONDS
@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 
 # Each side holds one descriptor per connection.
 ulimit -n "$(ulimit -Hn)"
-cargo build --release -q -p shop --bin shop --example ws_load
+cargo build --release -q -p shop --bin shop -p bench --bin ws_load
 target=${CARGO_TARGET_DIR:-target}
 if [ "${1:-}" = cross ]; then
   shift
@@ -23,9 +23,9 @@ if [ "${1:-}" = cross ]; then
   trap 'rm -f "$log"' EXIT
   for round in $(seq "${ROUNDS:-3}"); do
     echo "== round $round, one instance: ${run[*]} (connections, events/s, seconds)"
-    env -u REDIS_URL "$target/release/examples/ws_load" "${run[@]}" | tee -a "$log" | sed 's/^/one: /'
+    env -u REDIS_URL "$target/release/ws_load" "${run[@]}" | tee -a "$log" | sed 's/^/one: /'
     echo "== round $round, two instances through Redis: ${run[*]}"
-    REDIS_URL=$redis "$target/release/examples/ws_load" "${run[@]}" | tee -a "$log" | sed 's/^/two: /'
+    REDIS_URL=$redis "$target/release/ws_load" "${run[@]}" | tee -a "$log" | sed 's/^/two: /'
   done
   # The p99s of each round: sent → received (the write included), answered → received (the
   # fan-out alone, where Redis sits).
@@ -47,12 +47,12 @@ PY
   exit
 fi
 if [ $# -ge 3 ]; then
-  "$target/release/examples/ws_load" "$@"
+  "$target/release/ws_load" "$@"
   exit
 fi
 for run in "10000 10 10" "10000 30 10" "1000 300 10"; do
   echo "== $run (connections, events/s, seconds)"
   # shellcheck disable=SC2086
-  "$target/release/examples/ws_load" $run
+  "$target/release/ws_load" $run
   echo
 done

@@ -37,9 +37,8 @@ pub struct Mailer {
 #[derive(Clone)]
 enum Transport {
     Smtp(AsyncSmtpTransport<Tokio1Executor>),
-    /// Files are written two at a time: creating files in one folder from many threads at
-    /// once makes them queue on the folder's lock in the kernel, spinning, and at thousands of
-    /// mails a second that spinning took most of the machine.
+    /// Files are written two at a time: files created in one folder from many threads at once
+    /// queue on the folder's lock in the kernel, spinning.
     Files(
         AsyncFileTransport<Tokio1Executor>,
         Arc<tokio::sync::Semaphore>,

@@ -102,9 +102,8 @@ CREATE TRIGGER keel_jobs_deleted AFTER DELETE ON keel_jobs
 "#;
 
 /// Version 2 of the schema: the triggers count succeeded jobs only, and dead jobs get a partial
-/// index. An enqueue no longer fires a trigger (on a lone insert that trigger cost about a
-/// sixth of the statement); [`PgQueue::counts`] counts pending, running and dead jobs in the
-/// table instead. Writing a row into `keel_jobs` as `succeeded` directly (never done by
+/// index, so that an enqueue, the hot path, fires no trigger; [`PgQueue::counts`] counts
+/// pending, running and dead jobs in the table instead. Writing a row into `keel_jobs` as `succeeded` directly (never done by
 /// `PgQueue`) is not supported: it is not counted, and its deletion later is.
 ///
 /// Applying it locks `keel_jobs` while the new index is built, which reads the whole table

@@ -3,7 +3,7 @@
 //! workers) sharing one database. `bench/pg_jobs.sh` runs it beside its baseline: pgbench
 //! running the same three statements, 100 jobs at a time, on a plain table.
 //!
-//! `DATABASE_URL=postgres://… cargo run --release -p keel --features postgres --example
+//! `DATABASE_URL=postgres://… cargo run --release -p bench --bin
 //! jobs_bench_postgres [jobs]` (default 20000; the database defaults to
 //! postgres://postgres@127.0.0.1:5432/test). Works in the schema `keel_jobs_bench`, made anew.
 

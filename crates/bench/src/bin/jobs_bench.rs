@@ -2,7 +2,7 @@
 //! and completed per second, end to end with the workers running, and what enqueueing adds to
 //! a write.
 //!
-//! `cargo run --release -p keel --example jobs_bench [jobs]` (default 20000)
+//! `cargo run --release -p bench --bin jobs_bench [jobs]` (default 20000)
 
 use std::time::{Duration, Instant};
 

@@ -8,7 +8,7 @@
 //!
 //! No validation beyond serde, no request id, no envelope, no jobs run, no mail written.
 //!
-//! `cargo run --release -p shop --example sqlite_limit -- 127.0.0.1:8002 /tmp/limit.db`
+//! `cargo run --release -p bench --bin sqlite_limit -- 127.0.0.1:8002 /tmp/limit.db`
 
 use std::cell::RefCell;
 use std::net::SocketAddr;

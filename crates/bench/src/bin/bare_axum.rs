@@ -2,7 +2,7 @@
 //! SQL, in bare axum, without any of keel's layers (no request id, no envelope, no timeout,
 //! no panic catcher, no validation beyond serde and the domain types).
 //!
-//! `cargo run --release -p shop --example bare_axum -- 127.0.0.1:8001 sqlite:///tmp/bare.db`
+//! `cargo run --release -p bench --bin bare_axum -- 127.0.0.1:8001 sqlite:///tmp/bare.db`
 
 use std::net::SocketAddr;
 

@@ -8,7 +8,7 @@
 //! URL's `search_path` names. No validation beyond serde, no request id, no envelope, no jobs
 //! run, no mail written.
 //!
-//! `cargo run --release -p shop --example postgres_limit -- 127.0.0.1:8002 postgres://…`
+//! `cargo run --release -p bench --bin postgres_limit -- 127.0.0.1:8002 postgres://…`
 
 use std::net::SocketAddr;
 
