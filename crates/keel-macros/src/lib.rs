@@ -35,6 +35,9 @@ struct Rules {
 #[derive(Default)]
 struct StructRules {
     deny_unknown_fields: bool,
+    /// `no_schema`: the type documents itself (its own utoipa `ToSchema`), the derive writes no
+    /// utoipa impls.
+    no_schema: bool,
     /// `custom = path`: `fn(&Self, &mut Report)`, run once every field is valid.
     custom: Vec<syn::Path>,
 }
@@ -45,11 +48,14 @@ fn parse_struct_rules(input: &DeriveInput) -> syn::Result<StructRules> {
         attr.parse_nested_meta(|meta| {
             if meta.path.is_ident("deny_unknown_fields") {
                 rules.deny_unknown_fields = true;
+            } else if meta.path.is_ident("no_schema") {
+                rules.no_schema = true;
             } else if meta.path.is_ident("custom") {
                 rules.custom.push(meta.value()?.parse()?);
             } else {
-                return Err(meta
-                    .error("unknown struct rule: expected deny_unknown_fields or custom = path"));
+                return Err(meta.error(
+                    "unknown struct rule: expected deny_unknown_fields, no_schema or custom = path",
+                ));
             }
             Ok(())
         })?;
@@ -269,6 +275,48 @@ fn expand(input: &DeriveInput) -> syn::Result<Tokens> {
         .deny_unknown_fields
         .then(|| quote! { .deny_unknown_fields() });
     let utoipa = quote! { ::keel::__private::utoipa };
+    // With `no_schema` the type's own `ToSchema` names and describes it, and collects what it
+    // refers to.
+    let (schema_impls, field_components) = if struct_rules.no_schema {
+        (
+            quote! {},
+            quote! { <Self as #utoipa::ToSchema>::schemas(out); },
+        )
+    } else {
+        (
+            quote! {
+            impl #utoipa::PartialSchema for #name {
+                fn schema() -> ::keel::validate::schema::SchemaRef {
+                    ::keel::validate::schema::ObjectSchema::new(#struct_doc)
+                        #( #properties )*
+                        #deny
+                        .build()
+                }
+            }
+
+            impl #utoipa::ToSchema for #name {
+                fn name() -> ::std::borrow::Cow<'static, str> {
+                    ::std::borrow::Cow::Borrowed(#name_str)
+                }
+
+                fn schemas(out: &mut ::keel::validate::schema::Components) {
+                    #( <#field_types as ::keel::validate::Validate>::openapi_components(out); )*
+                }
+            }
+
+            /// One parameter per field, in the query unless the operation says otherwise.
+            impl #utoipa::IntoParams for #name {
+                fn into_params(
+                    parameter_in_provider: impl Fn() -> ::core::option::Option<#utoipa::openapi::path::ParameterIn>,
+                ) -> ::std::vec::Vec<#utoipa::openapi::path::Parameter> {
+                    let within = parameter_in_provider().unwrap_or(#utoipa::openapi::path::ParameterIn::Query);
+                    ::std::vec![ #( #parameters ),* ]
+                }
+            }
+                },
+            quote! { #( <#field_types as ::keel::validate::Validate>::openapi_components(out); )* },
+        )
+    };
     Ok(quote! {
         #[doc(hidden)]
         #[allow(non_camel_case_types, dead_code)]
@@ -296,44 +344,18 @@ fn expand(input: &DeriveInput) -> syn::Result<Tokens> {
             }
 
             fn openapi_schema() -> ::keel::validate::schema::SchemaRef {
-                ::keel::validate::schema::reference(#name_str)
+                ::keel::validate::schema::reference(&<Self as #utoipa::ToSchema>::name())
             }
 
             fn openapi_components(out: &mut ::keel::validate::schema::Components) {
-                if ::keel::validate::schema::add_component(out, #name_str, <Self as #utoipa::PartialSchema>::schema) {
-                    #( <#field_types as ::keel::validate::Validate>::openapi_components(out); )*
+                let name = <Self as #utoipa::ToSchema>::name();
+                if ::keel::validate::schema::add_component(out, &name, <Self as #utoipa::PartialSchema>::schema) {
+                    #field_components
                 }
             }
         }
 
-        impl #utoipa::PartialSchema for #name {
-            fn schema() -> ::keel::validate::schema::SchemaRef {
-                ::keel::validate::schema::ObjectSchema::new(#struct_doc)
-                    #( #properties )*
-                    #deny
-                    .build()
-            }
-        }
-
-        impl #utoipa::ToSchema for #name {
-            fn name() -> ::std::borrow::Cow<'static, str> {
-                ::std::borrow::Cow::Borrowed(#name_str)
-            }
-
-            fn schemas(out: &mut ::keel::validate::schema::Components) {
-                #( <#field_types as ::keel::validate::Validate>::openapi_components(out); )*
-            }
-        }
-
-        /// One parameter per field, in the query unless the operation says otherwise.
-        impl #utoipa::IntoParams for #name {
-            fn into_params(
-                parameter_in_provider: impl Fn() -> ::core::option::Option<#utoipa::openapi::path::ParameterIn>,
-            ) -> ::std::vec::Vec<#utoipa::openapi::path::Parameter> {
-                let within = parameter_in_provider().unwrap_or(#utoipa::openapi::path::ParameterIn::Query);
-                ::std::vec![ #( #parameters ),* ]
-            }
-        }
+        #schema_impls
     })
 }
 
@@ -415,8 +437,10 @@ fn parse_rule(
                 rules.checks.push(quote_spanned! {bound.span()=>
                     report.check(::keel::validate::rules::#check(value, #bound))
                 });
-                rules.docs.push(quote_spanned! {bound.span()=>
-                    #doc::range(schema, #doc::Bound::#which, { let bound: #ty = #bound; bound });
+                // An `f32` bound is documented as written, not as the nearest `f32` widened.
+                let documented = if is_f32(ty) { quote!(f64) } else { quote!(#ty) };
+                rules.docs.push(quote! {
+                    #doc::range(schema, #doc::Bound::#which, { let bound: #documented = #bound; bound });
                 });
                 any = true;
                 Ok(())
@@ -482,7 +506,7 @@ fn parse_rule(
         "default" => rules.default = true,
         "example" => {
             let example: Expr = meta.value()?.parse()?;
-            rules.docs.push(quote_spanned! {example.span()=>
+            rules.docs.push(quote! {
                 #doc::example(schema, ::keel::__private::serde_json::json!(#example));
             });
         }
@@ -506,6 +530,10 @@ fn capitalise(word: &str) -> String {
         .next()
         .map(|first| first.to_ascii_uppercase().to_string() + chars.as_str())
         .unwrap_or_default()
+}
+
+fn is_f32(ty: &Type) -> bool {
+    matches!(ty, Type::Path(path) if path.path.is_ident("f32"))
 }
 
 /// `T` when `ty` is `Option<T>`.

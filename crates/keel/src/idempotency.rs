@@ -22,11 +22,12 @@
 //!   `keel::idempotency::postgres::save`), so that a crash can never keep the one without the
 //!   other. An error answer rolls that transaction back and is not stored: a retry is served
 //!   afresh.
-//! - A successful answer the handler did not store itself is stored by the layer, through
-//!   [`IdempotencyStore::save`], before it goes out: a handler that never takes the claim is
-//!   still protected, and a retry gets the replay. Only the guarantee against a crash between
-//!   the record's commit and that save, and against two instances serving one key at the same
-//!   moment, needs the save in the record's transaction.
+//! - A successful JSON answer (up to [`MAX_STORED_ANSWER`]) is also stored by the layer,
+//!   through [`IdempotencyStore::save`], before it goes out (a key the handler stored is found
+//!   taken): a handler that never takes the claim is still protected, and a retry gets the
+//!   replay. Only the guarantee against a crash between the record's commit and that save,
+//!   and against two instances serving one key at the same moment, needs the save in the
+//!   record's transaction. The answer goes out even if that save fails (a warning says so).
 //!
 //! An answer is kept for the store's time to live; after it the key is free again, and a request
 //! with it is served afresh (its [`Claim`] replaces the expired answer).
@@ -116,8 +117,9 @@ impl PartialEq for Claim {
 impl Eq for Claim {}
 
 impl Claim {
-    /// Records that the answer was stored under this claim in the handler's transaction, so
-    /// the layer does not store it again. The engines' `save` functions call it.
+    /// Records that the handler stored the answer under this claim in its transaction, so that
+    /// the layer, which saves it too and finds the key taken, knows that is no race. The
+    /// engines' `save` functions call it.
     pub fn mark_saved(&self) {
         self.saved.store(true, Ordering::Release);
     }
@@ -312,52 +314,81 @@ where
     };
     request.extensions_mut().insert(claim.clone());
     let response = inner.oneshot(request).await.unwrap_or_else(|e| match e {});
-    if !response.status().is_success() || claim.is_saved() {
+    if !response.status().is_success() {
         return Ok(response);
     }
-    store_answer(&*layer.store, &claim, response).await
+    Ok(store_answer(&layer.store, claim, response).await)
 }
 
-/// Most bytes of an answer the layer stores for a handler that did not: a larger one goes out
-/// unstored (and a retry is served afresh), with a warning.
+/// Most bytes of an answer the layer stores: a larger one goes out unstored (and a retry is
+/// served afresh), with a warning, unless the handler stored it itself.
 pub const MAX_STORED_ANSWER: usize = 1024 * 1024;
+const MAX_STORED_ANSWER_U64: u64 = MAX_STORED_ANSWER as u64;
 
-/// Stores a successful answer the handler did not store, then sends it.
+/// Stores a successful answer, then sends it. Even where the handler stored it in its own
+/// transaction this runs (and finds the key taken): a handler's save is marked before its
+/// transaction commits, and a rolled-back one must not leave the key unprotected. The answer
+/// goes out whatever becomes of the save: the record exists by now.
 async fn store_answer<S: IdempotencyStore>(
-    store: &S,
-    claim: &Claim,
+    store: &Arc<S>,
+    claim: Claim,
     response: Response,
-) -> Result<Response, ApiError> {
+) -> Response {
     use http_body::Body as _;
-    // Only a body of known size within the limit is read: any other goes out as it is.
-    let known = response.body().size_hint().upper();
-    if known.is_none_or(|len| len > MAX_STORED_ANSWER as u64) {
-        tracing::warn!(
-            limit = MAX_STORED_ANSWER,
-            "idempotent answer not stored: its size is unknown or over the limit"
-        );
-        return Ok(response);
-    }
-    let (parts, body) = response.into_parts();
-    let body = axum::body::to_bytes(body, MAX_STORED_ANSWER)
-        .await
-        .map_err(ApiError::internal)?;
-    let location = parts
-        .headers
-        .get(LOCATION)
+    let is_json = response
+        .headers()
+        .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+        .is_some_and(|v| v.starts_with("application/json"));
+    let location = match response.headers().get(LOCATION).map(HeaderValue::to_str) {
+        None => Ok(None),
+        Some(Ok(location)) => Ok(Some(location.to_owned())),
+        Some(Err(_)) => Err(()),
+    };
+    // Only a JSON body of known size within the limit is kept (a replay is JSON): any other
+    // goes out as it is.
+    let known = response.body().size_hint().upper();
+    let (true, Ok(location), Some(0..=MAX_STORED_ANSWER_U64)) = (is_json, location, known) else {
+        if !claim.is_saved() {
+            tracing::warn!(
+                limit = MAX_STORED_ANSWER,
+                "idempotent answer not stored: not JSON, a Location that is not text, or a body \
+                 of unknown size or over the limit"
+            );
+        }
+        return response;
+    };
+    let (parts, body) = response.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, MAX_STORED_ANSWER).await else {
+        return ApiError::internal("idempotent answer body unreadable").into_response();
+    };
     let answer = StoredAnswer {
         fingerprint: claim.fingerprint.clone(),
         status: parts.status.as_u16(),
         location,
         body: body.to_vec(),
     };
-    if !store.save(claim, &answer).await? {
-        // Another instance served the same key at the same moment and stored first.
-        tracing::warn!("idempotent answer not stored: another request stored one under its key");
+    // In a task of its own, so that a request dropped now (its client gone, its timeout) does
+    // not drop the save of a record that exists.
+    let store = store.clone();
+    let saving = tokio::spawn(async move {
+        let saved = store.save(&claim, &answer).await;
+        (claim, saved)
+    });
+    match saving.await {
+        Ok((claim, Ok(false))) if !claim.is_saved() => {
+            // Another instance served the same key at the same moment and stored first.
+            tracing::warn!(
+                "idempotent answer not stored: another request stored one under its key"
+            );
+        }
+        Ok((_, Err(err))) => {
+            tracing::warn!(error = %err, "idempotent answer not stored: the store failed");
+        }
+        Err(err) => tracing::warn!(error = %err, "idempotent answer not stored: the save panicked"),
+        Ok(_) => {}
     }
-    Ok(Response::from_parts(parts, Body::from(body)))
+    Response::from_parts(parts, Body::from(body))
 }
 
 /// 1 to 255 printable ASCII characters.

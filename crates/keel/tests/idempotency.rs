@@ -29,6 +29,7 @@ struct Runs {
     forgetful: Arc<AtomicUsize>,
     failing: Arc<AtomicUsize>,
     careful: Arc<AtomicUsize>,
+    plain: Arc<AtomicUsize>,
     db: Option<Database>,
 }
 
@@ -46,6 +47,12 @@ async fn forgetful(State(runs): State<Runs>, Json(body): Json<Value>) -> impl In
 async fn failing(State(runs): State<Runs>) -> ApiError {
     runs.failing.fetch_add(1, Ordering::SeqCst);
     ApiError::new(StatusCode::CONFLICT, "taken", "Taken")
+}
+
+/// Answers text: not what a replay can give back, so the layer leaves it unstored.
+async fn plain(State(runs): State<Runs>) -> (StatusCode, String) {
+    let n = runs.plain.fetch_add(1, Ordering::SeqCst) + 1;
+    (StatusCode::CREATED, format!("created {n}"))
 }
 
 /// Stores its answer in its own transaction (SQLite's writer).
@@ -73,7 +80,8 @@ fn app<S: IdempotencyStore>(store: S, runs: Runs) -> Router {
     let routes = Router::new()
         .route("/things", post(forgetful).layer(layer.clone()))
         .route("/failing", post(failing).layer(layer.clone()))
-        .route("/careful", post(careful).layer(layer))
+        .route("/careful", post(careful).layer(layer.clone()))
+        .route("/plain", post(plain).layer(layer))
         .with_state(runs);
     ServiceLayers::new().apply(routes).into_router()
 }
@@ -127,6 +135,14 @@ async fn a_handler_that_never_stores_runs_once_per_key<S: IdempotencyStore>(stor
     let unkeyed = post_with_key(&client, things.clone(), None, json!({"name": "a"})).await;
     assert_eq!(unkeyed.status(), 201);
     assert_eq!(runs.forgetful.load(Ordering::SeqCst), 2);
+
+    let plain = format!("http://{addr}/plain");
+    for attempt in 1..=2 {
+        let res = post_with_key(&client, plain.clone(), Some("k3"), json!({})).await;
+        assert_eq!(res.status(), 201);
+        assert_eq!(res.headers()["content-type"], "text/plain; charset=utf-8");
+        assert_eq!(res.text().await.unwrap(), format!("created {attempt}"));
+    }
 
     let failing = format!("http://{addr}/failing");
     for attempt in 1..=2 {

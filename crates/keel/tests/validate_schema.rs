@@ -402,3 +402,29 @@ async fn every_documented_bound_is_the_enforced_bound() {
         }
     }
 }
+
+/// Documented by utoipa's own derive: keel's writes no schema of its own.
+#[derive(Debug, Validate, utoipa::ToSchema)]
+#[validate(no_schema)]
+#[schema(as = Renamed)]
+struct OwnSchema {
+    #[validate(length(max = 3))]
+    #[schema(max_length = 3)]
+    code: String,
+}
+
+#[test]
+fn a_type_with_its_own_schema_keeps_it() {
+    let mut components = Vec::new();
+    <OwnSchema as Validate>::openapi_components(&mut components);
+    let names: Vec<&str> = components.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["Renamed"]);
+    assert_eq!(
+        serde_json::to_value(<OwnSchema as Validate>::openapi_schema()).unwrap(),
+        json!({"$ref": "#/components/schemas/Renamed"})
+    );
+    assert_eq!(
+        serde_json::to_value(&components[0].1).unwrap()["properties"]["code"],
+        json!({"type": "string", "maxLength": 3})
+    );
+}

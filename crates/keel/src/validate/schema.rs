@@ -15,6 +15,9 @@
 //! | `deny_unknown_fields` | `additionalProperties: false` |
 //! | `example = value` | `examples`: documentation only, nothing is checked |
 //!
+//! `#[validate(no_schema)]` on the struct writes none of these impls: the type derives utoipa's
+//! `ToSchema` itself, and keel refers to that.
+//!
 //! A field is `required` unless it is an `Option` (which may also be `null`) or has `default`.
 //! Doc comments become descriptions. `custom` rules run code, and no schema keyword says what
 //! they check: describe them in the field's doc comment.
@@ -40,7 +43,9 @@ pub type Components = Vec<(String, SchemaRef)>;
 
 /// `{}`: any value. What a [`Validate`](super::Validate) impl documents unless it says more.
 pub fn any() -> SchemaRef {
-    RefOr::T(utoipa::openapi::schema::empty())
+    ObjectBuilder::new()
+        .schema_type(SchemaType::AnyValue)
+        .into()
 }
 
 /// `{"type": t}`.
