@@ -22,9 +22,8 @@
 //!   `keel::idempotency::postgres::save`), so that a crash can never keep the one without the
 //!   other. An error answer rolls that transaction back and is not stored: a retry is served
 //!   afresh.
-//! - A successful JSON answer (up to [`MAX_STORED_ANSWER`]) is also stored by the layer,
-//!   through [`IdempotencyStore::save`], before it goes out (a key the handler stored is found
-//!   taken): a handler that never takes the claim is still protected, and a retry gets the
+//! - A successful JSON answer (up to [`MAX_STORED_ANSWER`]) that the handler did not store is
+//!   stored by the layer, through [`IdempotencyStore::save`], before it goes out: a handler that never takes the claim is still protected, and a retry gets the
 //!   replay. Only the guarantee against a crash between the record's commit and that save,
 //!   and against two instances serving one key at the same moment, needs the save in the
 //!   record's transaction. The answer goes out even if that save fails (a warning says so).
@@ -118,8 +117,7 @@ impl Eq for Claim {}
 
 impl Claim {
     /// Records that the handler stored the answer under this claim in its transaction, so that
-    /// the layer, which saves it too and finds the key taken, knows that is no race. The
-    /// engines' `save` functions call it.
+    /// the layer does not write it a second time. The engines' `save` functions call it.
     pub fn mark_saved(&self) {
         self.saved.store(true, Ordering::Release);
     }
@@ -314,7 +312,8 @@ where
     };
     request.extensions_mut().insert(claim.clone());
     let response = inner.oneshot(request).await.unwrap_or_else(|e| match e {});
-    if !response.status().is_success() {
+    // A handler that stored its answer in its transaction needs no second write.
+    if !response.status().is_success() || claim.is_saved() {
         return Ok(response);
     }
     Ok(store_answer(&layer.store, claim, response).await)
@@ -325,10 +324,8 @@ where
 pub const MAX_STORED_ANSWER: usize = 1024 * 1024;
 const MAX_STORED_ANSWER_U64: u64 = MAX_STORED_ANSWER as u64;
 
-/// Stores a successful answer, then sends it. Even where the handler stored it in its own
-/// transaction this runs (and finds the key taken): a handler's save is marked before its
-/// transaction commits, and a rolled-back one must not leave the key unprotected. The answer
-/// goes out whatever becomes of the save: the record exists by now.
+/// Stores a successful answer the handler did not store, then sends it. The answer goes out
+/// whatever becomes of the save: the record exists by now.
 async fn store_answer<S: IdempotencyStore>(
     store: &Arc<S>,
     claim: Claim,
@@ -349,13 +346,11 @@ async fn store_answer<S: IdempotencyStore>(
     // goes out as it is.
     let known = response.body().size_hint().upper();
     let (true, Ok(location), Some(0..=MAX_STORED_ANSWER_U64)) = (is_json, location, known) else {
-        if !claim.is_saved() {
-            tracing::warn!(
-                limit = MAX_STORED_ANSWER,
-                "idempotent answer not stored: not JSON, a Location that is not text, or a body \
-                 of unknown size or over the limit"
-            );
-        }
+        tracing::warn!(
+            limit = MAX_STORED_ANSWER,
+            "idempotent answer not stored: not JSON, a Location that is not text, or a body \
+             of unknown size or over the limit"
+        );
         return response;
     };
     let (parts, body) = response.into_parts();
@@ -371,22 +366,19 @@ async fn store_answer<S: IdempotencyStore>(
     // In a task of its own, so that a request dropped now (its client gone, its timeout) does
     // not drop the save of a record that exists.
     let store = store.clone();
-    let saving = tokio::spawn(async move {
-        let saved = store.save(&claim, &answer).await;
-        (claim, saved)
-    });
+    let saving = tokio::spawn(async move { store.save(&claim, &answer).await });
     match saving.await {
-        Ok((claim, Ok(false))) if !claim.is_saved() => {
-            // Another instance served the same key at the same moment and stored first.
+        Ok(Ok(true)) => {}
+        // Another instance served the same key at the same moment and stored first.
+        Ok(Ok(false)) => {
             tracing::warn!(
                 "idempotent answer not stored: another request stored one under its key"
             );
         }
-        Ok((_, Err(err))) => {
+        Ok(Err(err)) => {
             tracing::warn!(error = %err, "idempotent answer not stored: the store failed");
         }
         Err(err) => tracing::warn!(error = %err, "idempotent answer not stored: the save panicked"),
-        Ok(_) => {}
     }
     Response::from_parts(parts, Body::from(body))
 }
