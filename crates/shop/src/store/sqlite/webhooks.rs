@@ -236,21 +236,21 @@ pub(crate) fn fan_out(
     event: &Event,
 ) -> Result<(), StoreError> {
     let name = event.kind().name();
+    // The subscribers, each row with the time of the change: one statement, as on PostgreSQL.
     let endpoints = conn
-        .prepare_cached(
-            "SELECT id FROM webhook_endpoints WHERE deleted_at IS NULL \
-             AND EXISTS (SELECT 1 FROM json_each(events) WHERE value = ?1) ORDER BY id",
-        )?
-        .query_map([name], |row| row.get::<_, i64>(0))?
-        .collect::<rusqlite::Result<Vec<i64>>>()?;
-    if endpoints.is_empty() {
+        .prepare_cached(&format!(
+            "SELECT id, {NOW_TEXT} FROM webhook_endpoints WHERE deleted_at IS NULL \
+             AND EXISTS (SELECT 1 FROM json_each(events) WHERE value = ?1) ORDER BY id"
+        ))?
+        .query_map([name], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+        })?
+        .collect::<rusqlite::Result<Vec<(i64, String)>>>()?;
+    let Some((_, now)) = endpoints.first() else {
         return Ok(());
-    }
-    let now: String = conn
-        .prepare_cached(&format!("SELECT {NOW_TEXT}"))?
-        .query_row([], |row| row.get(0))?;
-    let payload = webhook_payload(event, &now);
-    for endpoint_id in endpoints {
+    };
+    let payload = webhook_payload(event, now);
+    for &(endpoint_id, _) in &endpoints {
         let message_id = format!("msg_{}", uuid::Uuid::new_v4().simple());
         let delivery_id: i64 = conn
             .prepare_cached(
