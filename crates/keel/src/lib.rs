@@ -23,6 +23,8 @@
 //!   migrations (feature `sqlite`, on by default).
 //! - `postgres`: PostgreSQL migrations safe from every instance at once, and `rfc3339!`
 //!   (feature `postgres`).
+//! - `db`: one handle on either engine, opened from a URL, with the queue and the idempotency
+//!   answers in it (features `sqlite` and/or `postgres`).
 //! - [`migration`]: one versioned schema change and the one error of both engines' `migrate`.
 //! - [`auth`]: operator routes behind a bearer token.
 //! - [`webhooks`]: Standard Webhooks signing and verification, and an SSRF guard.
@@ -66,6 +68,8 @@
 extern crate self as keel;
 
 pub mod auth;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub mod db;
 pub mod error;
 pub mod extract;
 pub mod idempotency;

@@ -1,7 +1,10 @@
 //! The todos example (`crates/keel/examples/todos.rs`), started as it ships, answers as its
-//! documentation says, and runs each new todo's durable job once; so does the same service on
-//! plain axum (`todos_plain.rs`), which the README compares it with.
+//! documentation says, and runs each new todo's durable job once, on a SQLite file and on
+//! PostgreSQL; so does the same service on plain axum (`todos_plain.rs`), which the README
+//! compares it with.
 #![allow(clippy::unwrap_used)]
+
+mod common;
 
 #[allow(dead_code)]
 #[path = "../examples/todos.rs"]
@@ -17,12 +20,69 @@ static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 #[tokio::test]
 async fn the_todos_example_answers_as_documented() {
-    check(todos::main, "keel_jobs", true).await;
+    let dir = tempfile::tempdir().unwrap();
+    check(
+        todos::main,
+        Db::Sqlite(dir.path().join("todos.db"), "keel_jobs"),
+        true,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_todos_example_gives_the_same_answers_on_postgres() {
+    let Some(schema) = common::pg::Schema::create().await else {
+        return;
+    };
+    check(todos::main, Db::Postgres(&schema), true).await;
 }
 
 #[tokio::test]
 async fn the_plain_axum_version_gives_the_same_answers() {
-    check(todos_plain::main, "jobs", false).await;
+    let dir = tempfile::tempdir().unwrap();
+    check(
+        todos_plain::main,
+        Db::Sqlite(dir.path().join("todos.db"), "jobs"),
+        false,
+    )
+    .await;
+}
+
+/// Where the example under test keeps its todos and jobs.
+enum Db<'a> {
+    /// A SQLite file, and the name of the jobs' table.
+    Sqlite(std::path::PathBuf, &'static str),
+    Postgres(&'a common::pg::Schema),
+}
+
+impl Db<'_> {
+    fn url(&self) -> String {
+        match self {
+            Db::Sqlite(path, _) => path.display().to_string(),
+            Db::Postgres(schema) => schema.schema.url.clone(),
+        }
+    }
+
+    /// Kind, state and attempts of every job.
+    async fn jobs(&self) -> Vec<(String, String, i64)> {
+        match self {
+            Db::Sqlite(path, table) => {
+                let conn = rusqlite::Connection::open(path).unwrap();
+                let mut query = conn
+                    .prepare(&format!("SELECT kind, state, attempts FROM {table}"))
+                    .unwrap();
+                let row = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, r.get(1)?, r.get(2)?));
+                let rows = query.query_map([], row).unwrap();
+                rows.collect::<Result<Vec<_>, _>>().unwrap()
+            }
+            Db::Postgres(schema) => {
+                sqlx::query_as("SELECT kind, state, attempts::bigint FROM keel_jobs")
+                    .fetch_all(&schema.pool)
+                    .await
+                    .unwrap()
+            }
+        }
+    }
 }
 
 use std::time::Duration;
@@ -30,9 +90,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 /// `live`: the example also pushes each new todo to `/todos/live`.
-async fn check(main: Main, jobs_table: &str, live: bool) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("todos.db");
+async fn check(main: Main, db: Db<'_>, live: bool) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -43,7 +101,7 @@ async fn check(main: Main, jobs_table: &str, live: bool) {
     {
         let _starting = STARTING.lock().unwrap_or_else(|e| e.into_inner());
         std::env::set_var("KEEL_EXAMPLE_ADDR", format!("127.0.0.1:{port}"));
-        std::env::set_var("KEEL_EXAMPLE_DB", &db);
+        std::env::set_var("KEEL_EXAMPLE_DB", db.url());
         std::thread::spawn(move || main().unwrap());
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -122,21 +180,7 @@ async fn check(main: Main, jobs_table: &str, live: bool) {
     // The job of the one todo created ran, once.
     let mut states = Vec::new();
     for _ in 0..100 {
-        let conn = rusqlite::Connection::open(&db).unwrap();
-        let mut query = conn
-            .prepare(&format!("SELECT kind, state, attempts FROM {jobs_table}"))
-            .unwrap();
-        states = query
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                ))
-            })
-            .unwrap()
-            .collect::<Result<Vec<_>, _>>()
-            .unwrap();
+        states = db.jobs().await;
         if states.iter().all(|(_, state, _)| state == "succeeded") && !states.is_empty() {
             break;
         }
