@@ -8,46 +8,47 @@
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::response::Response;
-use axum::routing::{get, post};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use axum::Router;
-use http::StatusCode;
+use http::{header::CONTENT_TYPE, StatusCode};
 use keel::db::{Db, Schema};
+use keel::idempotency::{self as answers, Answer, Idempotency, IdempotencyLayer, Saved};
 use keel::jobs::{postgres::MIGRATIONS as PG_QUEUE, sqlite::MIGRATIONS as SQLITE_QUEUE};
 use keel::migration::Migration;
 use keel::prelude::*;
 use rusqlite::OptionalExtension;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use sqlx::query_scalar;
 
-/// Each engine's migrations: keel's queue, then the todos. Each SQL pair: SQLite's, PostgreSQL's.
+/// Each engine's migrations: keel's queue and answers, then the todos.
 const SCHEMA: Schema = Schema {
     sqlite: &[
         SQLITE_QUEUE[0],
         SQLITE_QUEUE[1],
         SQLITE_QUEUE[2],
-        Migration::new(4, "todos", TODOS[0]),
+        answers::sqlite::MIGRATIONS[0].at(4),
+        Migration::new(5, "todos", TODOS[0]),
     ],
     postgres: &[
         PG_QUEUE[0],
         PG_QUEUE[1],
-        Migration::new(3, "todos", TODOS[1]),
+        answers::postgres::MIGRATIONS[0].at(3),
+        Migration::new(4, "todos", TODOS[1]),
     ],
 };
+/// Each engine's table, and the view showing a todo as the API does (the same bytes on both).
 const TODOS: [&str; 2] = [
-    "CREATE TABLE todos (id INTEGER PRIMARY KEY, title TEXT NOT NULL UNIQUE COLLATE NOCASE, priority INTEGER NOT NULL, tags TEXT NOT NULL)",
-    "CREATE TABLE todos (id BIGSERIAL PRIMARY KEY, title TEXT NOT NULL, priority SMALLINT NOT NULL, tags JSONB NOT NULL);
-     CREATE UNIQUE INDEX todos_title ON todos (lower(title))",
+    "CREATE TABLE todos (id INTEGER PRIMARY KEY, title TEXT NOT NULL UNIQUE COLLATE NOCASE, priority INTEGER NOT NULL, tags TEXT NOT NULL);
+     CREATE VIEW todo_json AS SELECT id, json_object('id', id, 'title', title, 'priority', priority, 'tags', json(tags)) AS json FROM todos",
+    "CREATE TABLE todos (id BIGSERIAL PRIMARY KEY, title TEXT NOT NULL, priority SMALLINT NOT NULL, tags TEXT NOT NULL);
+     CREATE UNIQUE INDEX todos_title ON todos (lower(title));
+     CREATE VIEW todo_json AS SELECT t.id, row_to_json(t)::text AS json FROM (SELECT id, title, priority, tags::json AS tags FROM todos) t",
 ];
-/// A todo as the API shows it, made by the database: SQLite's, then PostgreSQL's.
-const INSERT: [&str; 2] = [
-    "INSERT INTO todos (title, priority, tags) VALUES (?1, ?2, ?3) RETURNING id, json_object('id', id, 'title', title, 'priority', priority, 'tags', json(tags))",
-    "INSERT INTO todos (title, priority, tags) VALUES ($1, $2, $3::jsonb) RETURNING id, json_build_object('id', id, 'title', title, 'priority', priority, 'tags', tags)::text",
-];
-const SELECT: [&str; 2] = [
-    "SELECT json_object('id', id, 'title', title, 'priority', priority, 'tags', json(tags)) FROM todos WHERE id = ?1",
-    "SELECT json_build_object('id', id, 'title', title, 'priority', priority, 'tags', tags)::text FROM todos WHERE id = $1",
-];
+/// SQL both engines read alike (SQLite takes `$1` as its first parameter).
+const INSERT: &str = "INSERT INTO todos (title, priority, tags) VALUES ($1, $2, $3) RETURNING id";
+const SELECT: &str = "SELECT json FROM todo_json WHERE id = $1";
 
 /// A todo to create.
 #[derive(Debug, Validate)]
@@ -96,73 +97,72 @@ struct App {
     hub: Hub,
 }
 
-#[utoipa::path(post, path = "/todos", request_body = NewTodo, responses(
-    (status = 201, description = "Created"), (status = 409, description = "`duplicate_title`"),
+#[utoipa::path(post, path = "/todos", request_body = NewTodo, params(("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 201, description = "Created"), (status = 409, description = "`duplicate_title`"),
     (status = 422, description = "Every problem of the body")))]
 async fn create(
     State(app): State<App>,
     tasks: Tasks,
+    key: Idempotency,
     Valid(new): Valid<NewTodo>,
-) -> Result<Response, ApiError> {
-    let (title, priority) = (new.title.clone(), new.priority);
+) -> Result<Saved, ApiError> {
+    let (title, priority) = (new.title.clone(), i16::from(new.priority));
     let tags = json!(new.tags.unwrap_or_default()).to_string();
-    let duplicate = || ApiError::from(DuplicateTitle(title.clone()));
-    let (id, todo): (i64, String) = match &app.db {
+    // The todo, its job and the answer to its Idempotency-Key commit together, or none does.
+    let written = match &app.db {
         Db::Sqlite { db, jobs } => {
             let jobs = jobs.clone();
-            let written = db.writer().write(move |conn| {
-                let row = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, r.get(1)?));
-                let (id, todo) = conn.query_row(INSERT[0], (new.title, priority, tags), row)?;
-                jobs.enqueue(conn, &TodoCreated { id })?; // committed with the todo, or not at all
-                Ok::<_, keel::sqlite::Error>((id, todo))
-            });
-            match written.await {
-                Err(err) if err.is_constraint_violation() => return Err(duplicate()),
-                written => written?,
-            }
+            let insert = move |conn: &rusqlite::Connection| {
+                let id = conn.query_row(INSERT, (new.title, priority, tags), |r| r.get(0))?;
+                jobs.enqueue(conn, &TodoCreated { id })?;
+                let todo: String = conn.query_row(SELECT, [id], |r| r.get(0))?;
+                let answer = Answer::created(format!("/todos/{id}"), todo);
+                Ok::<_, ApiError>(answers::sqlite::save_answer(conn, &key, answer)?)
+            };
+            db.writer().write(insert).await
         }
         Db::Postgres { pool, jobs } => {
-            let mut tx = pool.begin().await?;
-            let inserted = sqlx::query_as(INSERT[1])
-                .bind(new.title)
-                .bind(i16::from(priority));
-            let (id, todo) = match inserted.bind(tags).fetch_one(&mut *tx).await {
-                Err(sqlx::Error::Database(err)) if err.is_unique_violation() => {
-                    return Err(duplicate())
-                }
-                inserted => inserted?,
+            let insert = async {
+                let mut tx = pool.begin().await?;
+                let query = query_scalar(INSERT).bind(new.title).bind(priority);
+                let id = query.bind(tags).fetch_one(&mut *tx).await?;
+                jobs.enqueue(&mut tx, &TodoCreated { id }).await?;
+                let todo: String = query_scalar(SELECT).bind(id).fetch_one(&mut *tx).await?;
+                let answer = Answer::created(format!("/todos/{id}"), todo);
+                let saved = answers::postgres::save_answer(&mut tx, &key, answer).await?;
+                tx.commit().await?;
+                Ok::<_, ApiError>(saved)
             };
-            jobs.enqueue(&mut tx, &TodoCreated { id }).await?; // committed with the todo
-            tx.commit().await?;
-            (id, todo)
+            insert.await
         }
     };
+    let saved = match written {
+        Err(err) if err.code() == "conflict" => return Err(DuplicateTitle(title).into()),
+        written => written?,
+    };
     app.db.wake();
-    let (hub, live) = (app.hub.clone(), todo.clone());
-    tasks.add("publish", async move { hub.publish("/todos/live", live) }); // after the response
-    let todo: Value = serde_json::from_str(&todo).map_err(ApiError::internal)?;
-    Ok(keel::created(format!("/todos/{id}"), todo))
+    let (hub, todo) = (app.hub.clone(), saved.json().to_owned());
+    tasks.add("publish", async move { hub.publish("/todos/live", todo) }); // after the response
+    Ok(saved)
 }
 
 #[utoipa::path(get, path = "/todos/{id}", params(("id" = i64, Path)),
     responses((status = 200, description = "The todo"), (status = 404, description = "No such todo")))]
-async fn show(State(app): State<App>, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
+async fn show(State(app): State<App>, Path(id): Path<i64>) -> Result<Response, ApiError> {
     let todo: Option<String> = match &app.db {
-        Db::Sqlite { db, .. } => db
-            .readers()
-            .read(|c| c.query_row(SELECT[0], [id], |r| r.get(0)).optional())?,
-        Db::Postgres { pool, .. } => {
-            sqlx::query_scalar(SELECT[1])
-                .bind(id)
-                .fetch_optional(pool)
-                .await?
+        Db::Sqlite { db, .. } => {
+            let read =
+                |c: &rusqlite::Connection| c.query_row(SELECT, [id], |r| r.get(0)).optional();
+            db.readers().read(read)?
         }
+        Db::Postgres { pool, .. } => query_scalar(SELECT).bind(id).fetch_optional(pool).await?,
     };
     let todo = todo.ok_or_else(|| ApiError::not_found("todo", id))?;
-    serde_json::from_str(&todo)
-        .map(Json)
-        .map_err(ApiError::internal)
+    Ok(([(CONTENT_TYPE, "application/json")], todo).into_response())
 }
+
+/// How long an `Idempotency-Key`'s answer is replayed.
+const DAY: Duration = Duration::from_secs(24 * 3600);
 
 async fn live(State(app): State<App>, WsUpgrade(ws): WsUpgrade) -> Response {
     app.hub.serve(ws, "/todos/live", |_| {}) // what clients send is ignored
@@ -186,7 +186,10 @@ pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .spawn_workers(registry, config, stop.clone(), &tracker);
 
     let routes = Router::new()
-        .route("/todos", post(create))
+        .route(
+            "/todos",
+            answers::post(create, IdempotencyLayer::new(db.answers(DAY))),
+        )
         .route("/todos/{id}", get(show))
         .route("/todos/live", get(live))
         .route(

@@ -145,7 +145,7 @@ impl Db {
     /// Opens the database `url` names, with default [`Settings`]: `postgres://…` (or
     /// `postgresql://…`) is PostgreSQL, `sqlite://PATH` or a bare path is a SQLite file
     /// (created if needed). Applies the engine's migrations from `schema`; on SQLite, also puts
-    /// back the jobs a stopped process left running.
+    /// back the jobs a stopped process left running, when the schema has the queue.
     pub async fn open(url: &str, schema: &Schema) -> Result<Db, OpenError> {
         Self::open_with(url, schema, &Settings::default()).await
     }
@@ -176,7 +176,15 @@ impl Db {
         let db = Database::open(path, settings.sqlite.clone(), schema.sqlite)?;
         let jobs = SqliteQueue::new(db.clone(), settings.job_max_attempts);
         // The file's lock makes this process its only user: what is running was interrupted.
-        jobs.recover_interrupted().await?;
+        // (A schema without the queue has nothing to recover.)
+        let has_queue = db.readers().read(|conn| {
+            let tables =
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'keel_jobs'";
+            conn.query_row(tables, [], |row| row.get::<_, i64>(0))
+        })?;
+        if has_queue > 0 {
+            jobs.recover_interrupted().await?;
+        }
         Ok(Db::Sqlite { db, jobs })
     }
 

@@ -17,16 +17,20 @@
 //! - a request with the key still in flight in this process is `409 idempotency_in_progress`
 //!   with `Retry-After: 1`;
 //! - otherwise the handler runs with a [`Claim`] in the request (the [`Idempotency`]
-//!   extractor). The handler stores its answer under the claim **in the same transaction as
-//!   the record it creates** (`keel::idempotency::sqlite::save`,
-//!   `keel::idempotency::postgres::save`), so that a crash can never keep the one without the
-//!   other. An error answer rolls that transaction back and is not stored: a retry is served
-//!   afresh.
-//! - A successful JSON answer (up to [`MAX_STORED_ANSWER`]) that the handler did not store is
-//!   stored by the layer, through [`IdempotencyStore::save`], before it goes out: a handler that never takes the claim is still protected, and a retry gets the
-//!   replay. Only the guarantee against a crash between the record's commit and that save,
-//!   and against two instances serving one key at the same moment, needs the save in the
-//!   record's transaction. The answer goes out even if that save fails (a warning says so).
+//!   extractor), and stores its answer under it **in the same transaction as the record it
+//!   creates**, so that a crash can never keep the one without the other, and two instances
+//!   serving one key at once cannot both commit. An error answer rolls that transaction back
+//!   and is not stored: a retry is served afresh.
+//!
+//! Route such a handler with [`post`] (or [`on`]) rather than axum's: its answer must then be a
+//! [`Saved`], which only the engines' `save_answer` make (`keel::idempotency::sqlite`,
+//! `keel::idempotency::postgres`), so a handler that forgets to store its answer does not
+//! compile. Behind a plain route with the layer, a successful JSON answer (up to
+//! [`MAX_STORED_ANSWER`]) that the handler did not store is stored by the layer, through
+//! [`IdempotencyStore::save`], before it goes out: the handler still runs once per key, but a
+//! crash between the record's commit and that save, or two instances serving one key at the
+//! same moment, can make a second record. The answer goes out even if that save fails (a
+//! warning says so).
 //!
 //! An answer is kept for the store's time to live; after it the key is free again, and a request
 //! with it is served afresh (its [`Claim`] replaces the expired answer).
@@ -38,22 +42,28 @@
 //!
 //! ```no_run
 //! # #[cfg(feature = "sqlite")] {
-//! use axum::{routing::post, Router};
-//! use keel::idempotency::{Idempotency, IdempotencyLayer};
-//! use keel::idempotency::sqlite::SqliteIdempotency;
+//! use axum::Router;
+//! use keel::idempotency::sqlite::{save_answer, SqliteIdempotency};
+//! use keel::idempotency::{post, Answer, Idempotency, IdempotencyLayer, Saved};
+//! use keel::{sqlite::Database, ApiError};
 //!
-//! async fn create(Idempotency(claim): Idempotency) -> &'static str {
-//!     // In the record's transaction: keel::idempotency::sqlite::save(conn, &claim, ...)
-//!     let _ = claim;
-//!     "created"
+//! async fn create(
+//!     axum::extract::State(db): axum::extract::State<Database>,
+//!     key: Idempotency,
+//! ) -> Result<Saved, ApiError> {
+//!     let write = move |conn: &rusqlite::Connection| {
+//!         let id: i64 = conn.query_row("INSERT INTO things DEFAULT VALUES RETURNING id", [], |r| r.get(0))?;
+//!         let answer = Answer::created(format!("/things/{id}"), format!("{{\"id\":{id}}}"));
+//!         Ok::<_, ApiError>(save_answer(conn, &key, answer)?) // with the thing, or not at all
+//!     };
+//!     db.writer().write(write).await
 //! }
 //!
-//! # fn app(db: keel::sqlite::Database) -> Router {
-//! let ttl = std::time::Duration::from_secs(24 * 3600);
-//! Router::new().route(
-//!     "/things",
-//!     post(create).layer(IdempotencyLayer::new(SqliteIdempotency::new(db, ttl))),
-//! )
+//! # fn app(db: Database) -> Router {
+//! let answers = SqliteIdempotency::new(db.clone(), std::time::Duration::from_secs(24 * 3600));
+//! Router::new()
+//!     .route("/things", post(create, IdempotencyLayer::new(answers)))
+//!     .with_state(db)
 //! # }
 //! # }
 //! ```
@@ -73,7 +83,9 @@ use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request};
+use axum::handler::Handler;
 use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodFilter, MethodRouter};
 use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use http::request::Parts;
 use http::StatusCode;
@@ -173,6 +185,258 @@ impl<S: Send + Sync> FromRequestParts<S> for Idempotency {
         Ok(Idempotency(parts.extensions.get::<Claim>().cloned()))
     }
 }
+
+/// A successful JSON answer stored under the request's key in the transaction that made the
+/// record it answers for, or the answer to a request that came without a key: what a handler
+/// routed with [`post`] or [`on`] must answer with. Only the engines' `save_answer` functions
+/// make one (`keel::idempotency::sqlite::save_answer`,
+/// `keel::idempotency::postgres::save_answer`), so such a handler cannot answer without
+/// storing. It is sent as it was stored: status, `Location` and JSON body.
+#[derive(Debug, Clone)]
+#[must_use = "a Saved is the handler's answer"]
+pub struct Saved {
+    status: StatusCode,
+    location: Option<HeaderValue>,
+    body: Bytes,
+}
+
+/// A successful JSON answer, to be stored by the engines' `save_answer`, which make a
+/// [`Saved`] of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// A 2xx.
+    pub status: StatusCode,
+    /// Its `Location` header, if any.
+    pub location: Option<String>,
+    /// Its JSON body.
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    /// `201 Created` at `location`, with `body` (JSON text).
+    pub fn created(location: impl Into<String>, body: impl Into<Vec<u8>>) -> Answer {
+        Answer {
+            status: StatusCode::CREATED,
+            location: Some(location.into()),
+            body: body.into(),
+        }
+    }
+
+    /// `200 OK` with `body` (JSON text).
+    pub fn ok(body: impl Into<Vec<u8>>) -> Answer {
+        Answer {
+            status: StatusCode::OK,
+            location: None,
+            body: body.into(),
+        }
+    }
+
+    /// `status` with `value` as JSON.
+    pub fn json<T: serde::Serialize>(
+        status: StatusCode,
+        value: &T,
+    ) -> Result<Answer, serde_json::Error> {
+        Ok(Answer {
+            status,
+            location: None,
+            body: serde_json::to_vec(value)?,
+        })
+    }
+
+    /// The same answer with a `Location` header.
+    pub fn at(self, location: impl Into<String>) -> Answer {
+        Answer {
+            location: Some(location.into()),
+            ..self
+        }
+    }
+}
+
+impl Saved {
+    /// Checks an answer the engines' `save_answer` are about to store: a 2xx, a `Location`
+    /// that is a header value, a body that is JSON.
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    fn check<E>(answer: Answer) -> Result<Saved, SaveError<E>> {
+        if !answer.status.is_success() {
+            return Err(SaveError::Invalid("only a 2xx answer is stored"));
+        }
+        let location = answer
+            .location
+            .as_deref()
+            .map(HeaderValue::from_str)
+            .transpose()
+            .map_err(|_| SaveError::Invalid("the Location is not a header value"))?;
+        if serde_json::from_slice::<serde::de::IgnoredAny>(&answer.body).is_err() {
+            return Err(SaveError::Invalid("the body is not JSON"));
+        }
+        Ok(Saved {
+            status: answer.status,
+            location,
+            body: Bytes::from(answer.body),
+        })
+    }
+
+    /// Its `Location` header, if any.
+    pub fn location(&self) -> Option<&str> {
+        self.location.as_ref().and_then(|l| l.to_str().ok())
+    }
+
+    /// Its status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// Its JSON body.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// Its JSON body as text.
+    pub fn json(&self) -> &str {
+        // Checked to be JSON, and so UTF-8, when it was made.
+        std::str::from_utf8(&self.body).unwrap_or_default()
+    }
+}
+
+impl IntoResponse for Saved {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, self.body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(location) = self.location {
+            headers.insert(LOCATION, location);
+        }
+        response
+    }
+}
+
+/// Why an answer was not stored; the transaction must roll back (return the error from it).
+#[derive(Debug, thiserror::Error)]
+pub enum SaveError<E> {
+    /// Another request with the same key committed first (on another instance): answered
+    /// `409 idempotency_in_progress`, and its retry gets the replay.
+    #[error("the idempotency key was taken by a concurrent request")]
+    Taken,
+    /// Not an answer a replay can give back: a bug of the handler (answered 500).
+    #[error("idempotent answer not storable: {0}")]
+    Invalid(&'static str),
+    /// The database failed.
+    #[error(transparent)]
+    Database(E),
+}
+
+impl<E> From<SaveError<E>> for ApiError
+where
+    ApiError: From<E>,
+{
+    fn from(err: SaveError<E>) -> Self {
+        match err {
+            SaveError::Taken => in_progress(),
+            SaveError::Invalid(why) => ApiError::internal(why),
+            SaveError::Database(err) => err.into(),
+        }
+    }
+}
+
+/// `POST` to `handler` behind `layer`, where the handler must answer with a [`Saved`] (or an
+/// error): answering without storing the answer is a compile error.
+///
+/// ```compile_fail
+/// use axum::Router;
+/// use keel::idempotency::{IdempotencyLayer, post};
+/// use keel::idempotency::sqlite::SqliteIdempotency;
+///
+/// // Answers without storing: refused at compile time.
+/// async fn forgetful() -> (http::StatusCode, String) {
+///     (http::StatusCode::CREATED, "{}".to_owned())
+/// }
+///
+/// fn app(layer: IdempotencyLayer<SqliteIdempotency>) -> Router {
+///     Router::new().route("/things", post(forgetful, layer))
+/// }
+/// ```
+pub fn post<H, T, A, S, St>(handler: H, layer: IdempotencyLayer<St>) -> MethodRouter<S>
+where
+    H: Handler<T, S> + AnswersSaved<A>,
+    T: 'static,
+    S: Clone + Send + Sync + 'static,
+    St: IdempotencyStore,
+{
+    on(MethodFilter::POST, handler, layer)
+}
+
+/// Like [`post`], for the methods of `filter`.
+pub fn on<H, T, A, S, St>(
+    filter: MethodFilter,
+    handler: H,
+    layer: IdempotencyLayer<St>,
+) -> MethodRouter<S>
+where
+    H: Handler<T, S> + AnswersSaved<A>,
+    T: 'static,
+    S: Clone + Send + Sync + 'static,
+    St: IdempotencyStore,
+{
+    axum::routing::on(filter, handler).layer(layer)
+}
+
+/// A handler whose success is a [`Saved`]: `async fn(…) -> Saved` or
+/// `async fn(…) -> Result<Saved, E>`, with up to 16 extractors.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` must answer with `keel::idempotency::Saved` (or `Result<Saved, E>`)",
+    label = "an idempotent route's handler answers with what it stored",
+    note = "store the answer in the record's transaction with `keel::idempotency::sqlite::save_answer` or `keel::idempotency::postgres::save_answer`, and return the `Saved` it gives"
+)]
+pub trait AnswersSaved<Args>: sealed::Sealed<Args> {}
+
+/// What a handler of [`post`] may return.
+pub trait SavedOutput: sealed::Output {}
+impl SavedOutput for Saved {}
+impl<E: IntoResponse> SavedOutput for Result<Saved, E> {}
+
+mod sealed {
+    pub trait Sealed<Args> {}
+    pub trait Output {}
+    impl Output for super::Saved {}
+    impl<E> Output for Result<super::Saved, E> {}
+}
+
+macro_rules! answers_saved {
+    ($($arg:ident),*) => {
+        impl<F, Fut, $($arg,)*> sealed::Sealed<($($arg,)*)> for F
+        where
+            F: FnOnce($($arg,)*) -> Fut,
+            Fut: Future,
+            Fut::Output: SavedOutput,
+        {
+        }
+        impl<F, Fut, $($arg,)*> AnswersSaved<($($arg,)*)> for F
+        where
+            F: FnOnce($($arg,)*) -> Fut,
+            Fut: Future,
+            Fut::Output: SavedOutput,
+        {
+        }
+    };
+}
+
+answers_saved!();
+answers_saved!(A1);
+answers_saved!(A1, A2);
+answers_saved!(A1, A2, A3);
+answers_saved!(A1, A2, A3, A4);
+answers_saved!(A1, A2, A3, A4, A5);
+answers_saved!(A1, A2, A3, A4, A5, A6);
+answers_saved!(A1, A2, A3, A4, A5, A6, A7);
+answers_saved!(A1, A2, A3, A4, A5, A6, A7, A8);
+answers_saved!(A1, A2, A3, A4, A5, A6, A7, A8, A9);
+answers_saved!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10);
+answers_saved!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11);
+answers_saved!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11, A12);
+answers_saved!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11, A12, A13);
+answers_saved!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11, A12, A13, A14);
+answers_saved!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11, A12, A13, A14, A15);
+answers_saved!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11, A12, A13, A14, A15, A16);
 
 /// `409 idempotency_in_progress` with `Retry-After: 1`.
 pub fn in_progress() -> ApiError {

@@ -1,6 +1,7 @@
 //! `Idempotency-Key` that a handler cannot forget: a handler that never takes its claim is still
 //! run once per key, its answer stored by the layer; one that stores the answer in its own
-//! transaction is not stored twice; an error is never stored. Over a real socket, on a real
+//! transaction is not stored twice; an error is never stored. A handler routed with
+//! `keel::idempotency::post` answers only with what it stored, in the record's transaction. Over a real socket, on a real
 //! SQLite file and, when it answers, the PostgreSQL at 127.0.0.1:5432.
 #![allow(clippy::unwrap_used)]
 mod common;
@@ -15,7 +16,7 @@ use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::Router;
 use keel::idempotency::sqlite as idempotency;
-use keel::idempotency::{Idempotency, IdempotencyLayer, IdempotencyStore};
+use keel::idempotency::{Answer, Idempotency, IdempotencyLayer, IdempotencyStore, Saved};
 use keel::layers::ServiceLayers;
 use keel::sqlite::{Database, Migration, Options};
 use keel::{ApiError, Json};
@@ -206,4 +207,139 @@ async fn on_postgres_a_handler_that_never_stores_its_answer_runs_once_per_key() 
         .unwrap();
     let store = keel::idempotency::postgres::PgIdempotency::new(schema.pool.clone(), TTL);
     a_handler_that_never_stores_runs_once_per_key(store).await;
+}
+
+/// The things a typed handler creates, and keel's answers, on either engine.
+const THINGS: keel::db::Schema = keel::db::Schema {
+    sqlite: &[
+        idempotency::MIGRATIONS[0],
+        Migration::new(2, "things", "CREATE TABLE things (name TEXT NOT NULL)"),
+    ],
+    postgres: &[
+        keel::idempotency::postgres::MIGRATIONS[0],
+        Migration::new(2, "things", "CREATE TABLE things (name TEXT NOT NULL)"),
+    ],
+};
+
+/// A handler routed with `keel::idempotency::post`: it can only answer with the `Saved` its
+/// transaction stored. It waits at `gate` first, so that two requests can be made to meet.
+async fn typed(
+    State((db, gate)): State<(keel::db::Db, Arc<tokio::sync::Barrier>)>,
+    key: Idempotency,
+    Json(body): Json<Value>,
+) -> Result<Saved, ApiError> {
+    gate.wait().await;
+    let name = body["name"].as_str().unwrap_or_default().to_owned();
+    let answer = Answer::created(format!("/things/{name}"), json!({"name": name}).to_string());
+    match &db {
+        keel::db::Db::Sqlite { db, .. } => {
+            let write = move |conn: &rusqlite::Connection| {
+                conn.execute("INSERT INTO things (name) VALUES (?1)", [name])?;
+                Ok::<_, ApiError>(idempotency::save_answer(conn, &key, answer)?)
+            };
+            db.writer().write(write).await
+        }
+        keel::db::Db::Postgres { pool, .. } => {
+            let mut tx = pool.begin().await?;
+            let insert = sqlx::query("INSERT INTO things (name) VALUES ($1)").bind(name);
+            insert.execute(&mut *tx).await?;
+            let saved = keel::idempotency::postgres::save_answer(&mut tx, &key, answer).await?;
+            tx.commit().await?;
+            Ok(saved)
+        }
+    }
+}
+
+async fn things(db: &keel::db::Db) -> i64 {
+    match db {
+        keel::db::Db::Sqlite { db, .. } => db
+            .readers()
+            .read(|c| c.query_row("SELECT count(*) FROM things", [], |r| r.get(0)))
+            .unwrap(),
+        keel::db::Db::Postgres { pool, .. } => sqlx::query_scalar("SELECT count(*) FROM things")
+            .fetch_one(pool)
+            .await
+            .unwrap(),
+    }
+}
+
+/// Two instances (each its own layer, so neither knows the other's key in flight) serve one
+/// key at the same moment: one commits the thing with its answer; the other's save finds the
+/// key taken, so its thing rolls back and it answers 409, and its retry gets the replay.
+/// Without a key, the typed handler answers as it is, nothing stored.
+async fn a_typed_handler_stores_its_answer_with_its_record(db: keel::db::Db) {
+    let client = reqwest::Client::new();
+    let gate = Arc::new(tokio::sync::Barrier::new(2));
+    let mut urls = Vec::new();
+    for _ in 0..2 {
+        let layer = IdempotencyLayer::new(db.answers(TTL));
+        let routes = Router::new()
+            .route("/things", keel::idempotency::post(typed, layer))
+            .with_state((db.clone(), gate.clone()));
+        let addr = common::serve(ServiceLayers::new().apply(routes).into_router()).await;
+        urls.push(format!("http://{addr}/things"));
+    }
+    let body = json!({"name": "a"});
+    let (one, two) = tokio::join!(
+        post_with_key(&client, urls[0].clone(), Some("both"), body.clone()),
+        post_with_key(&client, urls[1].clone(), Some("both"), body.clone()),
+    );
+    let mut statuses = [one.status().as_u16(), two.status().as_u16()];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [201, 409]);
+    let (created, refused) = if one.status() == 201 {
+        (one, two)
+    } else {
+        (two, one)
+    };
+    assert_eq!(created.headers()["location"], "/things/a");
+    assert_eq!(created.headers()["content-type"], "application/json");
+    assert_eq!(created.text().await.unwrap(), r#"{"name":"a"}"#);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let refused: Value = refused.json().await.unwrap();
+    assert_eq!(refused["code"], "idempotency_in_progress");
+    assert_eq!(things(&db).await, 1);
+
+    for url in &urls {
+        let gate_opened = async {
+            // The replay does not reach the handler: nobody else waits at the gate.
+            post_with_key(&client, url.clone(), Some("both"), body.clone()).await
+        };
+        let again = tokio::time::timeout(Duration::from_secs(10), gate_opened).await;
+        let again = again.expect("a replay does not run the handler");
+        assert_eq!(again.status(), 201);
+        assert_eq!(again.headers()["idempotent-replayed"], "true");
+        assert_eq!(again.headers()["location"], "/things/a");
+        assert_eq!(again.text().await.unwrap(), r#"{"name":"a"}"#);
+    }
+    assert_eq!(things(&db).await, 1);
+
+    let unkeyed = |url: String| post_with_key(&client, url, None, json!({"name": "b"}));
+    let (one, two) = tokio::join!(unkeyed(urls[0].clone()), unkeyed(urls[1].clone()));
+    assert_eq!(
+        (one.status(), two.status()),
+        (StatusCode::CREATED, StatusCode::CREATED)
+    );
+    assert!(one.headers().get("idempotent-replayed").is_none());
+    assert_eq!(things(&db).await, 3);
+}
+
+#[tokio::test]
+async fn on_sqlite_a_typed_handler_stores_its_answer_with_its_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().join("typed.db").display().to_string();
+    let db = keel::db::Db::open(&url, &THINGS).await.unwrap();
+    a_typed_handler_stores_its_answer_with_its_record(db).await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn on_postgres_a_typed_handler_stores_its_answer_with_its_record() {
+    let Some(schema) = common::pg::Schema::create().await else {
+        return;
+    };
+    let db = keel::db::Db::open(&schema.schema.url, &THINGS)
+        .await
+        .unwrap();
+    a_typed_handler_stores_its_answer_with_its_record(db).await;
 }

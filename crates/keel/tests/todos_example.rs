@@ -192,7 +192,52 @@ async fn check(main: Main, db: Db<'_>, live: bool) {
     );
     if live {
         check_openapi(&client, &base).await;
+        check_idempotency(&client, &base, &db).await;
     }
+}
+
+/// A create retried with its `Idempotency-Key` gets the first answer again, and makes no
+/// second todo nor job.
+async fn check_idempotency(client: &reqwest::Client, base: &str, db: &Db<'_>) {
+    let post = |title: &str| {
+        let body = json!({"title": title, "priority": 2});
+        let request = client.post(format!("{base}/todos")).json(&body);
+        request.header("idempotency-key", "bread-1").send()
+    };
+    let first = post("Buy bread").await.unwrap();
+    assert_eq!(first.status(), 201);
+    // PostgreSQL's sequence skipped the id of the refused duplicate; SQLite reuses it.
+    let id = if matches!(db, Db::Postgres(_)) { 3 } else { 2 };
+    assert_eq!(first.headers()["location"], format!("/todos/{id}").as_str());
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let body = first.text().await.unwrap();
+    let expected = format!(r#"{{"id":{id},"title":"Buy bread","priority":2,"tags":[]}}"#);
+    assert_eq!(body, expected);
+
+    let again = post("Buy bread").await.unwrap();
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.headers()["location"], format!("/todos/{id}").as_str());
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.headers()["content-type"], "application/json");
+    assert_eq!(again.text().await.unwrap(), body);
+
+    let other = post("Buy butter").await.unwrap();
+    assert_eq!(other.status(), 422);
+    let other: Value = other.json().await.unwrap();
+    assert_eq!(other["code"], "idempotency_key_reused");
+
+    let res = client.get(format!("{base}/todos/{}", id + 1)).send().await;
+    assert_eq!(res.unwrap().status(), 404);
+    let mut jobs = Vec::new();
+    for _ in 0..100 {
+        jobs = db.jobs().await;
+        if jobs.iter().all(|(_, state, _)| state == "succeeded") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let job = ("todo_created".to_owned(), "succeeded".to_owned(), 1);
+    assert_eq!(jobs, [job.clone(), job]);
 }
 
 /// The example's document shows the rules `NewTodo` declares, and both routes.

@@ -1,5 +1,6 @@
-//! Idempotency answers in PostgreSQL: [`MIGRATIONS`] for the migrations, [`save`] on the
-//! transaction that creates the record, [`PgIdempotency`] for the
+//! Idempotency answers in PostgreSQL: [`MIGRATIONS`] for the migrations, [`save_answer`] on
+//! the transaction that creates the record ([`save`] for a handler that builds its own
+//! response), [`PgIdempotency`] for the
 //! [`IdempotencyLayer`](crate::idempotency::IdempotencyLayer), [`prune`] for a retention task.
 //!
 //! Instances that share the database share the answers: a retry that reaches another instance
@@ -10,7 +11,9 @@ use std::time::Duration;
 
 use sqlx::{PgConnection, PgPool};
 
-use crate::idempotency::{Claim, IdempotencyStore, StoredAnswer};
+use crate::idempotency::{
+    Answer, Claim, Idempotency, IdempotencyStore, SaveError, Saved, StoredAnswer,
+};
 use crate::ApiError;
 
 /// The migrations of the answers' table, numbered from 1: an application places them among its
@@ -63,6 +66,31 @@ pub async fn save(
     .await?;
     claim.mark_saved();
     Ok(inserted.rows_affected() == 1)
+}
+
+/// Stores the answer of the request whose key is `key` (nothing, for a request without one)
+/// on the transaction that creates the record, and returns it as the handler's [`Saved`]
+/// answer. On an error, let the transaction roll back.
+pub async fn save_answer(
+    conn: &mut PgConnection,
+    key: &Idempotency,
+    answer: Answer,
+) -> Result<Saved, SaveError<sqlx::Error>> {
+    let saved = Saved::check(answer)?;
+    if let Some(claim) = &key.0 {
+        let stored = save(
+            conn,
+            claim,
+            saved.status().as_u16(),
+            saved.location(),
+            saved.body(),
+        )
+        .await;
+        if !stored.map_err(SaveError::Database)? {
+            return Err(SaveError::Taken);
+        }
+    }
+    Ok(saved)
 }
 
 /// Deletes up to `limit` answers stored more than `ttl` ago; returns how many.

@@ -1,32 +1,16 @@
 //! Idempotency answers in the service's SQLite database: [`MIGRATIONS`] for its migrations,
-//! [`save`] inside the transaction that creates the record, [`SqliteIdempotency`] for the
+//! [`save_answer`] inside the writer closure that creates the record (see
+//! [`crate::idempotency`] for a whole handler), [`SqliteIdempotency`] for the
 //! [`IdempotencyLayer`](crate::idempotency::IdempotencyLayer), [`prune`] for the retention task.
-//!
-//! ```no_run
-//! use keel::idempotency::Idempotency;
-//! use keel::idempotency::sqlite as idempotency;
-//!
-//! async fn create(db: keel::sqlite::Database, Idempotency(claim): Idempotency)
-//!     -> Result<(), keel::ApiError> {
-//!     db.writer()
-//!         .write(move |conn| {
-//!             conn.execute("INSERT INTO things (name) VALUES ('a')", [])?;
-//!             if let Some(claim) = &claim {
-//!                 if !idempotency::save(conn, claim, 201, Some("/things/1"), b"{\"id\":1}")? {
-//!                     return Err(keel::idempotency::in_progress());
-//!                 }
-//!             }
-//!             Ok::<_, keel::ApiError>(())
-//!         })
-//!         .await
-//! }
-//! ```
+//! [`save`] is the same write for a handler that builds its own response.
 
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension};
 
-use crate::idempotency::{Claim, IdempotencyStore, StoredAnswer};
+use crate::idempotency::{
+    Answer, Claim, Idempotency, IdempotencyStore, SaveError, Saved, StoredAnswer,
+};
 use crate::jobs::{ms, now_ms};
 use crate::sqlite::Database;
 use crate::ApiError;
@@ -81,6 +65,31 @@ pub fn save(
         ])?;
     claim.mark_saved();
     Ok(inserted == 1)
+}
+
+/// Stores the answer of the request whose key is `key` (nothing, for a request without one)
+/// and returns it as the handler's [`Saved`] answer: call it inside the writer closure that
+/// creates the record, and return the [`Saved`] from the handler. On an error, return it from
+/// the closure, so that the record rolls back with the answer.
+pub fn save_answer(
+    conn: &Connection,
+    key: &Idempotency,
+    answer: Answer,
+) -> Result<Saved, SaveError<rusqlite::Error>> {
+    let saved = Saved::check(answer)?;
+    if let Some(claim) = &key.0 {
+        let stored = save(
+            conn,
+            claim,
+            saved.status().as_u16(),
+            saved.location(),
+            saved.body(),
+        );
+        if !stored.map_err(SaveError::Database)? {
+            return Err(SaveError::Taken);
+        }
+    }
+    Ok(saved)
 }
 
 /// Deletes up to `limit` answers stored more than `ttl` ago; returns how many (a `u64`, as on
