@@ -116,7 +116,7 @@ async fn create(
                 let id = conn.query_row(INSERT, (new.title, priority, tags), |r| r.get(0))?;
                 jobs.enqueue(conn, &TodoCreated { id })?;
                 let todo: String = conn.query_row(SELECT, [id], |r| r.get(0))?;
-                let answer = Answer::created(format!("/todos/{id}"), todo);
+                let answer = Answer::created(&format!("/todos/{id}"), todo)?;
                 Ok::<_, ApiError>(answers::sqlite::save_answer(conn, &key, answer)?)
             };
             db.writer().write(insert).await
@@ -128,7 +128,7 @@ async fn create(
                 let id = query.bind(tags).fetch_one(&mut *tx).await?;
                 jobs.enqueue(&mut tx, &TodoCreated { id }).await?;
                 let todo: String = query_scalar(SELECT).bind(id).fetch_one(&mut *tx).await?;
-                let answer = Answer::created(format!("/todos/{id}"), todo);
+                let answer = Answer::created(&format!("/todos/{id}"), todo)?;
                 let saved = answers::postgres::save_answer(&mut tx, &key, answer).await?;
                 tx.commit().await?;
                 Ok::<_, ApiError>(saved)

@@ -45,7 +45,7 @@
 use std::time::Duration;
 
 use crate::idempotency::{Claim, IdempotencyStore, StoredAnswer};
-use crate::jobs::{Registry, Worker, WorkerConfig};
+use crate::jobs::{JobFilter, JobView, MinuteCount, Registry, RetryOutcome, Worker, WorkerConfig};
 use crate::migration::{MigrateError, Migration};
 use crate::ApiError;
 use crate::{CancellationToken, TaskTracker};
@@ -253,12 +253,7 @@ impl Db {
     /// Tells an idle worker here that a job is due: call it once a change that enqueued has
     /// committed.
     pub fn wake(&self) {
-        match self {
-            #[cfg(feature = "sqlite")]
-            Db::Sqlite { jobs, .. } => jobs.wake(),
-            #[cfg(feature = "postgres")]
-            Db::Postgres { jobs, .. } => jobs.wake(),
-        }
+        self.jobs().wake();
     }
 
     /// Commits what was handed over and closes: SQLite's writer and lock, PostgreSQL's pool.
@@ -270,6 +265,43 @@ impl Db {
             Db::Postgres { pool, .. } => pool.close().await,
         }
     }
+}
+
+/// A failed read or write of either engine; `?` in a handler makes it the envelope, by keel's
+/// mapping of that engine's errors.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// On SQLite.
+    #[cfg(feature = "sqlite")]
+    #[error(transparent)]
+    Sqlite(#[from] crate::sqlite::Error),
+    /// On PostgreSQL.
+    #[cfg(feature = "postgres")]
+    #[error(transparent)]
+    Postgres(#[from] sqlx::Error),
+}
+
+impl From<Error> for ApiError {
+    fn from(err: Error) -> Self {
+        match err {
+            #[cfg(feature = "sqlite")]
+            Error::Sqlite(err) => err.into(),
+            #[cfg(feature = "postgres")]
+            Error::Postgres(err) => err.into(),
+        }
+    }
+}
+
+/// Runs `$body` with `$queue` bound to the engine's queue, its error made a [`Error`].
+macro_rules! on_queue {
+    ($self:expr, $queue:ident => $body:expr) => {
+        match $self {
+            #[cfg(feature = "sqlite")]
+            Queue::Sqlite($queue) => Ok($body.await?),
+            #[cfg(feature = "postgres")]
+            Queue::Postgres($queue) => Ok($body.await?),
+        }
+    };
 }
 
 /// The job queue of a [`Db`], either engine.
@@ -302,6 +334,36 @@ impl Queue {
                 tracker.spawn(async move { listener.listen(listening).await });
                 Worker::spawn(queue, registry, config, shutdown, tracker);
             }
+        }
+    }
+
+    /// Number of jobs by queue and state (states with none left out).
+    pub async fn counts(&self) -> Result<Vec<(String, String, i64)>, Error> {
+        on_queue!(self, queue => queue.counts())
+    }
+
+    /// Jobs newest first, filtered; keyset pagination by `before_id`.
+    pub async fn list(&self, filter: &JobFilter) -> Result<Vec<JobView>, Error> {
+        on_queue!(self, queue => queue.list(filter))
+    }
+
+    /// Puts a dead job back to pending, due now, its attempts reset.
+    pub async fn retry(&self, id: i64) -> Result<RetryOutcome, Error> {
+        on_queue!(self, queue => queue.retry(id))
+    }
+
+    /// Jobs finished per minute over the last `minutes` minutes, oldest first.
+    pub async fn finished_per_minute(&self, minutes: u32) -> Result<Vec<MinuteCount>, Error> {
+        on_queue!(self, queue => queue.finished_per_minute(minutes))
+    }
+
+    /// Tells an idle worker here that a job is due.
+    pub fn wake(&self) {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Queue::Sqlite(queue) => queue.wake(),
+            #[cfg(feature = "postgres")]
+            Queue::Postgres(queue) => queue.wake(),
         }
     }
 }

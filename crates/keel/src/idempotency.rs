@@ -53,7 +53,7 @@
 //! ) -> Result<Saved, ApiError> {
 //!     let write = move |conn: &rusqlite::Connection| {
 //!         let id: i64 = conn.query_row("INSERT INTO things DEFAULT VALUES RETURNING id", [], |r| r.get(0))?;
-//!         let answer = Answer::created(format!("/things/{id}"), format!("{{\"id\":{id}}}"));
+//!         let answer = Answer::created(&format!("/things/{id}"), format!("{{\"id\":{id}}}"))?;
 //!         Ok::<_, ApiError>(save_answer(conn, &key, answer)?) // with the thing, or not at all
 //!     };
 //!     db.writer().write(write).await
@@ -189,96 +189,74 @@ impl<S: Send + Sync> FromRequestParts<S> for Idempotency {
 /// A successful JSON answer stored under the request's key in the transaction that made the
 /// record it answers for, or the answer to a request that came without a key: what a handler
 /// routed with [`post`] or [`on`] must answer with. Only the engines' `save_answer` functions
-/// make one (`keel::idempotency::sqlite::save_answer`,
-/// `keel::idempotency::postgres::save_answer`), so such a handler cannot answer without
-/// storing. It is sent as it was stored: status, `Location` and JSON body.
+/// (`keel::idempotency::sqlite::save_answer`, `keel::idempotency::postgres::save_answer`) and
+/// [`Unkeyed::answer`] make one, so such a handler cannot answer without storing. It is sent
+/// as it was stored: status, `Location` and JSON body.
 #[derive(Debug, Clone)]
 #[must_use = "a Saved is the handler's answer"]
-pub struct Saved {
+pub struct Saved(Answer);
+
+/// A successful JSON answer (a 2xx, with an optional `Location`), to be stored by the engines'
+/// `save_answer`, which make a [`Saved`] of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
     status: StatusCode,
     location: Option<HeaderValue>,
     body: Bytes,
 }
 
-/// A successful JSON answer, to be stored by the engines' `save_answer`, which make a
-/// [`Saved`] of it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Answer {
-    /// A 2xx.
-    pub status: StatusCode,
-    /// Its `Location` header, if any.
-    pub location: Option<String>,
-    /// Its JSON body.
-    pub body: Vec<u8>,
+/// Why an [`Answer`] could not be made: a bug of the handler, answered 500.
+#[derive(Debug, thiserror::Error)]
+pub enum AnswerError {
+    /// Only a 2xx is stored: an error is served afresh to a retry.
+    #[error("an idempotent answer must be a 2xx, not {0}")]
+    Status(StatusCode),
+    /// The `Location` cannot be a header.
+    #[error("the Location of an idempotent answer is not a header value")]
+    Location,
+    /// The body is not JSON, or the value could not be written as JSON.
+    #[error("the body of an idempotent answer is not JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+impl From<AnswerError> for ApiError {
+    fn from(err: AnswerError) -> Self {
+        ApiError::internal(err)
+    }
 }
 
 impl Answer {
-    /// `201 Created` at `location`, with `body` (JSON text).
-    pub fn created(location: impl Into<String>, body: impl Into<Vec<u8>>) -> Answer {
+    /// `201 Created` at `location`, with `body`, JSON text.
+    pub fn created(location: &str, body: impl Into<Vec<u8>>) -> Result<Answer, AnswerError> {
+        let body = body.into();
+        serde_json::from_slice::<serde::de::IgnoredAny>(&body)?;
         Answer {
             status: StatusCode::CREATED,
-            location: Some(location.into()),
-            body: body.into(),
-        }
-    }
-
-    /// `200 OK` with `body` (JSON text).
-    pub fn ok(body: impl Into<Vec<u8>>) -> Answer {
-        Answer {
-            status: StatusCode::OK,
             location: None,
-            body: body.into(),
+            body: Bytes::from(body),
         }
+        .at(location)
     }
 
-    /// `status` with `value` as JSON.
-    pub fn json<T: serde::Serialize>(
-        status: StatusCode,
-        value: &T,
-    ) -> Result<Answer, serde_json::Error> {
+    /// `status`, a 2xx, with `value` written as JSON.
+    pub fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Result<Answer, AnswerError> {
+        if !status.is_success() {
+            return Err(AnswerError::Status(status));
+        }
         Ok(Answer {
             status,
             location: None,
-            body: serde_json::to_vec(value)?,
+            body: Bytes::from(serde_json::to_vec(value)?),
         })
     }
 
     /// The same answer with a `Location` header.
-    pub fn at(self, location: impl Into<String>) -> Answer {
-        Answer {
-            location: Some(location.into()),
+    pub fn at(self, location: &str) -> Result<Answer, AnswerError> {
+        let location = HeaderValue::from_str(location).map_err(|_| AnswerError::Location)?;
+        Ok(Answer {
+            location: Some(location),
             ..self
-        }
-    }
-}
-
-impl Saved {
-    /// Checks an answer the engines' `save_answer` are about to store: a 2xx, a `Location`
-    /// that is a header value, a body that is JSON.
-    #[cfg(any(feature = "sqlite", feature = "postgres"))]
-    fn check<E>(answer: Answer) -> Result<Saved, SaveError<E>> {
-        if !answer.status.is_success() {
-            return Err(SaveError::Invalid("only a 2xx answer is stored"));
-        }
-        let location = answer
-            .location
-            .as_deref()
-            .map(HeaderValue::from_str)
-            .transpose()
-            .map_err(|_| SaveError::Invalid("the Location is not a header value"))?;
-        if serde_json::from_slice::<serde::de::IgnoredAny>(&answer.body).is_err() {
-            return Err(SaveError::Invalid("the body is not JSON"));
-        }
-        Ok(Saved {
-            status: answer.status,
-            location,
-            body: Bytes::from(answer.body),
         })
-    }
-
-    /// Its `Location` header, if any.
-    pub fn location(&self) -> Option<&str> {
-        self.location.as_ref().and_then(|l| l.to_str().ok())
     }
 
     /// Its status.
@@ -286,27 +264,75 @@ impl Saved {
         self.status
     }
 
+    /// Its `Location` header, if any.
+    pub fn location(&self) -> Option<&str> {
+        self.location.as_ref().and_then(|l| l.to_str().ok())
+    }
+
     /// Its JSON body.
     pub fn body(&self) -> &[u8] {
         &self.body
     }
+}
+
+impl Saved {
+    /// `answer`, once `inserted` says it was stored under its key.
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    fn stored<E>(answer: Answer, inserted: Result<bool, E>) -> Result<Saved, SaveError<E>> {
+        match inserted {
+            Ok(true) => Ok(Saved(answer)),
+            Ok(false) => Err(SaveError::Taken),
+            Err(err) => Err(SaveError::Database(err)),
+        }
+    }
+
+    /// What was stored (or answered, without a key).
+    pub fn answer(&self) -> &Answer {
+        &self.0
+    }
 
     /// Its JSON body as text.
     pub fn json(&self) -> &str {
-        // Checked to be JSON, and so UTF-8, when it was made.
-        std::str::from_utf8(&self.body).unwrap_or_default()
+        // JSON, and so UTF-8, since the answer was made.
+        std::str::from_utf8(&self.0.body).unwrap_or_default()
     }
 }
 
 impl IntoResponse for Saved {
     fn into_response(self) -> Response {
-        let mut response = (self.status, self.body).into_response();
+        let Answer {
+            status,
+            location,
+            body,
+        } = self.0;
+        let mut response = (status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if let Some(location) = self.location {
+        if let Some(location) = location {
             headers.insert(LOCATION, location);
         }
         response
+    }
+}
+
+/// The proof that a request came without an `Idempotency-Key`: its answer needs no storing.
+/// [`Idempotency::unkeyed`] gives it.
+#[derive(Debug, Clone, Copy)]
+pub struct Unkeyed(());
+
+impl Unkeyed {
+    /// `answer` as the handler's [`Saved`] answer, stored nowhere.
+    pub fn answer(self, answer: Answer) -> Saved {
+        Saved(answer)
+    }
+}
+
+impl Idempotency {
+    /// `Some` when the request came without a key: its answer is the handler's as it is (a
+    /// way to skip the engines' `save_answer`, for a write that has no transaction to store
+    /// in). `None` when it has one.
+    pub fn unkeyed(&self) -> Option<Unkeyed> {
+        self.0.is_none().then_some(Unkeyed(()))
     }
 }
 
@@ -317,9 +343,6 @@ pub enum SaveError<E> {
     /// `409 idempotency_in_progress`, and its retry gets the replay.
     #[error("the idempotency key was taken by a concurrent request")]
     Taken,
-    /// Not an answer a replay can give back: a bug of the handler (answered 500).
-    #[error("idempotent answer not storable: {0}")]
-    Invalid(&'static str),
     /// The database failed.
     #[error(transparent)]
     Database(E),
@@ -332,7 +355,6 @@ where
     fn from(err: SaveError<E>) -> Self {
         match err {
             SaveError::Taken => in_progress(),
-            SaveError::Invalid(why) => ApiError::internal(why),
             SaveError::Database(err) => err.into(),
         }
     }

@@ -230,7 +230,10 @@ async fn typed(
 ) -> Result<Saved, ApiError> {
     gate.wait().await;
     let name = body["name"].as_str().unwrap_or_default().to_owned();
-    let answer = Answer::created(format!("/things/{name}"), json!({"name": name}).to_string());
+    let answer = Answer::created(
+        &format!("/things/{name}"),
+        json!({"name": name}).to_string(),
+    )?;
     match &db {
         keel::db::Db::Sqlite { db, .. } => {
             let write = move |conn: &rusqlite::Connection| {

@@ -14,7 +14,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use shop::domain::{Email, Id, Username};
 use shop::store::users::NewUser;
-use shop::store::Store;
+use keel::idempotency::Idempotency;
+use shop::store::{Remember, Store};
 
 #[derive(serde::Deserialize)]
 struct NewUserBody {
@@ -27,8 +28,13 @@ async fn create(State(store): State<Store>, Json(body): Json<NewUserBody>) -> Re
     else {
         return StatusCode::UNPROCESSABLE_ENTITY.into_response();
     };
-    match store.create_user(&NewUser { email, username }, None).await {
-        Ok(user) => (StatusCode::CREATED, Json(user)).into_response(),
+    // No key: the store's answer (201, the user as JSON) is stored nowhere.
+    let key = Remember {
+        key: Idempotency(None),
+        location: "/users/",
+    };
+    match store.create_user(&NewUser { email, username }, key).await {
+        Ok((_, answer)) => answer.into_response(),
         Err(_) => StatusCode::CONFLICT.into_response(),
     }
 }

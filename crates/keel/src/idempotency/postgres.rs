@@ -12,7 +12,7 @@ use std::time::Duration;
 use sqlx::{PgConnection, PgPool};
 
 use crate::idempotency::{
-    Answer, Claim, Idempotency, IdempotencyStore, SaveError, Saved, StoredAnswer,
+    Answer, Claim, Idempotency, IdempotencyStore, SaveError, Saved, StoredAnswer, Unkeyed,
 };
 use crate::ApiError;
 
@@ -76,21 +76,12 @@ pub async fn save_answer(
     key: &Idempotency,
     answer: Answer,
 ) -> Result<Saved, SaveError<sqlx::Error>> {
-    let saved = Saved::check(answer)?;
-    if let Some(claim) = &key.0 {
-        let stored = save(
-            conn,
-            claim,
-            saved.status().as_u16(),
-            saved.location(),
-            saved.body(),
-        )
-        .await;
-        if !stored.map_err(SaveError::Database)? {
-            return Err(SaveError::Taken);
-        }
-    }
-    Ok(saved)
+    let Some(claim) = &key.0 else {
+        return Ok(Unkeyed(()).answer(answer));
+    };
+    let (status, location) = (answer.status().as_u16(), answer.location());
+    let inserted = save(conn, claim, status, location, answer.body()).await;
+    Saved::stored(answer, inserted)
 }
 
 /// Deletes up to `limit` answers stored more than `ttl` ago; returns how many.

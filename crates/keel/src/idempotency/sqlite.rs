@@ -9,7 +9,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension};
 
 use crate::idempotency::{
-    Answer, Claim, Idempotency, IdempotencyStore, SaveError, Saved, StoredAnswer,
+    Answer, Claim, Idempotency, IdempotencyStore, SaveError, Saved, StoredAnswer, Unkeyed,
 };
 use crate::jobs::{ms, now_ms};
 use crate::sqlite::Database;
@@ -76,20 +76,12 @@ pub fn save_answer(
     key: &Idempotency,
     answer: Answer,
 ) -> Result<Saved, SaveError<rusqlite::Error>> {
-    let saved = Saved::check(answer)?;
-    if let Some(claim) = &key.0 {
-        let stored = save(
-            conn,
-            claim,
-            saved.status().as_u16(),
-            saved.location(),
-            saved.body(),
-        );
-        if !stored.map_err(SaveError::Database)? {
-            return Err(SaveError::Taken);
-        }
-    }
-    Ok(saved)
+    let Some(claim) = &key.0 else {
+        return Ok(Unkeyed(()).answer(answer));
+    };
+    let (status, location) = (answer.status().as_u16(), answer.location());
+    let inserted = save(conn, claim, status, location, answer.body());
+    Saved::stored(answer, inserted)
 }
 
 /// Deletes up to `limit` answers stored more than `ttl` ago; returns how many (a `u64`, as on

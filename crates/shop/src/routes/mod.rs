@@ -36,9 +36,9 @@ pub struct Limits {
 /// `Idempotency-Key` on the routes that create things, answers kept in the store.
 pub(crate) type Idempotent = keel::idempotency::IdempotencyLayer<crate::store::Answers>;
 
-/// The store's record of a creating request's key, when it came with one.
-fn remember(claim: Option<keel::idempotency::Claim>, location: &'static str) -> Option<Remember> {
-    claim.map(|claim| Remember { claim, location })
+/// A creating request's key, if any, and the path of its record without the id.
+fn remember(key: keel::idempotency::Idempotency, location: &'static str) -> Remember {
+    Remember { key, location }
 }
 
 /// Every route, `docs` (the OpenAPI document and its pages) among them, behind keel's layers.
@@ -80,6 +80,7 @@ impl From<crate::store::StoreError> for keel::ApiError {
             crate::store::StoreError::Postgres(err) => err.into(),
             crate::store::StoreError::Encode(err) => keel::ApiError::internal(err),
             crate::store::StoreError::IdempotencyKeyTaken => keel::idempotency::in_progress(),
+            crate::store::StoreError::Answer(err) => err.into(),
         }
     }
 }

@@ -1,10 +1,9 @@
 //! `POST /orders`, `GET /orders/{id}`.
 
 use axum::extract::State;
-use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::Router;
-use keel::idempotency::Idempotency;
+use keel::idempotency::{self, Idempotency, Saved};
 use keel::tasks::Tasks;
 use keel::validate::{Valid, Validate};
 use keel::{ApiError, Json, Path};
@@ -18,7 +17,7 @@ use crate::store::orders::{NewOrder, Order, PlaceOrderError};
 
 pub fn router(idempotent: &super::Idempotent) -> Router<AppState> {
     Router::new()
-        .route("/orders", post(create).layer(idempotent.clone()))
+        .route("/orders", idempotency::post(create, idempotent.clone()))
         .route("/orders/{id}", get(show))
 }
 
@@ -51,23 +50,23 @@ pub(crate) struct NewOrderBody {
 pub(crate) async fn create(
     State(state): State<AppState>,
     tasks: Tasks,
-    Idempotency(claim): Idempotency,
+    key: Idempotency,
     Valid(body): Valid<NewOrderBody>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Saved, ApiError> {
     let new = NewOrder {
         user_id: body.user_id,
         product_id: body.product_id,
         quantity: body.quantity,
     };
-    let key = super::remember(claim, "/orders/");
-    let order = state
+    let key = super::remember(key, "/orders/");
+    let (order, saved) = state
         .store
         .place_order(new, state.order_payment_window, key)
         .await
         .map_err(refusal)?;
     let event = Event::new(EventKind::OrderCreated, &order).map_err(ApiError::internal)?;
     super::announce(&tasks, &state, event);
-    Ok(keel::created(format!("/orders/{}", order.id), order))
+    Ok(saved)
 }
 
 /// An order by id.

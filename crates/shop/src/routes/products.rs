@@ -1,10 +1,9 @@
 //! `POST /products`, `GET /products/{id}`.
 
 use axum::extract::State;
-use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::Router;
-use keel::idempotency::Idempotency;
+use keel::idempotency::{self, Idempotency, Saved};
 use keel::validate::{Valid, Validate};
 use keel::{ApiError, Json, Path};
 
@@ -16,7 +15,7 @@ use crate::store::products::{NewProduct, Product};
 
 pub fn router(idempotent: &super::Idempotent) -> Router<AppState> {
     Router::new()
-        .route("/products", post(create).layer(idempotent.clone()))
+        .route("/products", idempotency::post(create, idempotent.clone()))
         .route("/products/{id}", get(show))
 }
 
@@ -49,17 +48,17 @@ pub(crate) struct NewProductBody {
     ))]
 pub(crate) async fn create(
     State(state): State<AppState>,
-    Idempotency(claim): Idempotency,
+    key: Idempotency,
     Valid(body): Valid<NewProductBody>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Saved, ApiError> {
     let new = NewProduct {
         name: body.name,
         price_cents: body.price_cents,
         stock: body.stock,
     };
-    let key = super::remember(claim, "/products/");
-    let product = state.store.create_product(&new, key).await?;
-    Ok(keel::created(format!("/products/{}", product.id), product))
+    let key = super::remember(key, "/products/");
+    let (_, saved) = state.store.create_product(&new, key).await?;
+    Ok(saved)
 }
 
 /// A product by id.

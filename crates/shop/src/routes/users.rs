@@ -1,10 +1,9 @@
 //! `POST /users`, `GET /users/{id}`.
 
 use axum::extract::State;
-use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::Router;
-use keel::idempotency::Idempotency;
+use keel::idempotency::{self, Idempotency, Saved};
 use keel::tasks::Tasks;
 use keel::validate::{Valid, Validate};
 use keel::{ApiError, Json, Path};
@@ -18,7 +17,7 @@ use crate::store::users::{NewUser, User};
 
 pub fn router(idempotent: &super::Idempotent) -> Router<AppState> {
     Router::new()
-        .route("/users", post(create).layer(idempotent.clone()))
+        .route("/users", idempotency::post(create, idempotent.clone()))
         .route("/users/{id}", get(show))
 }
 
@@ -49,19 +48,19 @@ pub(crate) struct NewUserBody {
 pub(crate) async fn create(
     State(state): State<AppState>,
     tasks: Tasks,
-    Idempotency(claim): Idempotency,
+    key: Idempotency,
     Valid(body): Valid<NewUserBody>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Saved, ApiError> {
     let new = NewUser {
         email: body.email,
         username: body.username,
     };
-    let key = super::remember(claim, "/users/");
-    let user = state.store.create_user(&new, key).await?;
+    let key = super::remember(key, "/users/");
+    let (user, saved) = state.store.create_user(&new, key).await?;
     // Anyone may listen on /ws/events: the event there names the user, never their email.
     let event = Event::new(EventKind::UserCreated, &user).map_err(ApiError::internal)?;
     super::announce(&tasks, &state, event);
-    Ok(keel::created(format!("/users/{}", user.id), user))
+    Ok(saved)
 }
 
 /// A user by id.

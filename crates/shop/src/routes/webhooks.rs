@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
 use axum::Router;
-use keel::idempotency::Idempotency;
+use keel::idempotency::{self, Idempotency, Saved};
 use keel::validate::{Field, Problem, Validation};
 use keel::webhooks::ssrf::{check_url, SsrfError};
 use keel::webhooks::{verify, Secret};
@@ -31,7 +31,7 @@ pub fn operator_router(idempotent: &super::Idempotent) -> Router<AppState> {
     Router::new()
         .route(
             "/webhook-endpoints",
-            post(create_endpoint).layer(idempotent.clone()),
+            idempotency::post(create_endpoint, idempotent.clone()),
         )
         .route("/webhook-endpoints/{id}", delete(delete_endpoint))
         .route("/webhook-endpoints/{id}/rotate-secret", post(rotate_secret))
@@ -98,9 +98,9 @@ fn parse_events(events: Vec<String>) -> Result<Vec<String>, Problem> {
     ))]
 pub(crate) async fn create_endpoint(
     State(state): State<AppState>,
-    Idempotency(claim): Idempotency,
+    key: Idempotency,
     Json(body): Json<NewEndpointBody>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Saved, ApiError> {
     let mut v = Validation::body();
     let allow_private = state.webhook_allow_private;
     let url = v.field("url", body.url, |url| {
@@ -125,15 +125,12 @@ pub(crate) async fn create_endpoint(
         return Err(v.into_error());
     };
     let secret = Secret::generate().to_string();
-    let key = super::remember(claim, "/webhook-endpoints/");
-    let endpoint = state
+    let key = super::remember(key, "/webhook-endpoints/");
+    let (_, saved) = state
         .store
         .create_endpoint(&url, &events, &secret, key)
         .await?;
-    Ok(keel::created(
-        format!("/webhook-endpoints/{}", endpoint.id),
-        endpoint,
-    ))
+    Ok(saved)
 }
 
 /// Deletes a subscriber: no new deliveries; those still pending are `dead` with `last_error`

@@ -36,13 +36,12 @@ pub mod webhooks;
 
 use std::time::Duration;
 
-use keel::idempotency::postgres::PgIdempotency;
-use keel::idempotency::sqlite::SqliteIdempotency;
-use keel::idempotency::{Claim, IdempotencyStore, StoredAnswer};
-use keel::jobs::postgres::PgQueue;
-use keel::jobs::sqlite::SqliteQueue;
-use keel::jobs::{JobFilter, JobView, MinuteCount, Registry, RetryOutcome, Worker, WorkerConfig};
-use keel::{CancellationToken, TaskTracker};
+/// The stored answers (for keel's idempotency layer) and the job queue (its workers and what
+/// operators see of it): keel's handles on either engine.
+pub use keel::db::{Answers, Queue};
+use http::StatusCode;
+pub use keel::idempotency::Saved;
+use keel::idempotency::{Answer, AnswerError, Idempotency, SaveError};
 
 use postgres::PgStore;
 use sqlite::SqliteStore;
@@ -79,6 +78,21 @@ pub enum StoreError {
     /// nothing was written.
     #[error("the idempotency key was taken by a concurrent request")]
     IdempotencyKeyTaken,
+    /// The answer to store could not be made (a bug).
+    #[error(transparent)]
+    Answer(#[from] AnswerError),
+}
+
+impl<E> From<SaveError<E>> for StoreError
+where
+    StoreError: From<E>,
+{
+    fn from(err: SaveError<E>) -> Self {
+        match err {
+            SaveError::Taken => StoreError::IdempotencyKeyTaken,
+            SaveError::Database(err) => err.into(),
+        }
+    }
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -143,10 +157,10 @@ impl Store {
     }
 
     /// The durable job queue, in the same database.
-    pub fn jobs(&self) -> Jobs {
+    pub fn jobs(&self) -> Queue {
         match &self.engine {
-            Engine::Sqlite(db) => Jobs::Sqlite(db.jobs().clone()),
-            Engine::Postgres(db) => Jobs::Postgres(db.jobs().clone()),
+            Engine::Sqlite(db) => Queue::Sqlite(db.jobs().clone()),
+            Engine::Postgres(db) => Queue::Postgres(db.jobs().clone()),
         }
     }
 
@@ -169,120 +183,21 @@ impl Store {
     }
 }
 
-/// The answer a created record's request gets again under its key.
-pub(crate) struct Answer<'a> {
-    pub claim: &'a Claim,
-    /// Always 201: the record was created.
-    pub status: u16,
-    pub location: String,
-    pub body: Vec<u8>,
-}
-
-impl Remember {
-    /// The answer to store for record `id` (its `Location` and its JSON), when the request
-    /// came with a key.
-    pub(crate) fn answer<'a, T: serde::Serialize>(
-        remember: Option<&'a Remember>,
-        id: i64,
-        record: &T,
-    ) -> Result<Option<Answer<'a>>, StoreError> {
-        let Some(remember) = remember else {
-            return Ok(None);
-        };
-        Ok(Some(Answer {
-            claim: &remember.claim,
-            status: 201,
-            location: format!("{}{id}", remember.location),
-            body: serde_json::to_vec(record)?,
-        }))
-    }
-
-    /// What an engine's save said: false is a key another request committed first.
-    pub(crate) fn saved(inserted: bool) -> Result<(), StoreError> {
-        if inserted {
-            Ok(())
-        } else {
-            Err(StoreError::IdempotencyKeyTaken)
-        }
-    }
-}
-
-/// A creating request's `Idempotency-Key`: the store keeps its answer (201, `Location:
-/// {location}{id}`, the record as JSON) under the key in the transaction that creates the
-/// record, so that a crash never keeps the one without the other.
+/// A creating request's `Idempotency-Key`, if it came with one, and where the record will be:
+/// the store keeps the answer (201, `Location: {location}{id}`, the record as JSON) under the
+/// key in the transaction that creates the record, so that a crash never keeps the one without
+/// the other, and gives it back as the handler's answer ([`Saved`]).
 #[derive(Debug, Clone)]
 pub struct Remember {
-    pub claim: Claim,
+    pub key: Idempotency,
     /// The record's path without its id, such as `/users/`.
     pub location: &'static str,
 }
 
-/// The stored answers, for keel's idempotency layer.
-#[derive(Debug, Clone)]
-pub enum Answers {
-    Sqlite(SqliteIdempotency),
-    Postgres(PgIdempotency),
-}
-
-impl IdempotencyStore for Answers {
-    fn ttl(&self) -> Duration {
-        forward!(self, Answers, answers => answers.ttl())
-    }
-
-    async fn lookup(&self, key: &str) -> Result<Option<StoredAnswer>, keel::ApiError> {
-        forward!(self, Answers, answers => answers.lookup(key).await)
-    }
-
-    async fn save(&self, claim: &Claim, answer: &StoredAnswer) -> Result<bool, keel::ApiError> {
-        forward!(self, Answers, answers => answers.save(claim, answer).await)
-    }
-}
-
-/// The job queue of the store's database: its workers and what operators see of it.
-#[derive(Debug, Clone)]
-pub enum Jobs {
-    Sqlite(SqliteQueue),
-    Postgres(PgQueue),
-}
-
-impl Jobs {
-    /// Starts the workers, owned by `tracker` and stopped by `shutdown`.
-    pub fn spawn_workers(
-        self,
-        registry: Registry,
-        config: WorkerConfig,
-        shutdown: CancellationToken,
-        tracker: &TaskTracker,
-    ) {
-        match self {
-            Jobs::Sqlite(queue) => Worker::spawn(queue, registry, config, shutdown, tracker),
-            Jobs::Postgres(queue) => {
-                // Enqueues on any instance wake the workers here at once.
-                let listener = queue.clone();
-                let listening = shutdown.clone();
-                tracker.spawn(async move { listener.listen(listening).await });
-                Worker::spawn(queue, registry, config, shutdown, tracker);
-            }
-        }
-    }
-
-    /// Number of jobs by queue and state (states with none left out).
-    pub async fn counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
-        forward!(self, Jobs, queue => Ok(queue.counts().await?))
-    }
-
-    /// Jobs newest first, filtered; keyset pagination by `before_id`.
-    pub async fn list(&self, filter: &JobFilter) -> Result<Vec<JobView>, StoreError> {
-        forward!(self, Jobs, queue => Ok(queue.list(filter).await?))
-    }
-
-    /// Puts a dead job back to pending, due now, its attempts reset.
-    pub async fn retry(&self, id: i64) -> Result<RetryOutcome, StoreError> {
-        forward!(self, Jobs, queue => Ok(queue.retry(id).await?))
-    }
-
-    /// Jobs finished per minute over the last `minutes` minutes, oldest first.
-    pub async fn finished_per_minute(&self, minutes: u32) -> Result<Vec<MinuteCount>, StoreError> {
-        forward!(self, Jobs, queue => Ok(queue.finished_per_minute(minutes).await?))
+impl Remember {
+    /// The answer for record `id`.
+    pub(crate) fn answer<T: serde::Serialize>(&self, id: i64, record: &T) -> Result<Answer, StoreError> {
+        let location = format!("{}{id}", self.location);
+        Ok(Answer::json(StatusCode::CREATED, record)?.at(&location)?)
     }
 }

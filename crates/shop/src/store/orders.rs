@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::webhooks::PaymentOutcome;
-use super::{Engine, Remember, Store, StoreError};
+use super::{Engine, Remember, Saved, Store, StoreError};
 use crate::domain::{Id, Quantity};
 
 /// An order as the API shows it.
@@ -83,8 +83,8 @@ impl Store {
         &self,
         new: NewOrder,
         payment_window: Duration,
-        key: Option<Remember>,
-    ) -> Result<Order, PlaceOrderError> {
+        key: Remember,
+    ) -> Result<(Order, Saved), PlaceOrderError> {
         forward!(&self.engine, Engine, db => db.place_order(new, payment_window, key).await)
     }
 

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::{Engine, Remember, Store, StoreError};
+use super::{Engine, Remember, Saved, Store, StoreError};
 use crate::domain::{Id, ProductName};
 
 /// A product as the API shows it.
@@ -29,8 +29,8 @@ impl Store {
     pub async fn create_product(
         &self,
         new: &NewProduct,
-        key: Option<Remember>,
-    ) -> Result<Product, StoreError> {
+        key: Remember,
+    ) -> Result<(Product, Saved), StoreError> {
         forward!(&self.engine, Engine, db => db.create_product(new, key).await)
     }
 

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use super::payloads::WelcomeEmail;
-use super::{Engine, Remember, Store, StoreError};
+use super::{Engine, Remember, Saved, Store, StoreError};
 use crate::domain::{Email, Id, Username};
 use crate::events::{Event, EventKind};
 
@@ -48,8 +48,8 @@ impl Store {
     pub async fn create_user(
         &self,
         new: &NewUser,
-        key: Option<Remember>,
-    ) -> Result<User, StoreError> {
+        key: Remember,
+    ) -> Result<(User, Saved), StoreError> {
         forward!(&self.engine, Engine, db => db.create_user(new, key).await)
     }
 

@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use super::{Engine, Remember, Store, StoreError};
+use super::{Engine, Remember, Saved, Store, StoreError};
 use crate::events::Event;
 
 /// A subscriber as the API shows it (with its secret, shown once at creation). Its `Debug`
@@ -207,8 +207,8 @@ impl Store {
         url: &str,
         events: &[String],
         secret: &str,
-        key: Option<Remember>,
-    ) -> Result<Endpoint, StoreError> {
+        key: Remember,
+    ) -> Result<(Endpoint, Saved), StoreError> {
         forward!(&self.engine, Engine, db => db.create_endpoint(url, events, secret, key).await)
     }
 

@@ -23,7 +23,7 @@ use std::str::FromStr;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
 
-use super::{Answer, OpenError, Remember, StoreError};
+use super::{OpenError, Remember, Saved, StoreError};
 
 /// In order. Append; never edit one that has shipped.
 const MIGRATIONS: &[Migration] = &[
@@ -155,12 +155,14 @@ async fn finish<T, E: From<sqlx::Error>>(
     }
 }
 
-/// Stores the answer under `remember`'s key, when there is one, on the record's transaction.
-async fn remember(conn: &mut PgConnection, answer: Option<Answer<'_>>) -> Result<(), StoreError> {
-    let Some(a) = answer else {
-        return Ok(());
-    };
-    let save =
-        keel::idempotency::postgres::save(conn, a.claim, a.status, Some(&a.location), &a.body);
-    Remember::saved(save.await?)
+/// Stores the answer for record `id` under the request's key, when it has one, on the
+/// record's transaction; the handler's answer either way.
+async fn remember<T: serde::Serialize>(
+    conn: &mut PgConnection,
+    key: &Remember,
+    id: i64,
+    record: &T,
+) -> Result<Saved, StoreError> {
+    let answer = key.answer(id, record)?;
+    Ok(keel::idempotency::postgres::save_answer(conn, &key.key, answer).await?)
 }

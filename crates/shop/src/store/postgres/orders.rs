@@ -16,7 +16,7 @@ use crate::events::{Event, EventKind};
 use crate::store::orders::{order_total, stock_refusal, NewOrder, Order, PlaceOrderError};
 use crate::store::payloads::ExpireOrder;
 use crate::store::webhooks::{payment_transition, PaymentOutcome, Transition};
-use crate::store::{Remember, StoreError};
+use crate::store::{Remember, Saved, StoreError};
 
 pub(super) const ORDER_COLUMNS: &str = concat!(
     "id, user_id, product_id, quantity, total_cents, status, ",
@@ -41,10 +41,10 @@ impl PgStore {
         &self,
         new: NewOrder,
         payment_window: Duration,
-        key: Option<Remember>,
-    ) -> Result<Order, PlaceOrderError> {
+        key: Remember,
+    ) -> Result<(Order, Saved), PlaceOrderError> {
         retried!(
-            self.place_order_once(new, payment_window, key.as_ref())
+            self.place_order_once(new, payment_window, &key)
                 .await
         )
     }
@@ -53,10 +53,10 @@ impl PgStore {
         &self,
         new: NewOrder,
         payment_window: Duration,
-        key: Option<&Remember>,
-    ) -> Result<Order, PlaceOrderError> {
+        key: &Remember,
+    ) -> Result<(Order, Saved), PlaceOrderError> {
         let mut tx = self.pool.begin().await?;
-        let result: Result<Order, PlaceOrderError> = async {
+        let result: Result<(Order, Saved), PlaceOrderError> = async {
             let order = insert_order(&mut tx, new).await?;
             let event = Event::new(EventKind::OrderCreated, &order).map_err(StoreError::from)?;
             webhooks::fan_out(&mut tx, &self.jobs, &event).await?;
@@ -64,8 +64,8 @@ impl PgStore {
             self.jobs
                 .enqueue_at(&mut tx, &expiry, payment_window)
                 .await?;
-            remember(&mut tx, Remember::answer(key, order.id, &order)?).await?;
-            Ok(order)
+            let saved = remember(&mut tx, key, order.id, &order).await?;
+            Ok((order, saved))
         }
         .await;
         let value = finish(tx, result).await?;

@@ -3,7 +3,7 @@
 use super::{finish, remember, retried, rfc3339, PgStore};
 use crate::domain::Id;
 use crate::store::products::{NewProduct, Product};
-use crate::store::{Remember, StoreError};
+use crate::store::{Remember, Saved, StoreError};
 
 const PRODUCT_COLUMNS: &str = concat!(
     "id, name, price_cents, stock, ",
@@ -15,18 +15,18 @@ impl PgStore {
     pub(crate) async fn create_product(
         &self,
         new: &NewProduct,
-        key: Option<Remember>,
-    ) -> Result<Product, StoreError> {
-        retried!(self.create_product_once(new, key.as_ref()).await)
+        key: Remember,
+    ) -> Result<(Product, Saved), StoreError> {
+        retried!(self.create_product_once(new, &key).await)
     }
 
     async fn create_product_once(
         &self,
         new: &NewProduct,
-        key: Option<&Remember>,
-    ) -> Result<Product, StoreError> {
+        key: &Remember,
+    ) -> Result<(Product, Saved), StoreError> {
         let mut tx = self.pool.begin().await?;
-        let result: Result<Product, StoreError> = async {
+        let result: Result<(Product, Saved), StoreError> = async {
             let product: Product = sqlx::query_as(&format!(
                 "INSERT INTO products (name, price_cents, stock) VALUES ($1, $2, $3) \
                  RETURNING {PRODUCT_COLUMNS}"
@@ -36,8 +36,8 @@ impl PgStore {
             .bind(new.stock)
             .fetch_one(&mut *tx)
             .await?;
-            remember(&mut tx, Remember::answer(key, product.id, &product)?).await?;
-            Ok(product)
+            let saved = remember(&mut tx, key, product.id, &product).await?;
+            Ok((product, saved))
         }
         .await;
         let value = finish(tx, result).await?;

@@ -8,7 +8,7 @@ use crate::domain::Id;
 use crate::events::EventKind;
 use crate::store::payloads::WelcomeEmail;
 use crate::store::users::{NewUser, User};
-use crate::store::{Remember, StoreError};
+use crate::store::{Remember, Saved, StoreError};
 
 const USER_COLUMNS: &str = concat!(
     "id, email, username, ",
@@ -20,14 +20,16 @@ impl PgStore {
     pub(crate) async fn create_user(
         &self,
         new: &NewUser,
-        key: Option<Remember>,
-    ) -> Result<User, StoreError> {
-        if key.is_none() {
+        key: Remember,
+    ) -> Result<(User, Saved), StoreError> {
+        // Without a key, there is no answer to store in a transaction.
+        if let Some(unkeyed) = key.key.unkeyed() {
             if let Some(user) = retried!(self.create_user_alone(new).await)? {
-                return Ok(user);
+                let saved = unkeyed.answer(key.answer(user.id, &user)?);
+                return Ok((user, saved));
             }
         }
-        retried!(self.create_user_once(new, key.as_ref()).await)
+        retried!(self.create_user_once(new, &key).await)
     }
 
     /// The user and its welcome mail in one statement, in autocommit: one round trip where a
@@ -67,10 +69,10 @@ impl PgStore {
     async fn create_user_once(
         &self,
         new: &NewUser,
-        key: Option<&Remember>,
-    ) -> Result<User, StoreError> {
+        key: &Remember,
+    ) -> Result<(User, Saved), StoreError> {
         let mut tx = self.pool.begin().await?;
-        let result: Result<User, StoreError> = async {
+        let result: Result<(User, Saved), StoreError> = async {
             // The user, and who is subscribed to its creation, in one round trip.
             let row = sqlx::query(&format!(
                 "INSERT INTO users (email, username) VALUES ($2, $3) RETURNING {USER_COLUMNS}, \
@@ -85,8 +87,8 @@ impl PgStore {
             let subscribers = Subscribers::from_row(&row)?;
             self.jobs.enqueue(&mut tx, &user.welcome()).await?;
             webhooks::fan_out_to(&mut tx, &self.jobs, &user.created()?, subscribers).await?;
-            remember(&mut tx, Remember::answer(key, user.id, &user)?).await?;
-            Ok(user)
+            let saved = remember(&mut tx, key, user.id, &user).await?;
+            Ok((user, saved))
         }
         .await;
         let value = finish(tx, result).await?;

@@ -11,7 +11,7 @@ use super::{finish, remember, retried, rfc3339, PgStore};
 use crate::events::Event;
 use crate::store::payloads::{DeliverWebhook, ProcessPayment};
 use crate::store::webhooks::{webhook_payload, Delivery, Endpoint, EndpointSummary, Outgoing};
-use crate::store::{Remember, StoreError};
+use crate::store::{Remember, Saved, StoreError};
 
 /// The `last_error` of deliveries stopped by their endpoint's deletion.
 const ENDPOINT_DELETED: &str = "endpoint deleted";
@@ -33,11 +33,11 @@ impl PgStore {
         url: &str,
         events: &[String],
         secret: &str,
-        key: Option<Remember>,
-    ) -> Result<Endpoint, StoreError> {
+        key: Remember,
+    ) -> Result<(Endpoint, Saved), StoreError> {
         let events_json = serde_json::to_string(events)?;
         retried!(
-            self.create_endpoint_once(url, events, &events_json, secret, key.as_ref())
+            self.create_endpoint_once(url, events, &events_json, secret, &key)
                 .await
         )
     }
@@ -48,10 +48,10 @@ impl PgStore {
         events: &[String],
         events_json: &str,
         secret: &str,
-        key: Option<&Remember>,
-    ) -> Result<Endpoint, StoreError> {
+        key: &Remember,
+    ) -> Result<(Endpoint, Saved), StoreError> {
         let mut tx = self.pool.begin().await?;
-        let result: Result<Endpoint, StoreError> = async {
+        let result: Result<(Endpoint, Saved), StoreError> = async {
             let (id, created_at): (i64, String) = sqlx::query_as(concat!(
                 "INSERT INTO webhook_endpoints (url, events, secret) VALUES ($1, $2::jsonb, $3) \
                  RETURNING id, ",
@@ -69,8 +69,8 @@ impl PgStore {
                 secret: secret.to_owned(),
                 created_at,
             };
-            remember(&mut tx, Remember::answer(key, endpoint.id, &endpoint)?).await?;
-            Ok(endpoint)
+            let saved = remember(&mut tx, key, endpoint.id, &endpoint).await?;
+            Ok((endpoint, saved))
         }
         .await;
         let value = finish(tx, result).await?;

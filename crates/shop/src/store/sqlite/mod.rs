@@ -20,7 +20,7 @@ use keel::jobs::sqlite::SqliteQueue;
 use keel::sqlite::{Database, Options};
 use rusqlite::Connection;
 
-use super::{Answer, OpenError, Remember, StoreError};
+use super::{OpenError, Remember, Saved, StoreError};
 
 /// One service's SQLite file, and the job queue inside it.
 #[derive(Debug, Clone)]
@@ -98,11 +98,14 @@ fn sqlite_path(url: &str) -> Option<PathBuf> {
 
 pub(super) const NOW_TEXT: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 
-/// Stores the answer under `remember`'s key, when there is one; inside the record's write.
-fn remember(conn: &Connection, answer: Option<Answer<'_>>) -> Result<(), StoreError> {
-    let Some(a) = answer else {
-        return Ok(());
-    };
-    let save = keel::idempotency::sqlite::save(conn, a.claim, a.status, Some(&a.location), &a.body);
-    Remember::saved(save?)
+/// Stores the answer for record `id` under the request's key, when it has one, inside the
+/// record's write; the handler's answer either way.
+fn remember<T: serde::Serialize>(
+    conn: &Connection,
+    key: &Remember,
+    id: i64,
+    record: &T,
+) -> Result<Saved, StoreError> {
+    let answer = key.answer(id, record)?;
+    Ok(keel::idempotency::sqlite::save_answer(conn, &key.key, answer)?)
 }

@@ -11,7 +11,7 @@ use crate::events::{Event, EventKind};
 use crate::store::orders::{order_total, stock_refusal, NewOrder, Order, PlaceOrderError};
 use crate::store::payloads::ExpireOrder;
 use crate::store::webhooks::{payment_transition, PaymentOutcome, Transition};
-use crate::store::{Remember, StoreError};
+use crate::store::{Remember, Saved, StoreError};
 
 impl Order {
     pub(super) fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
@@ -51,8 +51,8 @@ impl SqliteStore {
         &self,
         new: NewOrder,
         payment_window: Duration,
-        key: Option<Remember>,
-    ) -> Result<Order, PlaceOrderError> {
+        key: Remember,
+    ) -> Result<(Order, Saved), PlaceOrderError> {
         let jobs = self.jobs.clone();
         let order = self
             .writer()
@@ -64,8 +64,8 @@ impl SqliteStore {
                 let expiry = ExpireOrder { order_id: order.id };
                 jobs.enqueue_at(conn, &expiry, payment_window)
                     .map_err(StoreError::from)?;
-                remember(conn, Remember::answer(key.as_ref(), order.id, &order)?)?;
-                Ok::<_, PlaceOrderError>(order)
+                let saved = remember(conn, &key, order.id, &order)?;
+                Ok::<_, PlaceOrderError>((order, saved))
             })
             .await?;
         self.jobs.wake();

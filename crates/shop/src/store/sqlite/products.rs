@@ -5,7 +5,7 @@ use rusqlite::{OptionalExtension, Row};
 use super::{remember, SqliteStore};
 use crate::domain::Id;
 use crate::store::products::{NewProduct, Product};
-use crate::store::{Remember, StoreError};
+use crate::store::{Remember, Saved, StoreError};
 
 impl Product {
     fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
@@ -24,8 +24,8 @@ impl SqliteStore {
     pub(crate) async fn create_product(
         &self,
         new: &NewProduct,
-        key: Option<Remember>,
-    ) -> Result<Product, StoreError> {
+        key: Remember,
+    ) -> Result<(Product, Saved), StoreError> {
         let new = new.clone();
         self.writer()
             .write(move |conn| {
@@ -38,8 +38,8 @@ impl SqliteStore {
                         rusqlite::params![new.name.as_str(), new.price_cents, new.stock],
                         Product::from_row,
                     )?;
-                remember(conn, Remember::answer(key.as_ref(), product.id, &product)?)?;
-                Ok(product)
+                let saved = remember(conn, &key, product.id, &product)?;
+                Ok((product, saved))
             })
             .await
     }

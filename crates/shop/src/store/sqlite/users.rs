@@ -5,7 +5,7 @@ use rusqlite::{OptionalExtension, Row};
 use super::{remember, webhooks, SqliteStore};
 use crate::domain::Id;
 use crate::store::users::{NewUser, User};
-use crate::store::{Remember, StoreError};
+use crate::store::{Remember, Saved, StoreError};
 
 impl User {
     fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
@@ -26,8 +26,8 @@ impl SqliteStore {
     pub(crate) async fn create_user(
         &self,
         new: &NewUser,
-        key: Option<Remember>,
-    ) -> Result<User, StoreError> {
+        key: Remember,
+    ) -> Result<(User, Saved), StoreError> {
         let new = new.clone();
         let jobs = self.jobs.clone();
         let user = self
@@ -41,8 +41,8 @@ impl SqliteStore {
                     .query_row([new.email.as_str(), new.username.as_str()], User::from_row)?;
                 jobs.enqueue(conn, &user.welcome())?;
                 webhooks::fan_out(conn, &jobs, &user.created()?)?;
-                remember(conn, Remember::answer(key.as_ref(), user.id, &user)?)?;
-                Ok::<_, StoreError>(user)
+                let saved = remember(conn, &key, user.id, &user)?;
+                Ok::<_, StoreError>((user, saved))
             })
             .await?;
         self.jobs.wake();

@@ -12,7 +12,7 @@ use super::{remember, SqliteStore, NOW_TEXT};
 use crate::events::Event;
 use crate::store::payloads::{DeliverWebhook, ProcessPayment};
 use crate::store::webhooks::{webhook_payload, Delivery, Endpoint, EndpointSummary, Outgoing};
-use crate::store::{Remember, StoreError};
+use crate::store::{Remember, Saved, StoreError};
 
 impl Delivery {
     fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
@@ -36,8 +36,8 @@ impl SqliteStore {
         url: &str,
         events: &[String],
         secret: &str,
-        key: Option<Remember>,
-    ) -> Result<Endpoint, StoreError> {
+        key: Remember,
+    ) -> Result<(Endpoint, Saved), StoreError> {
         let events_json = serde_json::to_string(events)?;
         let (url, secret) = (url.to_owned(), secret.to_owned());
         let events = events.to_vec();
@@ -58,11 +58,8 @@ impl SqliteStore {
                     secret,
                     created_at,
                 };
-                remember(
-                    conn,
-                    Remember::answer(key.as_ref(), endpoint.id, &endpoint)?,
-                )?;
-                Ok(endpoint)
+                let saved = remember(conn, &key, endpoint.id, &endpoint)?;
+                Ok((endpoint, saved))
             })
             .await
     }
