@@ -5,7 +5,10 @@
 //! a transaction on PostgreSQL), enqueuing with that engine's queue in the same commit.
 //!
 //! A variant exists for each engine feature built (`sqlite`, `postgres`); a URL naming an
-//! engine the build lacks is [`OpenError::NotBuilt`].
+//! engine the build lacks is [`OpenError::NotBuilt`]. Features add variants: a crate that
+//! matches on [`Db`] with one engine's feature only stops compiling when another crate of the
+//! build turns the other feature on, so match with both arms (turn both features on) or end
+//! with `_ =>`.
 //!
 //! ```no_run
 //! # #[cfg(all(feature = "sqlite", feature = "postgres"))] {
@@ -42,6 +45,7 @@
 //! # }
 //! ```
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::idempotency::{Claim, IdempotencyStore, StoredAnswer};
@@ -65,8 +69,10 @@ pub struct Schema {
     pub postgres: &'static [Migration],
 }
 
-/// How [`Db::open_with`] opens a database.
+/// How [`Db::open_with`] opens a database: change the fields of `Settings::default()` (new
+/// fields may come, and a field exists for each engine feature built).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Settings {
     /// Attempts of each job enqueued through [`Db::jobs`] (at least 1).
     pub job_max_attempts: u32,
@@ -92,9 +98,28 @@ impl Default for Settings {
     }
 }
 
+/// The file a `sqlite://PATH` or `sqlite:PATH` URL names, its query string cut; `None` for any
+/// other URL, and for an in-memory database (each connection would see one of its own).
+pub fn sqlite_path(url: &str) -> Option<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" || url.contains("mode=memory") {
+        return None;
+    }
+    Some(PathBuf::from(path))
+}
+
 /// Why a database could not open.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
+    /// Neither a PostgreSQL URL nor a SQLite file.
+    #[error(
+        "unsupported database URL {0:?}: expected postgres://USER@HOST/DATABASE, sqlite://PATH \
+         or a file's path"
+    )]
+    UnsupportedUrl(String),
     /// The URL names an engine this build of keel lacks (its feature is off).
     #[error("{url:?} needs keel's `{feature}` feature, which this build lacks")]
     NotBuilt {
@@ -143,8 +168,9 @@ pub enum Db {
 
 impl Db {
     /// Opens the database `url` names, with default [`Settings`]: `postgres://…` (or
-    /// `postgresql://…`) is PostgreSQL, `sqlite://PATH` or a bare path is a SQLite file
-    /// (created if needed). Applies the engine's migrations from `schema`; on SQLite, also puts
+    /// `postgresql://…`) is PostgreSQL; `sqlite://PATH`, `sqlite:PATH` or a bare path is a
+    /// SQLite file, created if needed (an in-memory database or another scheme is
+    /// [`OpenError::UnsupportedUrl`]). Applies the engine's migrations from `schema`; on SQLite, also puts
     /// back the jobs a stopped process left running, when the schema has the queue.
     pub async fn open(url: &str, schema: &Schema) -> Result<Db, OpenError> {
         Self::open_with(url, schema, &Settings::default()).await
@@ -159,17 +185,20 @@ impl Db {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             return Self::open_postgres(url, schema, settings).await;
         }
-        Self::open_sqlite(
-            url.strip_prefix("sqlite://").unwrap_or(url),
-            schema,
-            settings,
-        )
-        .await
+        if let Some(path) = sqlite_path(url) {
+            return Self::open_sqlite(&path, schema, settings).await;
+        }
+        // A bare path; anything with a scheme keel does not know is refused, not made a file.
+        let bare = !(url.is_empty() || url.contains("://") || url.starts_with("sqlite:"));
+        if bare && url != ":memory:" {
+            return Self::open_sqlite(Path::new(url), schema, settings).await;
+        }
+        Err(OpenError::UnsupportedUrl(url.to_owned()))
     }
 
     #[cfg(feature = "sqlite")]
     async fn open_sqlite(
-        path: &str,
+        path: &Path,
         schema: &Schema,
         settings: &Settings,
     ) -> Result<Db, OpenError> {
@@ -189,9 +218,9 @@ impl Db {
     }
 
     #[cfg(not(feature = "sqlite"))]
-    async fn open_sqlite(path: &str, _: &Schema, _: &Settings) -> Result<Db, OpenError> {
+    async fn open_sqlite(path: &Path, _: &Schema, _: &Settings) -> Result<Db, OpenError> {
         Err(OpenError::NotBuilt {
-            url: path.to_owned(),
+            url: path.display().to_string(),
             feature: "sqlite",
         })
     }

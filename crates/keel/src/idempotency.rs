@@ -173,10 +173,18 @@ pub trait IdempotencyStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<bool, ApiError>> + Send;
 }
 
-/// The claim of the current request: `Some` on a route behind [`IdempotencyLayer`] when the
-/// request carries a key, `None` otherwise.
+/// The extractor of the current request's key: its [`claim`](Idempotency::claim) is `Some` on
+/// a route behind [`IdempotencyLayer`] when the request carries a key, `None` otherwise. Only
+/// the extractor makes one, so that a handler cannot pass for a request without a key.
 #[derive(Debug, Clone)]
-pub struct Idempotency(pub Option<Claim>);
+pub struct Idempotency(Option<Claim>);
+
+impl Idempotency {
+    /// The claim of the request's key, if it came with one.
+    pub fn claim(&self) -> Option<&Claim> {
+        self.0.as_ref()
+    }
+}
 
 impl<S: Send + Sync> FromRequestParts<S> for Idempotency {
     type Rejection = Infallible;
@@ -211,9 +219,12 @@ pub enum AnswerError {
     /// Only a 2xx is stored: an error is served afresh to a retry.
     #[error("an idempotent answer must be a 2xx, not {0}")]
     Status(StatusCode),
-    /// The `Location` cannot be a header.
-    #[error("the Location of an idempotent answer is not a header value")]
+    /// The `Location` cannot be a header of visible ASCII.
+    #[error("the Location of an idempotent answer is not a header value of visible ASCII")]
     Location,
+    /// The body is not UTF-8 text.
+    #[error("the body of an idempotent answer is not UTF-8")]
+    Utf8,
     /// The body is not JSON, or the value could not be written as JSON.
     #[error("the body of an idempotent answer is not JSON: {0}")]
     Json(#[from] serde_json::Error),
@@ -229,7 +240,9 @@ impl Answer {
     /// `201 Created` at `location`, with `body`, JSON text.
     pub fn created(location: &str, body: impl Into<Vec<u8>>) -> Result<Answer, AnswerError> {
         let body = body.into();
-        serde_json::from_slice::<serde::de::IgnoredAny>(&body)?;
+        // UTF-8 first: serde_json does not check it inside the strings it skips.
+        let text = std::str::from_utf8(&body).map_err(|_| AnswerError::Utf8)?;
+        serde_json::from_str::<serde::de::IgnoredAny>(text)?;
         Answer {
             status: StatusCode::CREATED,
             location: None,
@@ -252,7 +265,11 @@ impl Answer {
 
     /// The same answer with a `Location` header.
     pub fn at(self, location: &str) -> Result<Answer, AnswerError> {
-        let location = HeaderValue::from_str(location).map_err(|_| AnswerError::Location)?;
+        // Visible ASCII only: what is stored is read back as text for the replay.
+        let location = HeaderValue::from_str(location)
+            .ok()
+            .filter(|l| l.to_str().is_ok())
+            .ok_or(AnswerError::Location)?;
         Ok(Answer {
             location: Some(location),
             ..self

@@ -59,8 +59,9 @@ async fn plain(State(runs): State<Runs>) -> (StatusCode, String) {
 /// Stores its answer in its own transaction (SQLite's writer).
 async fn careful(
     State(runs): State<Runs>,
-    Idempotency(claim): Idempotency,
+    key: Idempotency,
 ) -> Result<impl IntoResponse, ApiError> {
+    let claim = key.claim().cloned();
     let n = runs.careful.fetch_add(1, Ordering::SeqCst) + 1;
     let body = json!({"n": n}).to_string();
     let db = runs.db.clone().unwrap();
@@ -253,16 +254,17 @@ async fn typed(
     }
 }
 
-async fn things(db: &keel::db::Db) -> i64 {
+/// The rows of `table`.
+async fn count(db: &keel::db::Db, table: &str) -> i64 {
+    let sql = format!("SELECT count(*) FROM {table}");
     match db {
         keel::db::Db::Sqlite { db, .. } => db
             .readers()
-            .read(|c| c.query_row("SELECT count(*) FROM things", [], |r| r.get(0)))
+            .read(|c| c.query_row(&sql, [], |r| r.get(0)))
             .unwrap(),
-        keel::db::Db::Postgres { pool, .. } => sqlx::query_scalar("SELECT count(*) FROM things")
-            .fetch_one(pool)
-            .await
-            .unwrap(),
+        keel::db::Db::Postgres { pool, .. } => {
+            sqlx::query_scalar(&sql).fetch_one(pool).await.unwrap()
+        }
     }
 }
 
@@ -301,7 +303,7 @@ async fn a_typed_handler_stores_its_answer_with_its_record(db: keel::db::Db) {
     assert_eq!(refused.headers()["retry-after"], "1");
     let refused: Value = refused.json().await.unwrap();
     assert_eq!(refused["code"], "idempotency_in_progress");
-    assert_eq!(things(&db).await, 1);
+    assert_eq!(count(&db, "things").await, 1);
 
     for url in &urls {
         let gate_opened = async {
@@ -315,7 +317,7 @@ async fn a_typed_handler_stores_its_answer_with_its_record(db: keel::db::Db) {
         assert_eq!(again.headers()["location"], "/things/a");
         assert_eq!(again.text().await.unwrap(), r#"{"name":"a"}"#);
     }
-    assert_eq!(things(&db).await, 1);
+    assert_eq!(count(&db, "things").await, 1);
 
     let unkeyed = |url: String| post_with_key(&client, url, None, json!({"name": "b"}));
     let (one, two) = tokio::join!(unkeyed(urls[0].clone()), unkeyed(urls[1].clone()));
@@ -324,7 +326,9 @@ async fn a_typed_handler_stores_its_answer_with_its_record(db: keel::db::Db) {
         (StatusCode::CREATED, StatusCode::CREATED)
     );
     assert!(one.headers().get("idempotent-replayed").is_none());
-    assert_eq!(things(&db).await, 3);
+    assert_eq!(count(&db, "things").await, 3);
+    // Only the keyed answer was stored.
+    assert_eq!(count(&db, "keel_idempotency").await, 1);
 }
 
 #[tokio::test]
@@ -335,7 +339,6 @@ async fn on_sqlite_a_typed_handler_stores_its_answer_with_its_record() {
     a_typed_handler_stores_its_answer_with_its_record(db).await;
 }
 
-#[cfg(feature = "postgres")]
 #[tokio::test]
 async fn on_postgres_a_typed_handler_stores_its_answer_with_its_record() {
     let Some(schema) = common::pg::Schema::create().await else {
@@ -345,4 +348,30 @@ async fn on_postgres_a_typed_handler_stores_its_answer_with_its_record() {
         .await
         .unwrap();
     a_typed_handler_stores_its_answer_with_its_record(db).await;
+}
+
+/// An answer a replay could not give back as it went out is refused when made, before anything
+/// is stored.
+#[test]
+fn an_answer_is_checked_when_made() {
+    use keel::idempotency::AnswerError;
+    let location = Answer::created("/things/café", "{}");
+    assert!(
+        matches!(location, Err(AnswerError::Location)),
+        "{location:?}"
+    );
+    let utf8 = Answer::created("/things/1", b"\"\xff\"".to_vec());
+    assert!(matches!(utf8, Err(AnswerError::Utf8)), "{utf8:?}");
+    let json = Answer::created("/things/1", "not json");
+    assert!(matches!(json, Err(AnswerError::Json(_))), "{json:?}");
+    let status = Answer::json(StatusCode::CONFLICT, &1);
+    assert!(
+        matches!(status, Err(AnswerError::Status(StatusCode::CONFLICT))),
+        "{status:?}"
+    );
+    let answer = Answer::created("/things/1", r#"{"id":1}"#).unwrap();
+    assert_eq!(
+        (answer.status(), answer.location(), answer.body()),
+        (StatusCode::CREATED, Some("/things/1"), &br#"{"id":1}"#[..])
+    );
 }

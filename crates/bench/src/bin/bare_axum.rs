@@ -12,9 +12,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use keel::idempotency::Idempotency;
 use shop::domain::{Email, Id, Username};
 use shop::store::users::NewUser;
-use keel::idempotency::Idempotency;
 use shop::store::{Remember, Store};
 
 #[derive(serde::Deserialize)]
@@ -23,14 +23,19 @@ struct NewUserBody {
     username: String,
 }
 
-async fn create(State(store): State<Store>, Json(body): Json<NewUserBody>) -> Response {
+async fn create(
+    State(store): State<Store>,
+    key: Idempotency,
+    Json(body): Json<NewUserBody>,
+) -> Response {
     let (Ok(email), Ok(username)) = (Email::parse(body.email), Username::parse(body.username))
     else {
         return StatusCode::UNPROCESSABLE_ENTITY.into_response();
     };
-    // No key: the store's answer (201, the user as JSON) is stored nowhere.
+    // No idempotency layer, so no key: the store's answer (201, the user as JSON) is stored
+    // nowhere.
     let key = Remember {
-        key: Idempotency(None),
+        key,
         location: "/users/",
     };
     match store.create_user(&NewUser { email, username }, key).await {

@@ -36,10 +36,10 @@ pub mod webhooks;
 
 use std::time::Duration;
 
+use http::StatusCode;
 /// The stored answers (for keel's idempotency layer) and the job queue (its workers and what
 /// operators see of it): keel's handles on either engine.
 pub use keel::db::{Answers, Queue};
-use http::StatusCode;
 pub use keel::idempotency::Saved;
 use keel::idempotency::{Answer, AnswerError, Idempotency, SaveError};
 
@@ -196,7 +196,11 @@ pub struct Remember {
 
 impl Remember {
     /// The answer for record `id`.
-    pub(crate) fn answer<T: serde::Serialize>(&self, id: i64, record: &T) -> Result<Answer, StoreError> {
+    pub(crate) fn answer<T: serde::Serialize>(
+        &self,
+        id: i64,
+        record: &T,
+    ) -> Result<Answer, StoreError> {
         let location = format!("{}{id}", self.location);
         Ok(Answer::json(StatusCode::CREATED, record)?.at(&location)?)
     }

@@ -43,10 +43,7 @@ impl PgStore {
         payment_window: Duration,
         key: Remember,
     ) -> Result<(Order, Saved), PlaceOrderError> {
-        retried!(
-            self.place_order_once(new, payment_window, &key)
-                .await
-        )
+        retried!(self.place_order_once(new, payment_window, &key).await)
     }
 
     async fn place_order_once(

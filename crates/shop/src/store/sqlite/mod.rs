@@ -34,7 +34,7 @@ impl SqliteStore {
     /// `sqlite://PATH`; `None` when `url` is not one. Fails at once if another process has it
     /// open.
     pub(crate) async fn open(url: &str, job_max_attempts: u32) -> Option<Result<Self, OpenError>> {
-        let path = sqlite_path(url)?;
+        let path = keel::db::sqlite_path(url)?;
         Some(Self::open_path(path, job_max_attempts).await)
     }
 
@@ -82,20 +82,6 @@ impl SqliteStore {
     }
 }
 
-/// The file of `sqlite://PATH` or `sqlite:PATH` (query parameters ignored); `None` for any
-/// other URL or an in-memory database, which would be a different, empty database on every
-/// connection.
-fn sqlite_path(url: &str) -> Option<PathBuf> {
-    let rest = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))?;
-    let path = rest.split('?').next().unwrap_or_default();
-    if path.is_empty() || path == ":memory:" || url.contains("mode=memory") {
-        return None;
-    }
-    Some(PathBuf::from(path))
-}
-
 pub(super) const NOW_TEXT: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 
 /// Stores the answer for record `id` under the request's key, when it has one, inside the
@@ -107,5 +93,7 @@ fn remember<T: serde::Serialize>(
     record: &T,
 ) -> Result<Saved, StoreError> {
     let answer = key.answer(id, record)?;
-    Ok(keel::idempotency::sqlite::save_answer(conn, &key.key, answer)?)
+    Ok(keel::idempotency::sqlite::save_answer(
+        conn, &key.key, answer,
+    )?)
 }
