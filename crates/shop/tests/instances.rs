@@ -168,7 +168,12 @@ async fn the_jobs_of_a_killed_instance_finish_on_the_other_within_15_seconds() {
     };
     sign_up([&a, &a], 20, "killed").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(smtp.accepted().is_empty());
+    // On a loaded machine the sign-ups themselves can outlast a mail: some may be out already,
+    // never all (A sends a few at a time). `taken_over` below proves A held jobs when it died.
+    assert!(
+        smtp.accepted().len() < 20,
+        "A sent every mail before it died"
+    );
     a.child.kill().unwrap(); // SIGKILL: no hand-back, no goodbye
     a.child.wait().unwrap();
     let killed = Instant::now();
