@@ -340,11 +340,12 @@ async fn the_console_shows_a_dead_job_and_retry_takes_it_off_the_list() {
     let Some((mut browser, tab)) = log_in(&app).await else {
         return;
     };
+    // The page refreshes every 3 s; a browser on a loaded machine may need several.
     browser
         .wait_for(
             &tab,
             "document.querySelectorAll('#dead tr[data-job-id]').length === 1",
-            10,
+            20,
         )
         .await;
     browser
