@@ -4,14 +4,13 @@
 //!
 //! `cargo run --release -p bench --bin bare_axum -- 127.0.0.1:8001 sqlite:///tmp/bare.db`
 
-use std::net::SocketAddr;
-
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use bench::{error, server_args};
 use keel::idempotency::Idempotency;
 use shop::domain::{Email, Id, Username};
 use shop::store::users::NewUser;
@@ -44,13 +43,6 @@ async fn create(
     }
 }
 
-/// An error body written by hand, as a bare axum service would, of the same size as keel's.
-fn error(status: StatusCode, code: &str, details: serde_json::Value) -> Response {
-    let body =
-        serde_json::json!({"success": false, "error": code, "code": code, "details": details});
-    (status, Json(body)).into_response()
-}
-
 async fn show(State(store): State<Store>, id: Result<Path<i64>, PathRejection>) -> Response {
     let Some(id) = id.ok().and_then(|Path(id)| Id::parse(id).ok()) else {
         let details = serde_json::json!([{"loc": ["path", "id"], "msg": "Input should be a valid integer", "type": "invalid_type"}]);
@@ -73,13 +65,7 @@ async fn show(State(store): State<Store>, id: Result<Path<i64>, PathRejection>) 
 
 #[tokio::main]
 async fn main() {
-    let mut args = std::env::args().skip(1);
-    let addr: SocketAddr = args
-        .next()
-        .unwrap_or_else(|| "127.0.0.1:8001".into())
-        .parse()
-        .expect("first argument: the address to listen on");
-    let url = args.next().unwrap_or_else(|| "sqlite://bare.db".into());
+    let (addr, url) = server_args("127.0.0.1:8001", "sqlite://bare.db");
     let store = Store::open(&url, 8)
         .await
         .expect("second argument: a sqlite:// URL");

@@ -6,23 +6,13 @@
 
 use std::time::{Duration, Instant};
 
+use bench::{Noop, BATCH};
 use keel::jobs::sqlite::{SqliteQueue, MIGRATIONS};
-use keel::jobs::{Job, JobError, JobMeta, Registry, Worker, WorkerConfig};
+use keel::jobs::{JobError, JobMeta, Registry, Worker, WorkerConfig};
 use keel::sqlite::{Database, Error, Migration, Options};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Noop {
-    n: u64,
-}
-
-impl Job for Noop {
-    const KIND: &'static str = "noop";
-}
-
-const BATCH: usize = 100;
 
 fn open(path: &std::path::Path) -> Database {
     for suffix in ["", "-wal", "-shm"] {

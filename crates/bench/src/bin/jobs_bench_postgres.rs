@@ -12,24 +12,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bench::{Noop, BATCH};
 use keel::jobs::postgres::{PgQueue, MIGRATIONS};
-use keel::jobs::{Job, JobError, JobMeta, Registry, Worker, WorkerConfig};
+use keel::jobs::{JobError, JobMeta, Registry, Worker, WorkerConfig};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Noop {
-    n: u64,
-}
-
-impl Job for Noop {
-    const KIND: &'static str = "noop";
-}
-
-const BATCH: usize = 100;
 const SCHEMA: &str = "keel_jobs_bench";
 
 async fn pool(url: &str) -> PgPool {

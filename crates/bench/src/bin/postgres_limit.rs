@@ -10,14 +10,13 @@
 //!
 //! `cargo run --release -p bench --bin postgres_limit -- 127.0.0.1:8002 postgres://…`
 
-use std::net::SocketAddr;
-
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::{json, Value};
+use bench::{error, server_args};
+use serde_json::json;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
@@ -94,9 +93,8 @@ async fn show(State(pool): State<PgPool>, Path(id): Path<i64>) -> Response {
     match user {
         Ok(Some(user)) => Json(user).into_response(),
         Ok(None) => {
-            let body: Value = json!({"success": false, "error": "not_found", "code": "not_found",
-                "details": {"resource": "user", "id": id}});
-            (StatusCode::NOT_FOUND, Json(body)).into_response()
+            let details = json!({"resource": "user", "id": id});
+            error(StatusCode::NOT_FOUND, "not_found", details)
         }
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
@@ -104,15 +102,7 @@ async fn show(State(pool): State<PgPool>, Path(id): Path<i64>) -> Response {
 
 #[tokio::main]
 async fn main() {
-    let mut args = std::env::args().skip(1);
-    let addr: SocketAddr = args
-        .next()
-        .unwrap_or_else(|| "127.0.0.1:8002".into())
-        .parse()
-        .expect("first argument: the address to listen on");
-    let url = args
-        .next()
-        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".into());
+    let (addr, url) = server_args("127.0.0.1:8002", "postgres://postgres@127.0.0.1:5432/test");
     let pool = PgPoolOptions::new()
         .max_connections(16)
         .connect(&url)

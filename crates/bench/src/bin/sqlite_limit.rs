@@ -11,7 +11,6 @@
 //! `cargo run --release -p bench --bin sqlite_limit -- 127.0.0.1:8002 /tmp/limit.db`
 
 use std::cell::RefCell;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -21,6 +20,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use bench::{error, server_args};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
@@ -98,11 +98,6 @@ async fn create(State(limit): State<Limit>, Json(body): Json<NewUser>) -> Respon
     }
 }
 
-fn error(status: StatusCode, code: &str, details: Value) -> Response {
-    let body = json!({"success": false, "error": code, "code": code, "details": details});
-    (status, Json(body)).into_response()
-}
-
 /// The writer thread: every waiting request in one transaction, a savepoint each.
 fn writer(conn: Connection, requests: mpsc::Receiver<(String, String, Answer)>) {
     while let Ok(first) = requests.recv() {
@@ -165,13 +160,8 @@ fn insert(conn: &Connection, email: &str, username: &str) -> Result<Value, Statu
 
 #[tokio::main]
 async fn main() {
-    let mut args = std::env::args().skip(1);
-    let addr: SocketAddr = args
-        .next()
-        .unwrap_or_else(|| "127.0.0.1:8002".into())
-        .parse()
-        .expect("first argument: the address to listen on");
-    let path = PathBuf::from(args.next().unwrap_or_else(|| "limit.db".into()));
+    let (addr, path) = server_args("127.0.0.1:8002", "limit.db");
+    let path = PathBuf::from(path);
     // shop's own migrations make the tables; then the store lets go of the file.
     let store = shop::store::Store::open(&format!("sqlite://{}", path.display()), 8)
         .await
